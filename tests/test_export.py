@@ -1,0 +1,34 @@
+"""`cifar_nb/` is generated from the notebooks: exporting again must change nothing."""
+import hashlib, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT/'cifar_nb'
+
+
+def _git_status() -> str:
+    return subprocess.run(['git', 'status', '--porcelain', '--untracked-files=all', '--', 'cifar_nb'],
+                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=60).stdout
+
+def _snapshot() -> dict:
+    return {p.relative_to(PKG).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(PKG.rglob('*.py')) if '__pycache__' not in p.parts}
+
+@pytest.fixture
+def git_ok():
+    if shutil.which('git') is None: pytest.skip('git is not installed')
+    r = subprocess.run(['git', 'rev-parse', '--is-inside-work-tree'], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode or r.stdout.strip() != 'true': pytest.skip(f'{ROOT} is not a git work tree')
+
+def test_export_leaves_package_unchanged(git_ok):
+    exe = Path(sys.executable).parent/'nbdev_export'
+    if not exe.exists(): pytest.skip(f'nbdev_export is not installed beside {sys.executable}')
+    status, files = _git_status(), _snapshot()
+    r = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    after = _snapshot()
+    changed = sorted(k for k in files.keys() | after.keys() if files.get(k) != after.get(k))
+    assert not changed, f'nbdev_export changed {changed}: run nbdev_export and commit cifar_nb/ with the notebooks'
+    assert _git_status() == status
