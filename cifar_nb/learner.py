@@ -15,7 +15,8 @@ from .core import get_device, atomic_path, seed_everything
 
 # %% auto #0
 __all__ = ['RESULT_KEYS', 'ConfigError', 'TrainConfig', 'config_from_dict', 'config_from_namespace', 'lr_at', 'make_optimizer',
-           'resolve_precision', 'evaluate', 'NonFiniteLoss', 'FitResult', 'fit', 'TensorBatches', 'synthetic_batches']
+           'resolve_precision', 'evaluate', 'NonFiniteLoss', 'FitResult', 'CheckpointError', 'fit', 'TensorBatches',
+           'synthetic_batches']
 
 # %% ../nbs/03_learner.ipynb #3099cc97
 class ConfigError(ValueError):
@@ -205,6 +206,9 @@ def _train_epoch(model, dl, opt, amp, losses, corrects, bar):
     return i + 1
 
 # %% ../nbs/03_learner.ipynb #74d7682a
+class CheckpointError(RuntimeError):
+    "A checkpoint file cannot be read safely; the message names it and what to do."
+
 def _save_checkpoint(path, model, opt, state, history, train_dl):
     "Everything needed to resume after this epoch, written atomically."
     ck = dict(model=model.state_dict(), opt=opt.state_dict(), history=history, rng_cpu=torch.get_rng_state(),
@@ -214,7 +218,10 @@ def _save_checkpoint(path, model, opt, state, history, train_dl):
 
 def _load_checkpoint(path, model, opt, train_dl):
     "Restore what `_save_checkpoint` wrote; returns (state, history)."
-    ck = torch.load(path, map_location='cpu', weights_only=True)
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: a pickle carrying code is refused
+    except Exception as e:
+        raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it is truncated, corrupted "
+                              f"or not a checkpoint written by cifar_nb: delete it to restart this run from its first epoch") from None
     model.load_state_dict(ck.pop('model')); opt.load_state_dict(ck.pop('opt'))
     torch.set_rng_state(ck.pop('rng_cpu')); train_dl.generator.set_state(ck.pop('loader_rng'))
     if 'rng_cuda' in ck:

@@ -179,6 +179,7 @@ def train_run(cfg: TrainConfig,        # what to train; `cfg.out_dir` is the run
     out_dir = Path(cfg.out_dir) if cfg.out_dir else new_run_dir()
     cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
     with run_lock(out_dir):
+        for t in out_dir.glob('.*.tmp'): t.unlink(missing_ok=True)  # left by a process killed mid-write; we hold the lock
         state = _check_existing(out_dir, cfg)
         if state == 'complete':
             print(f"{out_dir} is already complete with these parameters: reusing it"); return out_dir
@@ -238,7 +239,7 @@ class Run:
         except RuntimeError as e: raise RunError(f"{self.path/'weights.safetensors'} does not fit the network in config.json: {str(e).splitlines()[0]}") from e
         return m.to(get_device(device)).eval()
 
-# %% ../nbs/03a_runs.ipynb #bca15559
+# %% ../nbs/03a_runs.ipynb #c3a62537
 def _normalise(self: Run, x) -> torch.Tensor:
     "uint8 images (N,3,H,W) -> float32, normalised with the run's training mean and std (as the network saw them)."
     x = torch.as_tensor(x)

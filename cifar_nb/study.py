@@ -14,10 +14,11 @@ from .learner import TrainConfig, RESULT_KEYS, config_from_dict
 from .runs import is_complete, load_run, result_key, RunError
 
 # %% auto #0
-__all__ = ['PRESETS_VERSION', 'PRESETS', 'REPORT_ACC', 'EXTRA_PRESETS', 'SCALES', 'preset_params', 'slug', 'run_dir',
+__all__ = ['PRESETS_VERSION', 'PRESETS', 'REPORT_ACC', 'EXTRA_PRESETS', 'SCALES', 'ANALYSED', 'preset_params', 'slug', 'run_dir',
            'run_status', 'execute_run', 'run_study', 'fake_run', 'collect_runs', 'mean_ci', 'paired_diff',
            'study_table', 'table_markdown', 'save_table', 'measure_throughput', 'plan_study', 'format_plan',
-           'default_seeds', 'finish_study', 'main']
+           'markdown_table', 'study_provenance', 'analyse_study', 'render_report', 'default_seeds', 'finish_study',
+           'main']
 
 # %% ../nbs/06_study.ipynb #ba69e1c1
 PRESETS_VERSION = 1
@@ -223,7 +224,7 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
     return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()), json=save_json(out_dir/f'{stem}.json', rows),
                 md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))
 
-# %% ../nbs/06_study.ipynb #3c13df00
+# %% ../nbs/06_study.ipynb #d797b31b
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     "Training images/s of the report's Improved network on `device` (a few real steps after a warm-up)."
     import torch, torch.nn.functional as F
@@ -247,7 +248,7 @@ def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, pr
     if dev.type == 'cuda': torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - t)
 
-# %% ../nbs/06_study.ipynb #6c435807
+# %% ../nbs/06_study.ipynb #bd95d096
 _OVERHEAD_S = 12.0  # per run: kernel start, data load from the cache, evaluation, writing the folder
 
 def _run_images(params: dict) -> int:
@@ -277,7 +278,76 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: estimated {_fmt_s(plan['estimate_s'])} for the runs left")
     return '\n'.join(lines)
 
-# %% ../nbs/06_study.ipynb #8fca16c3
+# %% ../nbs/06_study.ipynb #dab52319
+ANALYSED = ('Improved', 'Base')  # the configurations whose first seed gets interpretation and OOD analysis
+
+def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
+    "A list of dicts (or a DataFrame) as a Markdown table; floats formatted with `floatfmt`, NaN left empty."
+    if hasattr(rows, 'to_dict'): rows = rows.to_dict('records')
+    if not rows: return ''
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    def cell(v):
+        if isinstance(v, float): return '' if math.isnan(v) else format(v, floatfmt)
+        return '' if v is None else str(v).replace('|', '\\|')
+    return '\n'.join(['| ' + ' | '.join(map(str, keys)) + ' |', '|' + '---|'*len(keys)] +
+                     ['| ' + ' | '.join(cell(r.get(k)) for k in keys) + ' |' for r in rows]) + '\n'
+
+# %% ../nbs/06_study.ipynb #ebb88332
+def study_provenance(study_dir: str|Path, runs: dict) -> dict:
+    "Where the study's numbers come from: data and checksum, machine, torch, precision, commit, seeds, times."
+    first = next(iter(next(iter(runs.values())).values()))
+    c, prov = first.config, first.config.get('provenance', {})
+    m = prov.get('machine', {})
+    st = load_json(Path(study_dir)/'study.json') if (Path(study_dir)/'study.json').exists() else {}
+    secs = [dict(configuration=n, seed=s, seconds=r.metrics.get('total_seconds', math.nan)) for n, by in runs.items() for s, r in sorted(by.items())]
+    return dict(data=c.get('data', {}).get('name', '?'), data_path=c.get('data', {}).get('path'), data_sha256=c.get('data', {}).get('sha256'),
+                machine=f"{m.get('gpu') or m.get('cpu', '?')} ({m.get('cores', '?')} cores, device {m.get('device', '?')})",
+                torch=m.get('torch', '?'), precision=prov.get('precision', '?'),
+                git_commit=', '.join(sorted({r.config.get('provenance', {}).get('git_commit') or '?' for by in runs.values() for r in by.values()})),
+                n_configs=len(runs), seeds=', '.join(map(str, sorted({s for by in runs.values() for s in by}))),
+                n_runs=sum(len(by) for by in runs.values()), run_seconds=secs,
+                train_hours=sum(r.metrics.get('train_seconds', 0) for by in runs.values() for r in by.values())/3600,
+                wall=_fmt_s(st['wall_seconds']) + (' (this invocation)' if st.get('resumed') else '') if 'wall_seconds' in st else 'unknown')
+
+# %% ../nbs/06_study.ipynb #4a7a6914
+def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', log=print) -> dict:
+    "Interpretation and OOD analysis of the first seed of each of `names` (skipped where already done)."
+    from cifar_nb.interpret import interpret_run
+    from cifar_nb.ood import evaluate_ood
+    runs, out = collect_runs(study_dir, names), {}
+    if data is None and runs:
+        from cifar_nb.data import load_cifar10
+        data = load_cifar10(progress=False)
+    for n in names:
+        if n not in runs: log(f"analysis: no complete {n} run in {study_dir}, skipped"); continue
+        p = runs[n][min(runs[n])].path
+        t = time.perf_counter()
+        if not (p/'interpret'/'interpret.json').exists(): interpret_run(p, data=data)
+        if not (p/'ood'/'ood_table.json').exists(): evaluate_ood(p, data=data, device=device)
+        out[n] = p
+        log(f"analysis: {n} ({p}) in {_fmt_s(time.perf_counter() - t)}")
+    return out
+
+# %% ../nbs/06_study.ipynb #cd1d1bec
+def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
+    "Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` (self-contained), plus the tables."
+    import papermill as pm
+    from cifar_nb.publish import render_html
+    study_dir, out_dir = Path(study_dir).resolve(), Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir/'report.ipynb'
+    try:
+        pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed), parameters=dict(study_dir=str(study_dir), smoke=smoke),
+                            kernel_name='python3', progress_bar=False, cwd=str(out_dir))
+    except pm.PapermillExecutionError as e:
+        raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
+    html = render_html(executed, out_dir/'report.html')
+    rows = study_table(collect_runs(study_dir))
+    save_table(rows, out_dir, stem='table1')
+    log(f"report: {html}")
+    return Path(html)
+
+# %% ../nbs/06_study.ipynb #13a76748
 def default_seeds() -> int:
     "1 seed on a CPU, 5 on a GPU (the study's defaults)."
     import torch
@@ -290,7 +360,7 @@ def finish_study(study_dir: str|Path) -> dict:
     return save_table(study_table(runs), study_dir)
 
 def main(argv=None) -> int:
-    "Command line: plan, train what is missing, write the table."
+    "Command line: plan, train what is missing, write the table (and the report)."
     import argparse
     ap = argparse.ArgumentParser(prog='python -m cifar_nb.study', description=main.__doc__)
     ap.add_argument('--study-dir', default='reports/study', help='study folder (runs go under runs/)')
@@ -298,6 +368,7 @@ def main(argv=None) -> int:
     ap.add_argument('--scale', default='full', choices=list(SCALES), help="'full' (the report's study) or 'smoke' (minutes)")
     ap.add_argument('--presets', default=','.join(PRESETS), help='comma-separated configuration names')
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
+    ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the Improved and Base runs and render DIR/report.html')
     a = ap.parse_args(argv)
     presets = [p.strip() for p in a.presets.split(',') if p.strip()]
     bad = [p for p in presets if p not in PRESETS and p not in EXTRA_PRESETS]
@@ -309,9 +380,12 @@ def main(argv=None) -> int:
     run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True))
     paths = finish_study(a.study_dir)
     print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
+    if a.report:
+        analyse_study(a.study_dir, names=[n for n in ANALYSED if n in presets])
+        render_report(a.study_dir, a.report, smoke=a.scale != 'full')
     return 0
 
-# %% ../nbs/06_study.ipynb #4af3a577
+# %% ../nbs/06_study.ipynb #b41a235c
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # python -m cifar_nb.study
 

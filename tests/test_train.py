@@ -1,0 +1,71 @@
+"""The papermill training notebook: a real run on a small subset, its parameters cell, and bad parameters."""
+import ast, dataclasses, json
+from pathlib import Path
+import pytest
+import papermill as pm
+from cifar_nb.core import project_root
+from cifar_nb.learner import TrainConfig
+from cifar_nb.runs import load_run, RUN_FILES
+
+NB = project_root()/'nbs'/'train.ipynb'
+
+def _params_cell():
+    nb = json.loads(NB.read_text())
+    cells = [c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    assert len(cells) == 1, 'train.ipynb must have exactly one cell tagged parameters'
+    return ''.join(cells[0]['source'])
+
+def test_parameters_cell_matches_trainconfig():
+    "Every TrainConfig field is a parameter, with the same default and an annotation; nothing else is."
+    src = _params_cell()
+    ns = {}; exec(src, {}, ns); ns.pop("__annotations__", None)
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert set(ns) == set(fields), set(ns) ^ set(fields)
+    for k, v in fields.items(): assert ns[k] == v and type(ns[k]) is type(v), (k, ns[k], v)
+    # each parameter is annotated and commented (papermill shows these in `papermill --help-notebook`)
+    tree = ast.parse(src)
+    assert all(isinstance(n, ast.AnnAssign) for n in tree.body)
+    assert all('#' in line for line in src.strip().splitlines())
+
+def test_issue_defaults_are_the_improved_configuration():
+    c = TrainConfig()
+    assert (c.lr, c.momentum, c.batch_size, c.epochs, c.lr_schedule, c.lr_drop_factor, c.lr_drop_period, c.l2,
+            c.batchnorm, c.dropout, c.val_fraction, c.augment, c.seed, c.n_train, c.device, c.out_dir) == \
+           (0.0002, 0.9, 128, 20, 'piecewise', 0.1, 16, 0.004, True, 0.2, 0.1, False, 0, None, 'auto', None)
+
+def _run(tmp_path, **params):
+    out = tmp_path/'executed.ipynb'
+    pm.execute_notebook(str(NB), str(out), parameters=params, kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
+    return out
+
+@pytest.mark.slow
+def test_papermill_run_writes_a_complete_run_folder(tmp_path):
+    "papermill nbs/train.ipynb out.ipynb -p n_train 500 -p epochs 2 -p dropout 0 -p out_dir ... on the real data."
+    run_dir = tmp_path/'run'
+    out = _run(tmp_path, n_train=500, epochs=2, dropout=0.0, batch_size=50, out_dir=str(run_dir))
+    run = load_run(run_dir)
+    for f in RUN_FILES: assert (run_dir/f).stat().st_size > 0, f
+    assert run.params['dropout'] == 0.0 and run.params['n_train'] == 500 and run.params['epochs'] == 2
+    assert run.logits.shape == (10_000, 10) and run.metrics['n_train'] == 500
+    assert len(run.history['val']['loss']) == 2 and 0.1 <= run.metrics['test_acc'] <= 1
+    assert 'dropout' not in dict(run.model().named_children())  # dropout 0 removes the layer
+    nb = json.loads(out.read_text())
+    assert any(o.get('output_type') == 'display_data' and 'image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+    # a second execution with the same parameters reuses the folder instead of training again
+    before = (run_dir/'weights.safetensors').stat().st_mtime_ns
+    _run(tmp_path, n_train=500, epochs=2, dropout=0.0, batch_size=50, out_dir=str(run_dir))
+    assert (run_dir/'weights.safetensors').stat().st_mtime_ns == before
+
+@pytest.mark.parametrize('params,expect', [
+    (dict(dropout=1.5), 'dropout=1.5'),
+    (dict(lr_schedule='cosine'), "lr_schedule='cosine'"),
+    (dict(epochs=0), 'epochs=0'),
+    (dict(batch_size='128'), 'batch_size'),
+    (dict(drop_out=0.0), "unknown parameter(s) 'drop_out'"),
+])
+def test_bad_parameters_stop_before_training(tmp_path, params, expect):
+    "A bad value or an unknown name stops in the validation cell with a message naming the parameter; no run folder appears."
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run(tmp_path, out_dir=str(tmp_path/'run'), **params)
+    assert e.value.ename == 'ConfigError' and expect in e.value.evalue, e.value.evalue
+    assert not (tmp_path/'run').exists()
