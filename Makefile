@@ -65,7 +65,7 @@ clean-nbs: $(STAMP)
 DOCS_PORT ?= 8000
 .PHONY: readme
 docs: $(STAMP)
-	$(PY) -c "from cifar_nb.publish import build_docs; print('site:', build_docs('_site'))"
+	$(PY) -c "from cifar_nb.publish import build_docs; print('site:', build_docs('_site', execute=True))"
 
 # serve the built site on http://localhost:$(DOCS_PORT) (Ctrl-C stops it)
 serve-docs: docs

@@ -255,9 +255,18 @@ def _report_page(has_report:bool) -> str:
     return ("# Report\n\nNo report yet: `make report` runs the study and renders `reports/report.html`; "
             "`make docs` then copies it here.\n")
 
+def _execute(nb, src:Path):
+    "Run a notebook in its folder (nbclient); a failing cell stops the build, naming the notebook."
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    try: NotebookClient(nb, timeout=1800, kernel_name='python3', resources={'metadata': {'path': str(src.parent)}}).execute()
+    except CellExecutionError as e: raise RuntimeError(f"{src.name} failed while building the docs: {str(e)[-1500:]}") from None
+    return nb
+
 def stage_docs(stage:str|Path='_mkdocs', # the MkDocs `docs_dir` to (re)create
                root:str|Path|None=None, # the project; None: the project root
                report:str|Path='reports/report.html', # the rendered report, copied in when it exists
+               execute:bool=False, # run each notebook first (in nbs/), so pages show real outputs and figures
               ) -> list[Path]:
     "Write the site's pages into `stage` (emptied first); return them."
     root = Path(root) if root is not None else project_root()
@@ -266,7 +275,9 @@ def stage_docs(stage:str|Path='_mkdocs', # the MkDocs `docs_dir` to (re)create
     stage.mkdir(parents=True)
     pages = []
     for src in [root/'nbs'/'index.ipynb', *sorted((root/'nbs').glob('[0-9]*.ipynb'))]:
-        nb = with_api_docs(_read_nb(src))
+        nb = _read_nb(src)
+        if execute: nb = _execute(nb, src)
+        nb = with_api_docs(nb)
         nbformat.write(nb, str(stage/src.name)); pages.append(stage/src.name)
     has_report = (root/report).is_file()
     if has_report: shutil.copyfile(root/report, stage/'report.html')
@@ -279,10 +290,11 @@ def build_docs(site_dir:str|Path='_site', # where the site goes (git-ignored)
                root:str|Path|None=None, # the project; None: the project root
                report:str|Path='reports/report.html', # the rendered report, copied in when it exists
                strict:bool=False, # fail on MkDocs warnings
+               execute:bool=False, # execute the notebooks first (`make docs` does; tests don't)
               ) -> Path:
     "Stage the pages and run `mkdocs build` into `site_dir`, offline; return `site_dir`."
     root = Path(root) if root is not None else project_root()
-    stage_docs(stage, root, report)
+    stage_docs(stage, root, report, execute=execute)
     site = (root/site_dir).resolve()
     cmd = [sys.executable, '-m', 'mkdocs', 'build', '-q', '-f', str(root/'mkdocs.yml'), '-d', str(site)]
     r = subprocess.run(cmd + (['--strict'] if strict else []), cwd=root, capture_output=True, text=True)

@@ -31,7 +31,9 @@ PRESETS = {
     'No DropOut':   dict(dropout=0.0),
 }
 REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65, 'No DropOut': 62.48}
-EXTRA_PRESETS = {'Improved @ lr 0.001': dict(lr=0.001)}
+EXTRA_PRESETS = {'Improved @ lr 0.001': dict(lr=0.001),
+                 # float32 twins of Base and Improved: is bf16 autocast within the seed-to-seed spread of float32?
+                 'Base (fp32)': dict(PRESETS['Base'], precision='fp32'), 'Improved (fp32)': dict(precision='fp32')}
 
 # %% ../nbs/06_study.ipynb #39b85c00
 SCALES = {'full': dict(), 'smoke': dict(n_train=2000, epochs=2, lr_drop_period=1)}
@@ -90,29 +92,40 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
               scale: str = 'full',          # 'full' or 'smoke'
               execute=execute_run,          # how one run is executed (papermill by default)
               log=print,
+              jobs: int = 1,                # runs trained at once (each its own process); >1 fills a GPU that one small run leaves idle
              ) -> list[Path]:
     "Train every (preset, seed) run that is not complete yet; return all run folders."
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     study_dir = Path(study_dir); study_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    jobs = [(n, s, run_dir(study_dir, n, s), preset_params(n, s, scale)) for s in seeds for n in presets]  # seed-major: every configuration of seed 0 first
-    status = [run_status(p, params) for _, _, p, params in jobs]
+    jobs_ = [(n, s, run_dir(study_dir, n, s), preset_params(n, s, scale)) for s in seeds for n in presets]  # seed-major: every configuration of seed 0 first
+    status = [run_status(p, params) for _, _, p, params in jobs_]
     todo = [i for i, st in enumerate(status) if st != 'done']
-    log(f"study {study_dir}: {len(jobs)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
-        f"{len(jobs) - len(todo)} complete and reused, {len(todo)} to train")
-    t0, done_s = time.perf_counter(), []
-    for k, i in enumerate(todo, 1):
-        n, s, p, params = jobs[i]
-        t = time.perf_counter()
+    log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
+        f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train" + (f", {jobs} at a time" if jobs > 1 else ''))
+    t0, done_w = time.perf_counter(), 0.
+    total_w = sum(_run_weight(jobs_[i][3]) for i in todo)
+    def one(k, i):
+        n, s, p, params = jobs_[i]
         log(f"[run {k}/{len(todo)}] {n} seed {s}{' (resuming)' if status[i] == 'resume' else ''} -> {p}")
-        execute(p, params)
-        dt = time.perf_counter() - t; done_s.append(dt)
-        left = sum(_run_weight(jobs[j][3]) for j in todo[k:]) * (sum(done_s) / sum(_run_weight(jobs[j][3]) for j in todo[:k]))
-        acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
-        log(f"[run {k}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
-            f"study elapsed {_fmt_s(time.perf_counter() - t0)}, about {_fmt_s(left)} left")
-    save_json(study_dir/'study.json', dict(presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION,
-                                           wall_seconds=time.perf_counter() - t0, finished=datetime.datetime.now().isoformat(timespec='seconds')))
-    return [p for _, _, p, _ in jobs]
+        t = time.perf_counter(); execute(p, params)
+        return i, time.perf_counter() - t
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+        futs = [ex.submit(one, k, i) for k, i in enumerate(todo, 1)]
+        for f in as_completed(futs):
+            i, dt = f.result()
+            n, s, p, params = jobs_[i]
+            done_w += _run_weight(params)
+            el = time.perf_counter() - t0
+            acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
+            log(f"[done {sum(x.done() for x in futs)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
+                f"study elapsed {_fmt_s(el)}, about {_fmt_s(el * (total_w - done_w) / done_w)} left")
+    st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
+    inv = st.get('invocations', []) + [dict(presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=jobs,
+                                            trained=len(todo), wall_seconds=time.perf_counter() - t0,
+                                            finished=datetime.datetime.now().isoformat(timespec='seconds'))]
+    save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
+    return [p for _, _, p, _ in jobs_]
 
 def _run_weight(params: dict) -> float:
     "Relative cost of a run: its epochs (every preset trains on the same images)."
@@ -224,7 +237,7 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
     return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()), json=save_json(out_dir/f'{stem}.json', rows),
                 md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))
 
-# %% ../nbs/06_study.ipynb #d797b31b
+# %% ../nbs/06_study.ipynb #289b3fe2
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     "Training images/s of the report's Improved network on `device` (a few real steps after a warm-up)."
     import torch, torch.nn.functional as F
@@ -248,7 +261,7 @@ def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, pr
     if dev.type == 'cuda': torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - t)
 
-# %% ../nbs/06_study.ipynb #bd95d096
+# %% ../nbs/06_study.ipynb #1aaaf515
 _OVERHEAD_S = 12.0  # per run: kernel start, data load from the cache, evaluation, writing the folder
 
 def _run_images(params: dict) -> int:
@@ -278,7 +291,7 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: estimated {_fmt_s(plan['estimate_s'])} for the runs left")
     return '\n'.join(lines)
 
-# %% ../nbs/06_study.ipynb #dab52319
+# %% ../nbs/06_study.ipynb #8a81a710
 ANALYSED = ('Improved', 'Base')  # the configurations whose first seed gets interpretation and OOD analysis
 
 def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
@@ -292,7 +305,7 @@ def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
     return '\n'.join(['| ' + ' | '.join(map(str, keys)) + ' |', '|' + '---|'*len(keys)] +
                      ['| ' + ' | '.join(cell(r.get(k)) for k in keys) + ' |' for r in rows]) + '\n'
 
-# %% ../nbs/06_study.ipynb #ebb88332
+# %% ../nbs/06_study.ipynb #a25c9064
 def study_provenance(study_dir: str|Path, runs: dict) -> dict:
     "Where the study's numbers come from: data and checksum, machine, torch, precision, commit, seeds, times."
     first = next(iter(next(iter(runs.values())).values()))
@@ -307,10 +320,10 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
                 n_configs=len(runs), seeds=', '.join(map(str, sorted({s for by in runs.values() for s in by}))),
                 n_runs=sum(len(by) for by in runs.values()), run_seconds=secs,
                 train_hours=sum(r.metrics.get('train_seconds', 0) for by in runs.values() for r in by.values())/3600,
-                wall=_fmt_s(st['wall_seconds']) + (' (this invocation)' if st.get('resumed') else '') if 'wall_seconds' in st else 'unknown')
+                wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else 'unknown'))
 
-# %% ../nbs/06_study.ipynb #4a7a6914
-def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', log=print) -> dict:
+# %% ../nbs/06_study.ipynb #cb6d8bff
+def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None, log=print) -> dict:
     "Interpretation and OOD analysis of the first seed of each of `names` (skipped where already done)."
     from cifar_nb.interpret import interpret_run
     from cifar_nb.ood import evaluate_ood
@@ -323,12 +336,12 @@ def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', 
         p = runs[n][min(runs[n])].path
         t = time.perf_counter()
         if not (p/'interpret'/'interpret.json').exists(): interpret_run(p, data=data)
-        if not (p/'ood'/'ood_table.json').exists(): evaluate_ood(p, data=data, device=device)
+        if not (p/'ood'/'ood_table.json').exists(): evaluate_ood(p, data=data, device=device, n_per_set=n_per_set, progress=False)
         out[n] = p
         log(f"analysis: {n} ({p}) in {_fmt_s(time.perf_counter() - t)}")
     return out
 
-# %% ../nbs/06_study.ipynb #cd1d1bec
+# %% ../nbs/06_study.ipynb #0b949acd
 def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
     "Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` (self-contained), plus the tables."
     import papermill as pm
@@ -341,13 +354,13 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
                             kernel_name='python3', progress_bar=False, cwd=str(out_dir))
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
-    html = render_html(executed, out_dir/'report.html')
+    html = render_html(executed, out_dir/'report.html', exclude_input=True, title='cifar_nb: the CIFAR-10 ablation study')
     rows = study_table(collect_runs(study_dir))
     save_table(rows, out_dir, stem='table1')
     log(f"report: {html}")
     return Path(html)
 
-# %% ../nbs/06_study.ipynb #13a76748
+# %% ../nbs/06_study.ipynb #8293bf0b
 def default_seeds() -> int:
     "1 seed on a CPU, 5 on a GPU (the study's defaults)."
     import torch
@@ -367,6 +380,7 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', type=int, default=None, help='seeds per configuration (default: 1 on CPU, 5 on GPU)')
     ap.add_argument('--scale', default='full', choices=list(SCALES), help="'full' (the report's study) or 'smoke' (minutes)")
     ap.add_argument('--presets', default=','.join(PRESETS), help='comma-separated configuration names')
+    ap.add_argument('--jobs', type=int, default=1, help='runs trained at once, each its own process (useful on a GPU)')
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the Improved and Base runs and render DIR/report.html')
     a = ap.parse_args(argv)
@@ -377,15 +391,16 @@ def main(argv=None) -> int:
     seeds = a.seeds or default_seeds()
     print(format_plan(plan_study(a.study_dir, presets, seeds, a.scale)), flush=True)
     if a.plan: return 0
-    run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True))
+    run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True), jobs=a.jobs)
     paths = finish_study(a.study_dir)
     print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
     if a.report:
-        analyse_study(a.study_dir, names=[n for n in ANALYSED if n in presets])
+        analyse_study(a.study_dir, names=[n for n in ANALYSED if n in presets], device='auto',
+                      n_per_set=None if a.scale == 'full' else 1000)  # a smoke study evaluates OOD on 1,000 images per set
         render_report(a.study_dir, a.report, smoke=a.scale != 'full')
     return 0
 
-# %% ../nbs/06_study.ipynb #b41a235c
+# %% ../nbs/06_study.ipynb #2304c72f
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # python -m cifar_nb.study
 

