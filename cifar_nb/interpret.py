@@ -73,7 +73,8 @@ def _save_fig(fig, save, run: Run|None, name: str) -> Path|None:
 def _title(run: Run|None, what: str) -> str:
     "A figure title naming the run and its data, when there is a run."
     if run is None: return what
-    return f"{run.name} ({run.config.get('data', {}).get('name', '?')})\n{what}"
+    name = f"{run.path.parent.name}/{run.name}" if run.name.startswith('seed') else run.name  # a study's runs are <config>/seed<k>
+    return f"{name} ({run.config.get('data', {}).get('name', '?')})\n{what}"
 
 # %% ../nbs/04_interpret.ipynb #6d501292
 def confusion_matrix(labels,         # true classes (N,)
