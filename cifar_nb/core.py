@@ -44,13 +44,13 @@ def atomic_path(path: str|Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
         os.close(fd)
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; finished files get the usual permissions
     except OSError as e: raise WriteError(f"cannot write {path}: {e.strerror or e} (is the folder writable, is the disk full?)") from e
     tmp = Path(tmp)
     try:
         yield tmp
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (or a writer that recreates the file) makes 0600; finished files get the usual mode
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

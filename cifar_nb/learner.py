@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+import sys
 from tqdm.auto import tqdm
 from .core import get_device, atomic_path, seed_everything
 
@@ -247,7 +248,7 @@ def fit(model: nn.Module,           # the network, already on its device
         history, state = _load_checkpoint(checkpoint, model, opt, train_dl)
     n_steps = len(train_dl)
     losses, corrects = torch.zeros(n_steps, device=dev), torch.zeros(n_steps, device=dev)
-    bar = tqdm(total=cfg.epochs * n_steps, initial=state['epoch'] * n_steps, desc='train', unit='step',
+    bar = tqdm(total=cfg.epochs * n_steps, initial=state['epoch'] * n_steps, desc='train', unit='step', mininterval=0.1 if sys.stderr.isatty() else 1.0,  # papermill keeps every update: fewer off a terminal
                dynamic_ncols=True, leave=True) if progress else None
     stopped = False
     try:

@@ -15,10 +15,10 @@ from .runs import is_complete, load_run, result_key, RunError
 
 # %% auto #0
 __all__ = ['PRESETS_VERSION', 'PRESETS', 'REPORT_ACC', 'EXTRA_PRESETS', 'SCALES', 'ANALYSED', 'preset_params', 'slug', 'run_dir',
-           'run_status', 'execute_run', 'run_study', 'fake_run', 'collect_runs', 'mean_ci', 'paired_diff',
-           'study_table', 'table_markdown', 'save_table', 'measure_throughput', 'plan_study', 'format_plan',
-           'markdown_table', 'study_provenance', 'analyse_study', 'render_report', 'default_seeds', 'finish_study',
-           'main']
+           'run_status', 'compact_progress', 'execute_run', 'run_study', 'fake_run', 'collect_runs', 'mean_ci',
+           'paired_diff', 'study_table', 'table_markdown', 'save_table', 'measure_throughput', 'plan_study',
+           'format_plan', 'markdown_table', 'study_provenance', 'analyse_study', 'render_report', 'default_seeds',
+           'finish_study', 'main']
 
 # %% ../nbs/06_study.ipynb #ba69e1c1
 PRESETS_VERSION = 1
@@ -74,6 +74,23 @@ def run_status(path: Path, params: dict) -> str:
 def _fmt_s(s: float) -> str:
     s = int(round(s)); return f"{s//3600}h{s%3600//60:02d}m" if s >= 3600 else f"{s//60}m{s%60:02d}s"
 
+def compact_progress(nb_path: str|Path) -> Path:
+    "Keep only the last state of each progress bar in an executed notebook (papermill stores every update as an output)."
+    import nbformat
+    from cifar_nb.core import atomic_write_text
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for c in nb.cells:
+        outs, keep = c.get('outputs', []), []
+        for i, o in enumerate(outs):
+            nxt = outs[i + 1] if i + 1 < len(outs) else None
+            partial = o.get('output_type') == 'stream' and not o.get('text', '').endswith('\n')  # a bar redrawn in place
+            redrawn = nxt is not None and nxt.get('output_type') == 'stream' and nxt.get('name') == o.get('name') and not nxt.get('text', '').endswith('\n')
+            if partial and redrawn: continue  # the next output redraws this bar
+            if o.get('output_type') == 'stream': o['text'] = '\n'.join(l.rsplit('\r', 1)[-1] for l in o['text'].split('\n'))
+            keep.append(o)
+        if 'outputs' in c: c['outputs'] = keep
+    return atomic_write_text(nb_path, nbformat.writes(nb))
+
 def execute_run(path: Path, params: dict, log=print) -> None:
     "Run `nbs/train.ipynb` with papermill into `path` (the executed notebook is kept there)."
     import papermill as pm
@@ -84,6 +101,8 @@ def execute_run(path: Path, params: dict, log=print) -> None:
                             progress_bar=False, cwd=str(path))
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"run {path} failed: {e.ename}: {e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
+    finally:
+        if (path/'train.ipynb').exists(): compact_progress(path/'train.ipynb')
 
 # %% ../nbs/06_study.ipynb #8d4c1781
 def run_study(study_dir: str|Path,          # the study folder (runs go under runs/)
@@ -237,7 +256,7 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
     return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()), json=save_json(out_dir/f'{stem}.json', rows),
                 md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))
 
-# %% ../nbs/06_study.ipynb #558b1dda
+# %% ../nbs/06_study.ipynb #3c80b314
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     "Training images/s of the report's Improved network on `device` (a few real steps after a warm-up)."
     import torch, torch.nn.functional as F
@@ -261,7 +280,7 @@ def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, pr
     if dev.type == 'cuda': torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - t)
 
-# %% ../nbs/06_study.ipynb #9cee89cd
+# %% ../nbs/06_study.ipynb #e0751d85
 _OVERHEAD_S = 12.0  # per run: kernel start, data load from the cache, evaluation, writing the folder
 
 def _run_images(params: dict) -> int:
@@ -291,7 +310,7 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: estimated {_fmt_s(plan['estimate_s'])} for the runs left")
     return '\n'.join(lines)
 
-# %% ../nbs/06_study.ipynb #34045459
+# %% ../nbs/06_study.ipynb #0d174fe9
 ANALYSED = ('Improved', 'Base')  # the configurations whose first seed gets interpretation and OOD analysis
 
 def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
@@ -305,7 +324,7 @@ def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
     return '\n'.join(['| ' + ' | '.join(map(str, keys)) + ' |', '|' + '---|'*len(keys)] +
                      ['| ' + ' | '.join(cell(r.get(k)) for k in keys) + ' |' for r in rows]) + '\n'
 
-# %% ../nbs/06_study.ipynb #4aa2f4de
+# %% ../nbs/06_study.ipynb #69c06b29
 def study_provenance(study_dir: str|Path, runs: dict) -> dict:
     "Where the study's numbers come from: data and checksum, machine, torch, precision, commit, seeds, times."
     first = next(iter(next(iter(runs.values())).values()))
@@ -322,7 +341,7 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
                 train_hours=sum(r.metrics.get('train_seconds', 0) for by in runs.values() for r in by.values())/3600,
                 wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else 'unknown'))
 
-# %% ../nbs/06_study.ipynb #158f4dfc
+# %% ../nbs/06_study.ipynb #fee6d79e
 def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None, log=print) -> dict:
     "Interpretation and OOD analysis of the first seed of each of `names` (skipped where already done)."
     from cifar_nb.interpret import interpret_run
@@ -341,7 +360,7 @@ def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', 
         log(f"analysis: {n} ({p}) in {_fmt_s(time.perf_counter() - t)}")
     return out
 
-# %% ../nbs/06_study.ipynb #522cf1b3
+# %% ../nbs/06_study.ipynb #3b5b2c0b
 def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
     "Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` (self-contained), plus the tables."
     import papermill as pm
@@ -360,7 +379,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     log(f"report: {html}")
     return Path(html)
 
-# %% ../nbs/06_study.ipynb #ed78205d
+# %% ../nbs/06_study.ipynb #607a734f
 def default_seeds() -> int:
     "1 seed on a CPU, 5 on a GPU (the study's defaults)."
     import torch
@@ -400,7 +419,7 @@ def main(argv=None) -> int:
         render_report(a.study_dir, a.report, smoke=a.scale != 'full')
     return 0
 
-# %% ../nbs/06_study.ipynb #81c70e35
+# %% ../nbs/06_study.ipynb #45c078ea
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # python -m cifar_nb.study
 

@@ -18,9 +18,9 @@ SCRIPT = textwrap.dedent('''
     torch.set_num_threads(1)
     from cifar_nb.learner import TrainConfig
     from cifar_nb.runs import train_run, synthetic_cifar
-    cfg = TrainConfig(n_train=2000, epochs=6, batch_size=32, lr=0.01, device='cpu', precision='fp32', compile='no',
+    cfg = TrainConfig(n_train=1200, epochs=5, batch_size=40, lr=0.01, device='cpu', precision='fp32', compile='no',
                       lr_drop_period=3, out_dir=sys.argv[1], seed=3)
-    train_run(cfg, data=synthetic_cifar(n_train=2400, n_test=200, seed=1), progress=False)
+    train_run(cfg, data=synthetic_cifar(n_train=1500, n_test=200, seed=1), progress=False)
 ''')
 
 def _train(out_dir, wait=True):
