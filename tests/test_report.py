@@ -57,3 +57,32 @@ def test_bad_command_line_is_refused_before_training(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(tmp_path), '--presets', 'Improved,No Dropout'],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown configuration(s) 'No Dropout'" in r.stderr and not (tmp_path/'runs').exists()
+
+STUDY_SCRIPT = '''
+import sys
+from cifar_nb import study
+study.SCALES['smoke'] = dict(n_train=2000, epochs=6, lr_drop_period=3)  # long enough to be killed mid-run
+study.run_study(sys.argv[1], presets=['Base', 'Improved', 'No L2'], seeds=1, scale='smoke', log=lambda s: print(s, flush=True))
+'''
+
+def test_killed_study_resumes_only_what_is_missing(tmp_path):
+    "kill -9 the whole study (and its kernel) during the second run: the rerun reuses the first, resumes the second, trains the third."
+    import os, signal, time
+    d = tmp_path/'study'
+    p = subprocess.Popen([sys.executable, '-c', STUDY_SCRIPT, str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    ck = d/'runs'/'improved'/'seed0'/'checkpoint.pt'
+    t0 = time.time()
+    while not ck.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    assert ck.exists(), 'the study ended before the second run wrote a checkpoint'
+    assert (d/'runs'/'base'/'seed0'/'COMPLETE.json').exists() and not (d/'runs'/'improved'/'seed0'/'COMPLETE.json').exists()
+    base_w = (d/'runs'/'base'/'seed0'/'weights.safetensors').stat().st_mtime_ns
+    time.sleep(1)  # the killed kernel's lock goes with its process
+    r = subprocess.run([sys.executable, '-c', STUDY_SCRIPT, str(d)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert '1 complete and reused, 2 to train' in r.stdout and 'Improved seed 0 (resuming)' in r.stdout, r.stdout
+    assert (d/'runs'/'base'/'seed0'/'weights.safetensors').stat().st_mtime_ns == base_w
+    runs = collect_runs(d)
+    assert set(runs) == {'Base', 'Improved', 'No L2'} and all(len(v) == 1 for v in runs.values())
+    assert len(runs['Improved'][0].history['val']['loss']) == 6
