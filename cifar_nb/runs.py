@@ -239,7 +239,7 @@ class Run:
         except RuntimeError as e: raise RunError(f"{self.path/'weights.safetensors'} does not fit the network in config.json: {str(e).splitlines()[0]}") from e
         return m.to(get_device(device)).eval()
 
-# %% ../nbs/03a_runs.ipynb #1122ae47
+# %% ../nbs/03a_runs.ipynb #ec94cc59
 def _normalise(self: Run, x) -> torch.Tensor:
     "uint8 images (N,3,H,W) -> float32, normalised with the run's training mean and std (as the network saw them)."
     x = torch.as_tensor(x)

@@ -256,7 +256,7 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
     return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()), json=save_json(out_dir/f'{stem}.json', rows),
                 md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))
 
-# %% ../nbs/06_study.ipynb #3c80b314
+# %% ../nbs/06_study.ipynb #1d1634ec
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     "Training images/s of the report's Improved network on `device` (a few real steps after a warm-up)."
     import torch, torch.nn.functional as F
@@ -280,7 +280,7 @@ def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, pr
     if dev.type == 'cuda': torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - t)
 
-# %% ../nbs/06_study.ipynb #e0751d85
+# %% ../nbs/06_study.ipynb #a5f9e0b4
 _OVERHEAD_S = 12.0  # per run: kernel start, data load from the cache, evaluation, writing the folder
 
 def _run_images(params: dict) -> int:
@@ -310,7 +310,7 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: estimated {_fmt_s(plan['estimate_s'])} for the runs left")
     return '\n'.join(lines)
 
-# %% ../nbs/06_study.ipynb #0d174fe9
+# %% ../nbs/06_study.ipynb #e9a750d3
 ANALYSED = ('Improved', 'Base')  # the configurations whose first seed gets interpretation and OOD analysis
 
 def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
@@ -324,7 +324,7 @@ def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
     return '\n'.join(['| ' + ' | '.join(map(str, keys)) + ' |', '|' + '---|'*len(keys)] +
                      ['| ' + ' | '.join(cell(r.get(k)) for k in keys) + ' |' for r in rows]) + '\n'
 
-# %% ../nbs/06_study.ipynb #69c06b29
+# %% ../nbs/06_study.ipynb #d8b566bd
 def study_provenance(study_dir: str|Path, runs: dict) -> dict:
     "Where the study's numbers come from: data and checksum, machine, torch, precision, commit, seeds, times."
     first = next(iter(next(iter(runs.values())).values()))
@@ -341,7 +341,7 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
                 train_hours=sum(r.metrics.get('train_seconds', 0) for by in runs.values() for r in by.values())/3600,
                 wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else 'unknown'))
 
-# %% ../nbs/06_study.ipynb #fee6d79e
+# %% ../nbs/06_study.ipynb #44bb2e9d
 def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None, log=print) -> dict:
     "Interpretation and OOD analysis of the first seed of each of `names` (skipped where already done)."
     from cifar_nb.interpret import interpret_run
@@ -360,7 +360,7 @@ def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', 
         log(f"analysis: {n} ({p}) in {_fmt_s(time.perf_counter() - t)}")
     return out
 
-# %% ../nbs/06_study.ipynb #3b5b2c0b
+# %% ../nbs/06_study.ipynb #134281c2
 def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
     "Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` (self-contained), plus the tables."
     import papermill as pm
@@ -379,7 +379,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     log(f"report: {html}")
     return Path(html)
 
-# %% ../nbs/06_study.ipynb #607a734f
+# %% ../nbs/06_study.ipynb #eabfe5d6
 def default_seeds() -> int:
     "1 seed on a CPU, 5 on a GPU (the study's defaults)."
     import torch
@@ -419,7 +419,7 @@ def main(argv=None) -> int:
         render_report(a.study_dir, a.report, smoke=a.scale != 'full')
     return 0
 
-# %% ../nbs/06_study.ipynb #45c078ea
+# %% ../nbs/06_study.ipynb #37a72632
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # python -m cifar_nb.study
 
