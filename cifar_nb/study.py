@@ -140,7 +140,8 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             log(f"[done {sum(x.done() for x in futs)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(el * (total_w - done_w) / done_w)} left")
     st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
-    inv = st.get('invocations', []) + [dict(presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=jobs,
+    inv = st.get('invocations', [st] if 'wall_seconds' in st else []) + [dict(  # a study.json from before invocations were listed is the first
+presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=jobs,
                                             trained=len(todo), wall_seconds=time.perf_counter() - t0,
                                             finished=datetime.datetime.now().isoformat(timespec='seconds'))]
     save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
