@@ -340,7 +340,7 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
                 n_configs=len(runs), seeds=', '.join(map(str, sorted({s for by in runs.values() for s in by}))),
                 n_runs=sum(len(by) for by in runs.values()), run_seconds=secs,
                 train_hours=sum(r.metrics.get('train_seconds', 0) for by in runs.values() for r in by.values())/3600,
-                wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else 'unknown'))
+                wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else _fmt_s(st['wall_seconds']) if 'wall_seconds' in st else 'unknown'))
 
 # %% ../nbs/06_study.ipynb #44bb2e9d
 def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None, log=print) -> dict:
