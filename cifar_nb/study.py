@@ -98,7 +98,7 @@ def execute_run(path: Path, params: dict, log=print) -> None:
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'train.ipynb'), str(path/'train.ipynb'),
                             parameters={**params, 'out_dir': str(path.resolve())}, kernel_name='python3',
-                            progress_bar=False, cwd=str(path))
+                            progress_bar=False)  # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"run {path} failed: {e.ename}: {e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
     finally:
@@ -115,7 +115,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
              ) -> list[Path]:
     "Train every (preset, seed) run that is not complete yet; return all run folders."
     from concurrent.futures import ThreadPoolExecutor, as_completed
-    study_dir = Path(study_dir); study_dir.mkdir(parents=True, exist_ok=True)
+    study_dir = Path(study_dir).resolve(); study_dir.mkdir(parents=True, exist_ok=True)  # absolute: nothing depends on the cwd
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     jobs_ = [(n, s, run_dir(study_dir, n, s), preset_params(n, s, scale)) for s in seeds for n in presets]  # seed-major: every configuration of seed 0 first
     status = [run_status(p, params) for _, _, p, params in jobs_]
