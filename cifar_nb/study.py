@@ -105,6 +105,10 @@ def execute_run(path: Path, params: dict, log=print) -> None:
         if (path/'train.ipynb').exists(): compact_progress(path/'train.ipynb')
 
 # %% ../nbs/06_study.ipynb #8d4c1781
+def _study_jobs(study_dir, presets, seeds: list, scale: str) -> list:
+    "(name, seed, run folder, parameters) of every run, seed-major: every configuration of seed 0 first."
+    return [(n, s, run_dir(study_dir, n, s), preset_params(n, s, scale)) for s in seeds for n in presets]
+
 def run_study(study_dir: str|Path,          # the study folder (runs go under runs/)
               presets: list|tuple = tuple(PRESETS),  # preset names
               seeds: int|list = 1,          # number of seeds (0..n-1) or a list of seeds
@@ -117,7 +121,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
     from concurrent.futures import ThreadPoolExecutor, as_completed
     study_dir = Path(study_dir).resolve(); study_dir.mkdir(parents=True, exist_ok=True)  # absolute: nothing depends on the cwd
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    jobs_ = [(n, s, run_dir(study_dir, n, s), preset_params(n, s, scale)) for s in seeds for n in presets]  # seed-major: every configuration of seed 0 first
+    jobs_ = _study_jobs(study_dir, presets, seeds, scale)
     status = [run_status(p, params) for _, _, p, params in jobs_]
     todo = [i for i, st in enumerate(status) if st != 'done']
     log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
@@ -293,8 +297,8 @@ def plan_study(study_dir: str|Path, presets=tuple(PRESETS), seeds: int|list = 1,
                images_per_s: float|None = None) -> dict:
     "What a study would train and about how long it would take (the throughput is measured when not given)."
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    jobs = [(n, s, preset_params(n, s, scale)) for s in seeds for n in presets]  # seed-major: every configuration of seed 0 first
-    todo = [(n, s, p) for n, s, p in jobs if run_status(run_dir(study_dir, n, s), p) != 'done']
+    jobs = _study_jobs(study_dir, presets, seeds, scale)
+    todo = [(n, s, p) for n, s, d, p in jobs if run_status(d, p) != 'done']
     ips = images_per_s or (measure_throughput() if todo else float('nan'))
     est = sum(_run_images(p) / ips + _OVERHEAD_S for _, _, p in todo)
     return dict(study_dir=str(study_dir), presets=list(presets), seeds=seeds, scale=scale, n_runs=len(jobs),
