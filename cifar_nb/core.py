@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #66d2dcca
 from __future__ import annotations
-import hashlib, json, os, platform, subprocess, tempfile, contextlib, math
+import hashlib, json, os, platform, stat, subprocess, tempfile, contextlib, math
 from pathlib import Path
 import torch
 
 # %% auto #0
 __all__ = ['project_root', 'get_device', 'WriteError', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json',
-           'CorruptFileError', 'load_json', 'sha256_file', 'git_commit', 'cpu_model', 'machine_info', 'seed_everything']
+           'CorruptFileError', 'load_json', 'DataError', 'regular_file', 'file_digest', 'sha256_file', 'git_commit',
+           'cpu_model', 'machine_info', 'seed_everything']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -99,12 +100,37 @@ def load_json(path: str|Path):
         raise CorruptFileError(f"{path} is not valid JSON ({e}): delete it and rerun what wrote it") from e
 
 # %% ../nbs/00_core.ipynb #248304fc
-def sha256_file(path: str|Path, chunk: int = 1<<20) -> str:
-    "Hex SHA-256 of the file at `path`."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
+class DataError(ValueError):
+    "Missing or bad input data or files; the one-line message names the problem and what to do."
+
+def regular_file(path: str|Path,           # the file to read
+                 root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
+                ) -> Path:
+    "`path` if it is a regular file (inside `root`); a `DataError` names links out, devices, FIFOs and folders."
+    path = Path(path)
+    if root is not None:
+        real, top = path.resolve(), Path(root).resolve()
+        if real != top and top not in real.parents:
+            raise DataError(f"{path} is a link to {real}, outside {root}: copy the file into the folder instead of linking it")
+    try: mode = path.stat().st_mode
+    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): remove it; only regular files are read")
+    return path
+
+# %% ../nbs/00_core.ipynb #ab880df9
+def file_digest(path: str|Path,    # a regular file
+                algo: str = 'sha256',  # any `hashlib` name: 'sha256', 'md5', ...
+                chunk: int = 1<<20) -> str:
+    "Hex digest of the file at `path`; refuses anything but a regular file, so it never hangs."
+    h = hashlib.new(algo)
+    with open(regular_file(path), 'rb') as f:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
+
+def sha256_file(path: str|Path) -> str:
+    "Hex SHA-256 of the file at `path`."
+    return file_digest(path, 'sha256')
 
 # %% ../nbs/00_core.ipynb #e2cf58d3
 def git_commit(path: str|Path|None = None) -> str|None:

@@ -4,7 +4,6 @@
 
 # %% ../nbs/04_interpret.ipynb #4f277d41
 from __future__ import annotations
-import contextlib
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -12,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 import matplotlib.pyplot as plt
+from sklearn.metrics import confusion_matrix as _sk_confusion
 from .core import atomic_path, save_json
-from .model import get_layer, layer_names
+from .model import get_layer, layer_names, capture
 from .runs import Run, load_run
 
 # %% auto #0
 __all__ = ['INTERPRET_FIGURES', 'to_probs', 'confusion_matrix', 'per_class_accuracy', 'most_confused', 'plot_confusion',
-           'plot_gallery', 'show_predictions', 'top_losses', 'plot_top_losses', 'hooked', 'CamResult', 'grad_cam',
+           'plot_gallery', 'show_predictions', 'top_losses', 'plot_top_losses', 'CamResult', 'grad_cam',
            'plot_cam_overlay', 'plot_grad_cam', 'reliability_bins', 'expected_calibration_error', 'plot_reliability',
            'interpret_summary', 'interpret_run']
 
@@ -87,7 +87,7 @@ def confusion_matrix(labels,         # true classes (N,)
         raise ValueError(f"labels and preds must both have shape (N,); got {labels.shape} and {preds.shape}")
     for name, v in (('labels', labels), ('preds', preds)):
         if v.size and (v.min() < 0 or v.max() >= n_classes): raise ValueError(f"{name} must be in 0..{n_classes-1}; got {v.min()}..{v.max()}")
-    return np.bincount(labels * n_classes + preds, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return _sk_confusion(labels, preds, labels=np.arange(n_classes))  # scikit-learn's, with our checks in front
 
 # %% ../nbs/04_interpret.ipynb #20bb940c
 def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
@@ -226,20 +226,6 @@ def plot_top_losses(src,              # a run folder, a `Run` or `(logits, label
     _save_fig(fig, save, run, 'top_losses')
     return fig
 
-# %% ../nbs/04_interpret.ipynb #15619a57
-class _Hook:
-    "What a forward hook saw: the layer's output in the last forward pass."
-    output = None
-
-@contextlib.contextmanager
-def hooked(model: nn.Module, layer: str):
-    "Record the output of the layer called `layer` while the block runs; the hook is always removed."
-    h, m = _Hook(), get_layer(model, layer)
-    def record(mod, inp, out): h.output = out
-    handle = m.register_forward_hook(record)
-    try: yield h
-    finally: handle.remove()
-
 # %% ../nbs/04_interpret.ipynb #e2f2f294
 class CamResult(NamedTuple):
     "Grad-CAM heatmaps with what they explain."
@@ -268,10 +254,10 @@ def grad_cam(model: nn.Module,       # the network (any device)
     x = torch.as_tensor(x).to(dev, torch.float32).detach().requires_grad_(True)
     model.eval()
     try:
-        with torch.enable_grad(), hooked(model, layer) as h:
+        with torch.enable_grad(), capture(model, [layer], detach=False) as store:
             logits = model(x)
             tgt = _targets(target, logits)
-            A = h.output
+            A = store[layer][-1]
             if not isinstance(A, torch.Tensor) or A.ndim != 4:
                 raise ValueError(f"Grad-CAM needs a layer with a spatial output (B,K,h,w); {layer!r} gives "
                                  f"{tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__}: try one of {', '.join(layer_names(model, nn.Conv2d))}")

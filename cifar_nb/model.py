@@ -4,12 +4,14 @@
 
 # %% ../nbs/02_model.ipynb #dd4e6640
 from __future__ import annotations
+import contextlib
 from collections import OrderedDict
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['CONVS', 'RELUS', 'glorot_init_', 'report_cnn', 'n_params', 'layer_names', 'get_layer', 'features_and_logits']
+__all__ = ['CONVS', 'RELUS', 'glorot_init_', 'report_cnn', 'n_params', 'layer_names', 'get_layer', 'capture',
+           'features_and_logits']
 
 # %% ../nbs/02_model.ipynb #1a887fef
 CONVS = ('conv1', 'conv2', 'conv3')
@@ -70,6 +72,26 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     if not name or name not in mods:
         raise KeyError(f"no layer named {name!r}; the layers are: {', '.join(layer_names(model))}")
     return mods[name]
+
+# %% ../nbs/02_model.ipynb #37dafd9f
+@contextlib.contextmanager
+def capture(model: nn.Module,       # the network
+            layers: list[str],      # layer names (see `layer_names`); an unknown one fails at once, listing them
+            reduce=None,            # applied to each output before it is kept (e.g. `lambda o: o.mean((2, 3))`)
+            detach: bool = True,    # keep outputs detached from the autograd graph (False for Grad-CAM)
+           ):
+    "Within the block, `store[name]` collects each named layer's output (through `reduce`) for every forward pass."
+    mods = {name: get_layer(model, name) for name in layers}
+    store = {name: [] for name in layers}
+    def hook(name):
+        def f(mod, inp, out):
+            out = out.detach() if detach else out
+            store[name].append(reduce(out) if reduce else out)
+        return f
+    handles = [m.register_forward_hook(hook(name)) for name, m in mods.items()]
+    try: yield store
+    finally:
+        for h in handles: h.remove()
 
 # %% ../nbs/02_model.ipynb #738ec403
 def features_and_logits(model: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

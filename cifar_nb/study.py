@@ -10,45 +10,15 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 from .core import project_root, save_json, load_json, atomic_write_text, machine_info, get_device
-from .learner import TrainConfig, RESULT_KEYS, config_from_dict
-from .runs import is_complete, load_run, result_key, RunError
+from .config import (TrainConfig, Placement, split_params, PRESETS_VERSION, PRESETS, REPORT_ACC, EXTRA_PRESETS,
+                             SCALES, preset_params)
+from .runs import is_complete, load_run, run_state, fake_run, RunError
 
 # %% auto #0
-__all__ = ['PRESETS_VERSION', 'PRESETS', 'REPORT_ACC', 'EXTRA_PRESETS', 'SCALES', 'ANALYSED', 'preset_params', 'slug', 'run_dir',
-           'run_status', 'compact_progress', 'execute_run', 'run_study', 'fake_run', 'collect_runs', 'mean_ci',
-           'paired_diff', 'study_table', 'table_markdown', 'save_table', 'measure_throughput', 'plan_study',
-           'format_plan', 'markdown_table', 'study_provenance', 'analyse_study', 'render_report', 'default_seeds',
-           'finish_study', 'main']
-
-# %% ../nbs/06_study.ipynb #ba69e1c1
-PRESETS_VERSION = 1
-PRESETS = {
-    'Base':         dict(lr=0.001, lr_schedule='none', l2=0.0, batchnorm=False, dropout=0.0, epochs=10),
-    'Improved':     dict(),
-    'No Scheduler': dict(lr_schedule='none'),
-    'No L2':        dict(l2=0.0),
-    'No BN':        dict(batchnorm=False),
-    'No DropOut':   dict(dropout=0.0),
-}
-REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65, 'No DropOut': 62.48}
-EXTRA_PRESETS = {'Improved @ lr 0.001': dict(lr=0.001),
-                 # float32 twins of Base and Improved: is bf16 autocast within the seed-to-seed spread of float32?
-                 'Base (fp32)': dict(PRESETS['Base'], precision='fp32'), 'Improved (fp32)': dict(precision='fp32')}
-
-# %% ../nbs/06_study.ipynb #39b85c00
-SCALES = {'full': dict(), 'smoke': dict(n_train=2000, epochs=2, lr_drop_period=1)}
-
-def preset_params(name: str, seed: int, scale: str = 'full') -> dict:
-    "The parameters of one run of the study: defaults, the preset's overrides, the scale's, the seed."
-    if name not in PRESETS and name not in EXTRA_PRESETS:
-        raise KeyError(f"unknown preset {name!r}; the presets are: {', '.join([*PRESETS, *EXTRA_PRESETS])}")
-    if scale not in SCALES: raise KeyError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    p = {**PRESETS.get(name, {}), **EXTRA_PRESETS.get(name, {}), 'seed': seed}
-    sc = SCALES[scale]
-    if 'epochs' in sc: p['epochs'] = min(p.get('epochs', TrainConfig.epochs), sc['epochs'])
-    p.update({k: v for k, v in sc.items() if k != 'epochs'})
-    config_from_dict(p)  # validate
-    return p
+__all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'slug', 'run_dir', 'run_status', 'check_own_folder', 'compact_progress',
+           'execute_run', 'run_study', 'collect_runs', 'mean_ci', 'paired_diff', 'study_table', 'table_markdown',
+           'save_table', 'measure_throughput', 'plan_study', 'format_plan', 'markdown_table', 'study_provenance',
+           'analyse_study', 'render_report', 'default_seeds', 'finish_study', 'main']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def slug(name: str) -> str:
@@ -60,15 +30,28 @@ def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
     "The folder of one run of the study."
     return Path(study_dir)/'runs'/slug(name)/f'seed{seed}'
 
-def run_status(path: Path, params: dict) -> str:
-    "'done' when the folder is complete with these parameters, 'resume' when it holds a checkpoint, else 'todo'."
-    if is_complete(path):
-        try: old = load_json(path/'config.json')['params']
-        except Exception: return 'todo'
-        want = result_key(config_from_dict(params))
-        if all(old.get(k) == v for k, v in want.items()): return 'done'
-        return 'todo'
-    return 'resume' if (path/'checkpoint.pt').exists() else 'todo'
+def run_status(path: Path, params: dict, data_sha: str|None) -> str:
+    "'done', 'resume' or 'todo' for a run folder (`runs.run_state`); a folder that is not this run's stops the study."
+    st = run_state(path, split_params(params, check_device=False)[0], data_sha)
+    if st.state in ('foreign', 'other'): raise RunError(f"{st.detail}: delete it or choose another --study-dir; nothing was trained")
+    if st.state == 'complete': return 'done'
+    if st.state == 'resume' or (st.state == 'failed' and (path/'checkpoint.pt').exists()): return 'resume'
+    return 'todo'
+
+# %% ../nbs/06_study.ipynb #7284650f
+STUDY_FILES = {'study.json', 'runs', 'table1.csv', 'table1.json', 'table1.md', '.lock'}
+REPORT_FILES = {'report.html', 'report.ipynb', 'table1.csv', 'table1.json', 'table1.md', 'study', 'smoke', '.lock'}
+
+def check_own_folder(path: str|Path, allowed: set, what: str = 'study folder') -> Path:
+    "`path` if it is absent, empty or holds only the names in `allowed` (and their temporary files); else a `RunError`."
+    path = Path(path)
+    if path.exists() and not path.is_dir(): raise RunError(f"{what} {path} is a file: choose a folder")
+    if path.is_dir():
+        theirs = sorted(n for n in os.listdir(path) if n not in allowed and not any(n.startswith(f'.{a}.') for a in allowed))
+        if theirs:
+            raise RunError(f"{what} {path} holds files cifar_nb did not write ({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
+                           "choose an empty or new folder; nothing was written")
+    return path
 
 # %% ../nbs/06_study.ipynb #f96f5704
 def _fmt_s(s: float) -> str:
@@ -116,13 +99,16 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
               execute=execute_run,          # how one run is executed (papermill by default)
               log=print,
               jobs: int = 1,                # runs trained at once (each its own process); >1 fills a GPU that one small run leaves idle
+              data_sha: str|None = 'auto',  # the data's identity; 'auto': the data the runs will load
              ) -> list[Path]:
     "Train every (preset, seed) run that is not complete yet; return all run folders."
     from concurrent.futures import ThreadPoolExecutor, as_completed
-    study_dir = Path(study_dir).resolve(); study_dir.mkdir(parents=True, exist_ok=True)  # absolute: nothing depends on the cwd
+    study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES)  # absolute: nothing depends on the cwd
+    study_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     jobs_ = _study_jobs(study_dir, presets, seeds, scale)
-    status = [run_status(p, params) for _, _, p, params in jobs_]
+    if data_sha == 'auto': data_sha = _data_sha(jobs_)
+    status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]
     todo = [i for i, st in enumerate(status) if st != 'done']
     log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
         f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train" + (f", {jobs} at a time" if jobs > 1 else ''))
@@ -151,32 +137,16 @@ presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION
     save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
     return [p for _, _, p, _ in jobs_]
 
+def _data_sha(jobs_) -> str|None:
+    "The identity of the data the study's runs will load (their `data_path`, else the default search)."
+    from cifar_nb.data import cifar10_identity
+    paths = {params.get('data_path') for *_, params in jobs_}
+    if len(paths) > 1: raise RunError(f"the study's runs name different data ({', '.join(map(str, paths))}): one study uses one data set")
+    return cifar10_identity(paths.pop()) if paths else None
+
 def _run_weight(params: dict) -> float:
     "Relative cost of a run: its epochs (every preset trains on the same images)."
     return params.get('epochs', TrainConfig.epochs)
-
-# %% ../nbs/06_study.ipynb #9bdc1d4a
-def fake_run(path: Path, params: dict, acc: float|None = None) -> Path:
-    "Write a minimal complete run folder with the given parameters (for tests and examples; it trains nothing)."
-    import numpy as np
-    from cifar_nb.runs import write_history_csv, COMPLETE, RUN_FILES
-    from cifar_nb.core import sha256_file, atomic_write_bytes
-    from cifar_nb.data import CLASSES
-    cfg = config_from_dict(params)
-    path.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(params.get('seed', 0))
-    acc = rng.uniform(0.5, 0.7) if acc is None else acc
-    labels = np.arange(100) % 10
-    logits = np.eye(10, dtype=np.float32)[np.where(np.arange(100) < acc*100, labels, (labels + 1) % 10)]
-    save_json(path/'config.json', dict(params=dataclasses.asdict(cfg), classes=list(CLASSES), norm=dict(mean=[0.5]*3, std=[0.25]*3), data={}, provenance={}))
-    write_history_csv(path/'history.csv', {'train': dict(iteration=[1], epoch=[1], lr=[cfg.lr], loss=[2.0], acc=[0.1]),
-                                           'val': dict(iteration=[1], epoch=[1], loss=[1.5], acc=[acc])})
-    save_json(path/'metrics.json', dict(test_acc=float((logits.argmax(1) == labels).mean()), test_loss=1.0, best_epoch=1,
-                                        best_val_loss=1.5, train_seconds=1.0, total_seconds=2.0, images_per_s=1000.))
-    for f in ('weights.safetensors', 'progress.png'): atomic_write_bytes(path/f, b'')
-    with open(path/'predictions.npz', 'wb') as f: np.savez(f, logits=logits, labels=labels)
-    save_json(path/COMPLETE, {'files': {f: sha256_file(path/f) for f in RUN_FILES}})
-    return path
 
 # %% ../nbs/06_study.ipynb #58a16a50
 def collect_runs(study_dir: str|Path, presets=None) -> dict:
@@ -263,26 +233,21 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
 
 # %% ../nbs/06_study.ipynb #1d1634ec
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
-    "Training images/s of the report's Improved network on `device` (a few real steps after a warm-up)."
-    import torch, torch.nn.functional as F
+    "Training images/s of the report's Improved network on `device`: the learner's own step, a few times after a warm-up."
+    import torch
     from cifar_nb.runs import build_model
-    from cifar_nb.learner import make_optimizer, resolve_precision
-    dev = get_device(device)
-    cfg = TrainConfig(device=str(dev))
+    from cifar_nb.learner import make_optimizer, resolve_precision, make_step
+    dev = get_device(device); cfg = TrainConfig()
     model = build_model(cfg).to(dev).to(memory_format=torch.channels_last)
-    opt, amp = make_optimizer(model, cfg), resolve_precision(precision, dev)
+    step = make_step(model, make_optimizer(model, cfg), resolve_precision(precision, dev), n_steps=steps + 5)
     g = torch.Generator().manual_seed(0)
     xb = torch.randn(batch_size, 3, 32, 32, generator=g).to(dev).contiguous(memory_format=torch.channels_last)
     yb = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
-    def step():
-        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = F.cross_entropy(model(xb).float(), yb)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    for _ in range(3): step()
-    if dev.type == 'cuda': torch.cuda.synchronize()
+    for _ in range(5): step(xb, yb)
+    step.read()  # waits for the warm-up
     t = time.perf_counter()
-    for _ in range(steps): step()
-    if dev.type == 'cuda': torch.cuda.synchronize()
+    for _ in range(steps): step(xb, yb)
+    step.read()  # the read-back waits for the GPU
     return steps * batch_size / (time.perf_counter() - t)
 
 # %% ../nbs/06_study.ipynb #a5f9e0b4
@@ -294,11 +259,12 @@ def _run_images(params: dict) -> int:
     return params.get('epochs', TrainConfig.epochs) * n
 
 def plan_study(study_dir: str|Path, presets=tuple(PRESETS), seeds: int|list = 1, scale: str = 'full',
-               images_per_s: float|None = None) -> dict:
+               images_per_s: float|None = None, data_sha: str|None = 'auto') -> dict:
     "What a study would train and about how long it would take (the throughput is measured when not given)."
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     jobs = _study_jobs(study_dir, presets, seeds, scale)
-    todo = [(n, s, p) for n, s, d, p in jobs if run_status(d, p) != 'done']
+    data_sha = _data_sha(jobs) if data_sha == 'auto' else data_sha
+    todo = [(n, s, p) for n, s, d, p in jobs if run_status(d, p, data_sha) != 'done']
     ips = images_per_s or (measure_throughput() if todo else float('nan'))
     est = sum(_run_images(p) / ips + _OVERHEAD_S for _, _, p in todo)
     return dict(study_dir=str(study_dir), presets=list(presets), seeds=seeds, scale=scale, n_runs=len(jobs),
@@ -370,7 +336,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     "Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` (self-contained), plus the tables."
     import papermill as pm
     from cifar_nb.publish import render_html
-    study_dir, out_dir = Path(study_dir).resolve(), Path(out_dir).resolve()
+    study_dir, out_dir = Path(study_dir).resolve(), check_own_folder(Path(out_dir).resolve(), REPORT_FILES, 'report folder')
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir/'report.ipynb'
     try:
@@ -427,4 +393,3 @@ def main(argv=None) -> int:
 # %% ../nbs/06_study.ipynb #37a72632
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # python -m cifar_nb.study
-

@@ -10,10 +10,10 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 import cifar_nb.data as data
-from cifar_nb.core import project_root
-from cifar_nb.data import (CLASSES, CIFAR10_JPEG_SHA256, DataError, DeviceLoader, augment_batch, channel_stats,
-                           extract_cifar10_jpeg, find_cifar10, load_cifar10, make_fake_cifar10, stratified_split,
-                           stratified_subset)
+from cifar_nb.core import project_root, file_digest
+from cifar_nb.core import DataError
+from cifar_nb.data import CLASSES, CIFAR10_JPEG_SHA256, extract_cifar10_jpeg, find_cifar10, load_cifar10, make_fake_cifar10
+from cifar_nb.loader import DeviceLoader, augment_batch, channel_stats, stratified_split, stratified_subset
 
 ARCHIVE = project_root().parent/'shared'/'data'/'cifar10-jpeg.tar.gz'
 needs_archive = pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"the CIFAR-10 JPEG archive is not at {ARCHIVE}")
@@ -81,7 +81,7 @@ def test_corrupt_real_cache_is_rebuilt(real_cache, tmp_path):
     npz = Path(first.source['cache'])
     shutil.copy(npz, tmp_path/npz.name); shutil.copy(npz.with_suffix('.json'), tmp_path/npz.with_suffix('.json').name)
     with open(tmp_path/npz.name, 'r+b') as f: f.truncate(npz.stat().st_size//2)
-    with pytest.warns(UserWarning, match=rf'{npz.name} is corrupt.*rebuilding'):
+    with pytest.warns(UserWarning, match=rf'{npz.name} is stale or corrupt.*rebuilding'):
         d = load_cifar10(ARCHIVE, cache_dir=tmp_path, progress=False)
     assert d.source['from_cache'] is False and torch.equal(d.train.x, first.train.x)
     assert load_cifar10(ARCHIVE, cache_dir=tmp_path, progress=False).source['from_cache'] is True
@@ -131,7 +131,7 @@ def test_corrupt_cache_checksum_rebuilt(fake, tmp_path):
     first = load_cifar10(fake, cache_dir=tmp_path/'c', progress=False)
     npz = Path(first.source['cache'])
     raw = bytearray(npz.read_bytes()); raw[len(raw)//2] ^= 0xFF; npz.write_bytes(bytes(raw))
-    with pytest.warns(UserWarning, match='is corrupt'): d = load_cifar10(fake, cache_dir=tmp_path/'c', progress=False)
+    with pytest.warns(UserWarning, match='is stale or corrupt'): d = load_cifar10(fake, cache_dir=tmp_path/'c', progress=False)
     assert d.source['from_cache'] is False and torch.equal(d.train.x, first.train.x)
 
 def test_folder_change_invalidates_cache(fake, tmp_path):
@@ -163,21 +163,39 @@ def test_no_data_anywhere(nowhere):
         assert part in msg, (part, msg)
     assert '\n' not in msg
 
-def _fake_batches(folder, n=3):
+def _fake_batches(folder, n=3, monkeypatch=None):
+    "A tiny cifar-10-batches-py; with `monkeypatch`, its MD5s stand in for the canonical ones."
     folder.mkdir(parents=True)
     for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
         with open(folder/name, 'wb') as f:
             pickle.dump({'data': np.random.randint(0, 256, (n, 3072), dtype=np.uint8), 'labels': list(range(n))}, f)
+    if monkeypatch: monkeypatch.setattr(data, 'CIFAR10_BATCH_MD5', {p.name: file_digest(p, 'md5') for p in folder.iterdir()})
+
+class _Planted:
+    "A pickle whose loading would run code: it creates the file `path`."
+    def __init__(self, path): self.path = str(path)
+    def __reduce__(self): return (exec, (f"import pathlib; pathlib.Path({self.path!r}).touch()",))
+
+def test_a_pickle_carrying_code_is_never_unpickled(tmp_path, monkeypatch):
+    "CIFAR_NB_DATA names a batches folder whose data_batch_1 carries code: it is refused by its MD5 before pickle sees it."
+    folder = tmp_path/'cifar-10-batches-py'
+    _fake_batches(folder)  # not the canonical files: their checksums are the canonical ones (no monkeypatch)
+    marker = tmp_path/'code-ran'
+    with open(folder/'data_batch_1', 'wb') as f: pickle.dump(_Planted(marker), f)
+    assert pickle.loads(pickle.dumps(_Planted(tmp_path/'probe'))) is None and (tmp_path/'probe').exists()  # the plant works
+    monkeypatch.setenv('CIFAR_NB_DATA', str(folder))
+    with pytest.raises(DataError, match='data_batch_1 has MD5 .* is not unpickled'): load_cifar10(cache_dir=tmp_path/'c')
+    assert not marker.exists()
 
 def test_torchvision_copy_used_without_download(nowhere, monkeypatch):
-    _fake_batches(nowhere/'cache'/'torchvision'/'cifar-10-batches-py')
+    _fake_batches(nowhere/'cache'/'torchvision'/'cifar-10-batches-py', monkeypatch=monkeypatch)
     monkeypatch.setattr(data, '_download_torchvision', lambda root: pytest.fail('tried to download'))
     d = load_cifar10(cache_dir=nowhere/'cache', progress=False)
     assert (d.source['kind'], d.source['name'], len(d.train), len(d.test)) == ('torchvision', 'CIFAR-10', 15, 3)
     assert d.train.x.shape == (15, 3, 32, 32) and d.train.x.dtype == torch.uint8
 
-def test_python_batches_path(tmp_path):
-    _fake_batches(tmp_path/'cifar-10-batches-py')
+def test_python_batches_path(tmp_path, monkeypatch):
+    _fake_batches(tmp_path/'cifar-10-batches-py', monkeypatch=monkeypatch)
     for p in (tmp_path, tmp_path/'cifar-10-batches-py'):
         assert load_cifar10(p, cache_dir=tmp_path/'c').source['kind'] == 'python-batches'
     (tmp_path/'cifar-10-batches-py'/'data_batch_3').unlink()

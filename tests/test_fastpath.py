@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cifar_nb.model import report_cnn
-from cifar_nb.learner import TrainConfig, make_optimizer, fit, evaluate
+from cifar_nb.config import TrainConfig, Placement
+from cifar_nb.learner import make_optimizer, fit, evaluate
 from cifar_nb.runs import train_run, load_run, synthetic_cifar
 
 def _batch(seed=0, n=64):
@@ -53,9 +54,9 @@ def test_same_accuracy_within_seed_noise_on_a_short_run(tmp_path):
     acc = {}
     for prec, cl in (('fp32', False), ('bf16', True)):
         for seed in (0, 1):
-            cfg = TrainConfig(n_train=4000, epochs=3, lr=0.002, seed=seed, precision=prec, channels_last=cl, device='cpu', compile='no',
-                              out_dir=str(tmp_path/f'{prec}{seed}'))
-            acc[prec, seed] = load_run(train_run(cfg, data=data, progress=False)).metrics['test_acc']
+            cfg = TrainConfig(n_train=4000, epochs=3, lr=0.002, seed=seed)
+            place = Placement(precision=prec, channels_last=cl, device='cpu', out_dir=str(tmp_path/f'{prec}{seed}'))
+            acc[prec, seed] = load_run(train_run(cfg, place, data=data, progress=False)).metrics['test_acc']
     a32, a16 = np.mean([acc['fp32', s] for s in (0, 1)]), np.mean([acc['bf16', s] for s in (0, 1)])
     spread = max(abs(acc['fp32', 0] - acc['fp32', 1]), abs(acc['bf16', 0] - acc['bf16', 1]), 0.01)
     assert a32 > 0.25 and a16 > 0.25, acc

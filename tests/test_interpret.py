@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from cifar_nb.core import load_json, save_json, sha256_file
-from cifar_nb.interpret import (INTERPRET_FIGURES, confusion_matrix, expected_calibration_error, grad_cam, hooked,
+from cifar_nb.interpret import (INTERPRET_FIGURES, confusion_matrix, expected_calibration_error, grad_cam,
                                 interpret_run, most_confused, per_class_accuracy, plot_confusion, plot_gallery,
                                 plot_grad_cam, plot_reliability, reliability_bins, show_predictions, to_probs, top_losses)
-from cifar_nb.learner import TrainConfig
+from cifar_nb.config import TrainConfig, Placement
+from cifar_nb.model import capture
 from cifar_nb.runs import COMPLETE, RunError, load_run, synthetic_cifar, train_run
 
 
@@ -27,9 +28,9 @@ def syn(): return synthetic_cifar(n_train=250, n_test=60, seed=1)
 @pytest.fixture(scope='module')
 def run_dir(tmp_path_factory, syn):
     "A complete run folder trained for one epoch on synthetic data (a few seconds on the CPU)."
-    cfg = TrainConfig(n_train=200, epochs=1, batch_size=50, lr=0.01, out_dir=str(tmp_path_factory.mktemp('interp')/'run'),
-                      device='cpu', compile='no', precision='fp32')
-    return train_run(cfg, data=syn, progress=False)
+    cfg = TrainConfig(n_train=200, epochs=1, batch_size=50, lr=0.01)
+    place = Placement(out_dir=str(tmp_path_factory.mktemp('interp')/'run'), device='cpu', precision='fp32')
+    return train_run(cfg, place, data=syn, progress=False)
 
 @pytest.fixture
 def run_copy(run_dir, tmp_path):
@@ -168,7 +169,7 @@ def test_hooks_removed_also_on_error(run_dir, syn):
     with pytest.raises(ValueError, match='one class per image'): grad_cam(model, x, target=[1, 2, 3])
     assert _no_hooks(model)
     with pytest.raises(ZeroDivisionError):
-        with hooked(model, 'conv3'): 1/0
+        with capture(model, ['conv3']): 1/0
     assert _no_hooks(model)
 
 def test_unknown_layer_lists_names(run_dir, syn):
@@ -232,7 +233,7 @@ def test_mismatched_class_count_is_named(run_copy, syn):
         interpret_run(run_copy, data=syn)
 
 def test_images_of_other_data_are_refused(run_dir):
-    with pytest.raises(RunError, match='do not match the labels'):
+    with pytest.raises(RunError, match='is not the data .* was trained on'):
         plot_grad_cam(run_dir, [0], data=synthetic_cifar(n_train=20, n_test=30))
 
 def test_mismatched_arrays_raise_value_error():

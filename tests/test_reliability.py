@@ -9,18 +9,19 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from safetensors.torch import load_file
 from cifar_nb import core
 from cifar_nb.core import atomic_path, atomic_write_text, save_json, load_json, WriteError, CorruptFileError
-from cifar_nb.learner import TrainConfig, ConfigError, config_from_dict, CheckpointError, RESULT_KEYS
+from cifar_nb.config import TrainConfig, Placement, ConfigError, split_params, TRAIN_FIELDS, PLACEMENT_FIELDS
+from cifar_nb.learner import CheckpointError
 from cifar_nb.runs import train_run, load_run, run_lock, RunLocked, RunError, synthetic_cifar, CHECKPOINT, COMPLETE
 
 # A training process: tiny synthetic data, several epochs, float32 on one thread so two processes agree bit for bit.
 SCRIPT = textwrap.dedent('''
     import sys, torch
     torch.set_num_threads(1)
-    from cifar_nb.learner import TrainConfig
+    from cifar_nb.config import TrainConfig, Placement
     from cifar_nb.runs import train_run, synthetic_cifar
-    cfg = TrainConfig(n_train=1200, epochs=5, batch_size=40, lr=0.01, device='cpu', precision='fp32', compile='no',
-                      lr_drop_period=3, out_dir=sys.argv[1], seed=3)
-    train_run(cfg, data=synthetic_cifar(n_train=1500, n_test=200, seed=1), progress=False)
+    cfg = TrainConfig(n_train=1200, epochs=5, batch_size=40, lr=0.01, lr_drop_period=3, seed=3)
+    place = Placement(device='cpu', precision='fp32', compile='no', out_dir=sys.argv[1])
+    train_run(cfg, place, data=synthetic_cifar(n_train=1500, n_test=200, seed=1), progress=False)
 ''')
 
 def _train(out_dir, wait=True):
@@ -91,41 +92,46 @@ def test_second_writer_fails_at_once(tmp_path):
         p = subprocess.run([sys.executable, '-c', SCRIPT, str(d)], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and 'RunLocked' in p.stderr and 'in use by another training process' in p.stderr
 
+def _interrupted(d):
+    "A run folder that looks like an interrupted run: its config.json, as train_run wrote it, and no results."
+    import dataclasses
+    cfg, place = TrainConfig(n_train=100, epochs=2, batch_size=50), Placement(device='cpu', precision='fp32', out_dir=str(d))
+    syn = synthetic_cifar(200, 50)
+    d.mkdir()
+    save_json(d/'config.json', dict(params=dataclasses.asdict(cfg), classes=list(syn.classes), norm={},
+                                     data=dict(arrays_sha256=syn.source['arrays_sha256'])))
+    return cfg, place
+
 def test_pickle_carrying_code_is_refused(tmp_path):
     "A checkpoint whose pickle would run code is refused (weights_only=True) and the code never runs."
     marker = tmp_path/'pwned'
     class Evil:
         def __reduce__(self): return (os.system, (f'touch {marker}',))
     d = tmp_path/'run'
-    cfg = TrainConfig(n_train=100, epochs=2, batch_size=50, device='cpu', precision='fp32', compile='no', out_dir=str(d))
-    d.mkdir()
-    # a folder that looks like an interrupted run of the same config, with a poisoned checkpoint
-    import dataclasses
-    save_json(d/'config.json', dict(params=dataclasses.asdict(cfg)))
-    torch.save({'model': Evil()}, d/CHECKPOINT)
+    cfg, place = _interrupted(d)
+    torch.save({'model': Evil()}, d/CHECKPOINT)  # a poisoned checkpoint
     with pytest.raises(CheckpointError, match='checkpoint.pt cannot be loaded'):
-        train_run(cfg, data=synthetic_cifar(200, 50), progress=False)
+        train_run(cfg, place, data=synthetic_cifar(200, 50), progress=False)
     assert not marker.exists()
 
 def test_truncated_checkpoint_is_named(tmp_path):
     d = tmp_path/'run'
-    cfg = TrainConfig(n_train=100, epochs=2, batch_size=50, device='cpu', precision='fp32', compile='no', out_dir=str(d))
-    import dataclasses
-    d.mkdir(); save_json(d/'config.json', dict(params=dataclasses.asdict(cfg)))
+    cfg, place = _interrupted(d)
     (d/CHECKPOINT).write_bytes(b'PK\x03\x04 truncated')
-    with pytest.raises(CheckpointError, match='delete it'): train_run(cfg, data=synthetic_cifar(200, 50), progress=False)
+    with pytest.raises(CheckpointError, match='delete it'): train_run(cfg, place, data=synthetic_cifar(200, 50), progress=False)
 
 @pytest.fixture(scope='module')
 def small_run(tmp_path_factory):
     d = tmp_path_factory.mktemp('small')/'run'
-    train_run(TrainConfig(n_train=100, epochs=1, batch_size=50, device='cpu', precision='fp32', compile='no', out_dir=str(d)),
+    train_run(TrainConfig(n_train=100, epochs=1, batch_size=50), Placement(device='cpu', precision='fp32', out_dir=str(d)),
               data=synthetic_cifar(200, 50), progress=False)
     return d
 
 @pytest.mark.parametrize('name,damage', [
     ('weights.safetensors', lambda b: b[:len(b)//2]),
     ('predictions.npz', lambda b: b[:100]),
-    ('history.csv', lambda b: b.replace(b'\n', b'\n9,', 1)),
+    ('history.csv.gz', lambda b: b[:-8]),
+    ('split.npz', lambda b: b[:50]),
     ('metrics.json', lambda b: b[:-5]),
 ])
 def test_damaged_run_files_are_named(small_run, tmp_path, name, damage):
@@ -187,17 +193,17 @@ BAD = dict(lr=st.sampled_from([0, -1e-3, float('inf'), float('nan'), '0.1', True
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries({}, optional=GOOD))
 def test_every_good_config_is_accepted(d):
-    cfg = config_from_dict({**d, 'device': 'cpu'})
-    assert all(getattr(cfg, k) == v or (v != v) for k, v in d.items())
+    cfg, place = split_params({**d, 'device': 'cpu'})
+    assert all(getattr(cfg if k in TRAIN_FIELDS else place, k) == v or (v != v) for k, v in d.items())
 
 @settings(max_examples=80, deadline=None)
 @given(st.sampled_from(sorted(BAD)).flatmap(lambda k: st.tuples(st.just(k), BAD[k])))
 def test_every_bad_value_is_rejected_with_its_name(kv):
     k, v = kv
-    with pytest.raises(ConfigError, match=f'parameter {k}='): config_from_dict({k: v, 'device': 'cpu'})
+    with pytest.raises(ConfigError, match=f'parameter {k}='): split_params({k: v, 'device': 'cpu'})
 
 @settings(max_examples=30, deadline=None)
-@given(st.text(min_size=1, max_size=12).filter(lambda s: s not in TrainConfig.__dataclass_fields__))
+@given(st.text(min_size=1, max_size=12).filter(lambda s: s not in TRAIN_FIELDS + PLACEMENT_FIELDS))
 def test_unknown_names_are_rejected_listing_the_known_ones(name):
-    with pytest.raises(ConfigError, match='unknown parameter') as e: config_from_dict({name: 1})
+    with pytest.raises(ConfigError, match='unknown parameter') as e: split_params({name: 1})
     assert 'lr, momentum' in str(e.value)

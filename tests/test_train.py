@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import papermill as pm
 from cifar_nb.core import project_root
-from cifar_nb.learner import TrainConfig
+from cifar_nb.config import TrainConfig, Placement
 from cifar_nb.runs import load_run, RUN_FILES
 
 NB = project_root()/'nbs'/'train.ipynb'
@@ -15,22 +15,23 @@ def _params_cell():
     assert len(cells) == 1, 'train.ipynb must have exactly one cell tagged parameters'
     return ''.join(cells[0]['source'])
 
-def test_parameters_cell_matches_trainconfig():
-    "Every TrainConfig field is a parameter, with the same default and an annotation; nothing else is."
+def test_parameters_cell_matches_the_config():
+    "Every TrainConfig and Placement field is a parameter, with the same default and an annotation; nothing else is."
     src = _params_cell()
     ns = {}; exec(src, {}, ns); ns.pop("__annotations__", None)
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name: f.default for cls in (TrainConfig, Placement) for f in dataclasses.fields(cls)}
     assert set(ns) == set(fields), set(ns) ^ set(fields)
     for k, v in fields.items(): assert ns[k] == v and type(ns[k]) is type(v), (k, ns[k], v)
     # each parameter is annotated and commented (papermill shows these in `papermill --help-notebook`)
     tree = ast.parse(src)
     assert all(isinstance(n, ast.AnnAssign) for n in tree.body)
     assert all('#' in line for line in src.strip().splitlines())
+    assert len(tree.body) == len(fields)
 
 def test_issue_defaults_are_the_improved_configuration():
-    c = TrainConfig()
+    c, p = TrainConfig(), Placement()
     assert (c.lr, c.momentum, c.batch_size, c.epochs, c.lr_schedule, c.lr_drop_factor, c.lr_drop_period, c.l2,
-            c.batchnorm, c.dropout, c.val_fraction, c.augment, c.seed, c.n_train, c.device, c.out_dir) == \
+            c.batchnorm, c.dropout, c.val_fraction, c.augment, c.seed, c.n_train, p.device, p.out_dir) == \
            (0.0002, 0.9, 128, 20, 'piecewise', 0.1, 16, 0.004, True, 0.2, 0.1, False, 0, None, 'auto', None)
 
 def _run(tmp_path, **params):
