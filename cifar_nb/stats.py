@@ -166,14 +166,15 @@ def claim_verdicts(rows: list[dict],          # `study_table`'s rows
             rep = REPORT_ACC.get(c['config'], math.nan)
             inside = bool(lo <= rep <= hi) if np.isfinite(lo) else None
             v = ('holds' if inside else 'not supported') if same_data and inside is not None else 'not comparable'
-            out.append(dict(claim=c['claim'], report=rep, ours=r.get('acc_mean', math.nan), ours_ci95=r.get('acc_ci95', math.nan),
+            out.append(dict(claim=c['claim'], config=c['config'], kind='level', report=rep, ours=r.get('acc_mean', math.nan), ours_ci95=r.get('acc_ci95', math.nan),
                             p_holm=math.nan, verdict=v, report_inside_ci=inside, unit='%'))
         else:
             # the report states "reference beats config", i.e. config - reference < 0; we compare config - reference
-            rep, d, hw = r.get(f'report_{r0}', math.nan), r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci95', math.nan)
+            rep = REPORT_ACC.get(c['config'], math.nan) - REPORT_ACC.get(reference, math.nan)
+            d, hw = r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci95', math.nan)
             ph = r.get(f'{r0}_p_holm', math.nan) if r.get(f'{r0}_n', 0) >= 2 else math.nan
             inside = bool(d - hw <= rep <= d + hw) if np.isfinite(hw) and np.isfinite(rep) else None
-            out.append(dict(claim=c['claim'], report=rep, ours=d, ours_ci95=hw, p_holm=ph,
+            out.append(dict(claim=c['claim'], config=c['config'], kind='diff', report=rep, ours=d, ours_ci95=hw, p_holm=ph,
                             verdict=_verdict(d, rep, ph, alpha), report_inside_ci=inside, unit='pp'))
     return out
 
