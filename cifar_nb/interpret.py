@@ -162,7 +162,7 @@ def plot_gallery(images,             # uint8 images (N,3,H,W)
     "Images with true class, predicted class (✓ right, ✗ wrong) and confidence; green titles are right, red wrong."
     idx, probs = _np(idx).astype(np.int64).ravel(), to_probs(probs)
     if len(images) != len(probs): raise ValueError(f"images ({len(images)}) and probs ({len(probs)}) must have one row per image")
-    fig, axs = _grid_axes(max(len(idx), 1), ncols, axs)
+    fig, axs = _grid_axes(max(len(idx), 1), ncols, axs, size=(1.6, 1.75))  # room for "✗ pred: automobile 97%" at 9 pt
     for ax in axs: ax.axis('off')
     if not len(idx): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
     for ax, i in zip(axs, idx):
@@ -171,7 +171,7 @@ def plot_gallery(images,             # uint8 images (N,3,H,W)
         if labels is None: ax.set_title(f"pred: {classes[p]}\n{probs[i, p]:.0%}", fontsize=9)
         else:  # right or wrong is said by a mark (✓/✗), not by the colour alone
             y = int(_np(labels)[i])
-            ax.set_title(f"true: {classes[y]}\n{'✓' if p == y else '✗'} {classes[p]} {probs[i, p]:.0%}", fontsize=9, color='green' if p == y else 'red')
+            ax.set_title(f"true: {classes[y]}\n{'✓' if p == y else '✗'} pred: {classes[p]} {probs[i, p]:.0%}", fontsize=9, color='green' if p == y else 'red')
     if title: fig.suptitle(title, fontsize=9)
     return fig
 
@@ -306,7 +306,7 @@ def plot_cam_overlay(images,          # uint8 images (B,3,H,W)
     if len(images) != len(cams) or images.shape[-2:] != cams.shape[-2:]:
         raise ValueError(f"images (B,3,H,W) and cams (B,H,W) must match; got {images.shape} and {cams.shape}")
     B = max(len(images), 1); ncols = max(1, min(ncols, B))
-    fig, axs = _grid_axes(B, ncols, axs, rows_per_item=2, size=(1.35, 1.45))
+    fig, axs = _grid_axes(B, ncols, axs, rows_per_item=2, size=(1.55, 1.55))  # room for two 9 pt title lines
     for ax in axs: ax.axis('off')
     if not len(images): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
     for i in range(len(images)):
@@ -347,7 +347,7 @@ def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs
     p, cls = torch.softmax(res.logits, 1), run.classes
     pred = res.logits.argmax(1)
     mark = lambda i: '' if labels is None else ('✓ ' if pred[i] == labels[i] else '✗ ')  # right/wrong not by colour alone
-    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else 'pred: ') + mark(i) + f"{cls[pred[i]]} {p[i, pred[i]]:.0%}"
+    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + mark(i) + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
               + ('' if target is None else f"\ncam: {cls[res.target[i]]}") for i in range(len(images))]
     colors = None if labels is None else ['green' if pred[i] == labels[i] else 'red' for i in range(len(images))]
     fig = plot_cam_overlay(images, res.cam, titles, colors, alpha=alpha, ncols=ncols, axs=axs)
