@@ -179,6 +179,9 @@ def claim_verdicts(rows: list[dict],          # `study_table`'s rows
     return out
 
 # %% ../nbs/06b_stats.ipynb #b774a71c
+import re
+_NUMBER = re.compile(r'^[+\-−±]?\s*\d[\d,.]*(\s*(±\s*[\d.]+|%|pp))?(\s*\[[^\]]*\])?$')
+
 def _cell(v, floatfmt: str) -> str:
     if isinstance(v, (float, np.floating)): return '' if math.isnan(v) else format(float(v), floatfmt)
     if v is None: return ''
@@ -189,10 +192,10 @@ def markdown_table(rows, floatfmt: str = '.2f') -> str:
     "A list of dicts or a DataFrame as a Markdown table; floats formatted with `floatfmt`, NaN left empty."
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if df.empty: return ''
-    num = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
     out = pd.DataFrame({str(c).replace('|', '\\|'): [_cell(v, floatfmt) for v in df[c]] for c in df.columns})
+    numeric = lambda col: any(col) and all(_NUMBER.match(v) for v in col if v)  # numbers, also written as '62.31 ± 0.46' or '± 2.48'
     return out.to_markdown(index=False, disable_numparse=True,
-                           colalign=['right' if c in num else 'left' for c in df.columns]) + '\n'
+                           colalign=['right' if numeric(out[c].tolist()) else 'left' for c in out.columns]) + '\n'
 
 # %% ../nbs/06b_stats.ipynb #43aba911
 def _fmt(v, nd=2, sign=False):
