@@ -17,10 +17,10 @@ from .model import get_layer, layer_names, capture
 from .runs import Run, load_run
 
 # %% auto #0
-__all__ = ['INTERPRET_FIGURES', 'to_probs', 'confusion_matrix', 'per_class_accuracy', 'most_confused', 'plot_confusion',
-           'plot_gallery', 'show_predictions', 'top_losses', 'plot_top_losses', 'CamResult', 'grad_cam',
-           'plot_cam_overlay', 'plot_grad_cam', 'reliability_bins', 'expected_calibration_error', 'plot_reliability',
-           'interpret_summary', 'interpret_run']
+__all__ = ['INTERPRET_FIGURES', 'to_probs', 'run_label', 'confusion_matrix', 'per_class_accuracy', 'most_confused',
+           'plot_confusion', 'plot_gallery', 'show_predictions', 'top_losses', 'plot_top_losses', 'CamResult',
+           'grad_cam', 'plot_cam_overlay', 'plot_grad_cam', 'reliability_bins', 'expected_calibration_error',
+           'plot_reliability', 'interpret_summary', 'interpret_run']
 
 # %% ../nbs/04_interpret.ipynb #0d1761c8
 def _np(x) -> np.ndarray:
@@ -70,11 +70,19 @@ def _save_fig(fig, save, run: Run|None, name: str) -> Path|None:
     with atomic_path(save) as tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
     return save
 
+def run_label(run: Run) -> str:
+    "A run's name for readers: 'Improved, seed 0' for a study's `runs/improved/seed0`, else the folder's name."
+    if not (run.name.startswith('seed') and run.name[4:].isdigit()): return run.name
+    try:  # a study's runs are <study>/runs/<slug of the configuration>/seed<k>; the names live with the presets
+        from cifar_nb.study import PRESETS, EXTRA_PRESETS, slug
+        names = {slug(n): n for n in [*PRESETS, *EXTRA_PRESETS]}
+    except ImportError: names = {}
+    return f"{names.get(run.path.parent.name, run.path.parent.name)}, seed {run.name[4:]}"
+
 def _title(run: Run|None, what: str) -> str:
-    "A figure title naming the run and its data, when there is a run."
+    "A figure title naming the run (its configuration and seed) and its data, when there is a run."
     if run is None: return what
-    name = f"{run.path.parent.name}/{run.name}" if run.name.startswith('seed') else run.name  # a study's runs are <config>/seed<k>
-    return f"{name} ({run.config.get('data', {}).get('name', '?')})\n{what}"
+    return f"{run_label(run)} ({run.config.get('data', {}).get('name', '?')})\n{what}"
 
 # %% ../nbs/04_interpret.ipynb #6d501292
 def confusion_matrix(labels,         # true classes (N,)
@@ -151,19 +159,19 @@ def plot_gallery(images,             # uint8 images (N,3,H,W)
                  title: str|None = None,  # figure title
                  axs=None,           # axes to draw into (at least len(idx)); None makes a figure
                 ) -> plt.Figure:
-    "Images with true class, predicted class and confidence; green titles are right, red wrong."
+    "Images with true class, predicted class (✓ right, ✗ wrong) and confidence; green titles are right, red wrong."
     idx, probs = _np(idx).astype(np.int64).ravel(), to_probs(probs)
     if len(images) != len(probs): raise ValueError(f"images ({len(images)}) and probs ({len(probs)}) must have one row per image")
-    fig, axs = _grid_axes(max(len(idx), 1), ncols, axs)
+    fig, axs = _grid_axes(max(len(idx), 1), ncols, axs, size=(1.6, 1.75))  # room for "✗ pred: automobile 97%" at 9 pt
     for ax in axs: ax.axis('off')
     if not len(idx): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
     for ax, i in zip(axs, idx):
         p = int(probs[i].argmax())
         ax.imshow(_hwc(images[i]))
-        if labels is None: ax.set_title(f"pred: {classes[p]}\n{probs[i, p]:.0%}", fontsize=7)
-        else:
+        if labels is None: ax.set_title(f"pred: {classes[p]}\n{probs[i, p]:.0%}", fontsize=9)
+        else:  # right or wrong is said by a mark (✓/✗), not by the colour alone
             y = int(_np(labels)[i])
-            ax.set_title(f"true: {classes[y]}\npred: {classes[p]} {probs[i, p]:.0%}", fontsize=7, color='green' if p == y else 'red')
+            ax.set_title(f"true: {classes[y]}\n{'✓' if p == y else '✗'} pred: {classes[p]} {probs[i, p]:.0%}", fontsize=9, color='green' if p == y else 'red')
     if title: fig.suptitle(title, fontsize=9)
     return fig
 
@@ -277,19 +285,25 @@ def plot_cam_overlay(images,          # uint8 images (B,3,H,W)
                      alpha: float = 0.5,  # opacity of the heatmap
                      ncols: int = 8,  # images per row
                      axs=None,        # axes (2 per image: image above, overlay below); None makes a figure
+                     colorbar: bool = True,  # a colour bar that says what the heatmap's colours mean
                     ) -> plt.Figure:
-    "Each image above its Grad-CAM heatmap overlaid in the jet colour map."
+    "Each image above its Grad-CAM heatmap overlaid in the jet colour map, with a colour bar."
     images, cams = _np(images), _np(cams)
     if len(images) != len(cams) or images.shape[-2:] != cams.shape[-2:]:
         raise ValueError(f"images (B,3,H,W) and cams (B,H,W) must match; got {images.shape} and {cams.shape}")
     B = max(len(images), 1); ncols = max(1, min(ncols, B))
-    fig, axs = _grid_axes(B, ncols, axs, rows_per_item=2, size=(1.35, 1.45))
+    fig, axs = _grid_axes(B, ncols, axs, rows_per_item=2, size=(1.55, 1.55))  # room for two 9 pt title lines
     for ax in axs: ax.axis('off')
     if not len(images): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
     for i in range(len(images)):
         top, bottom = axs[(i // ncols) * 2 * ncols + i % ncols], axs[(i // ncols) * 2 * ncols + ncols + i % ncols]
         top.imshow(_hwc(images[i])); bottom.imshow(_hwc(images[i])); bottom.imshow(cams[i], cmap='jet', alpha=alpha, vmin=0, vmax=1)
-        if titles is not None: top.set_title(titles[i], fontsize=7, color=colors[i] if colors is not None else 'black')
+        if titles is not None: top.set_title(titles[i], fontsize=9, color=colors[i] if colors is not None else 'black')
+    if colorbar and len(images):
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), 'jet'), ax=axs, shrink=0.8, pad=0.01, aspect=30)
+        cb.set_label("Grad-CAM: evidence for the class,\nrelative to the image's peak", fontsize=9); cb.ax.tick_params(labelsize=9)
     return fig
 
 # %% ../nbs/04_interpret.ipynb #7ca059f2
@@ -318,7 +332,8 @@ def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs
     res = grad_cam(run.model(device), run.normalise(images), layer, target)
     p, cls = torch.softmax(res.logits, 1), run.classes
     pred = res.logits.argmax(1)
-    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
+    mark = lambda i: '' if labels is None else ('✓ ' if pred[i] == labels[i] else '✗ ')  # right/wrong not by colour alone
+    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + mark(i) + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
               + ('' if target is None else f"\ncam: {cls[res.target[i]]}") for i in range(len(images))]
     colors = None if labels is None else ['green' if pred[i] == labels[i] else 'red' for i in range(len(images))]
     fig = plot_cam_overlay(images, res.cam, titles, colors, alpha=alpha, ncols=ncols, axs=axs)

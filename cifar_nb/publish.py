@@ -10,8 +10,9 @@ import nbformat
 from .core import project_root, atomic_write_text
 
 # %% auto #0
-__all__ = ['cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text', 'write_readme', 'external_urls',
-           'external_links', 'render_html', 'api_markdown', 'with_api_docs', 'stage_docs', 'build_docs']
+__all__ = ['REPORT_CSS', 'cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text', 'write_readme',
+           'external_urls', 'external_links', 'style_page', 'add_toc', 'render_html', 'api_markdown', 'with_api_docs',
+           'stage_docs', 'build_docs']
 
 # %% ../nbs/07_publish.ipynb #8abe1767
 _DIRECTIVE = re.compile(r'^\s*#\s?\|\s*(.*?)\s*$')
@@ -134,6 +135,82 @@ def _drop_external(html_text:str) -> str:
     "`html_text` without `<script src>`/`<link href>` tags that load from another machine."
     return _EXT_LINK.sub('', _EXT_SCRIPT.sub('', html_text))
 
+# %% ../nbs/07_publish.ipynb #8ea92903
+REPORT_CSS = """
+/* cifar_nb: a readable measure, captions, tables that fit, and print rules (07_publish) */
+body.jp-Notebook { max-width: 1008px; margin: 0 auto; padding: 8px 24px 48px; box-sizing: border-box; overflow: visible; }
+.jp-InputPrompt, .jp-OutputPrompt { display: none; }
+.jp-Cell { padding: 2px 0; }
+.jp-RenderedHTMLCommon { font-size: 16px; line-height: 1.55; padding-right: 0; }
+.jp-RenderedHTMLCommon.jp-MarkdownOutput { padding-left: 0; }
+.jp-RenderedHTMLCommon h1 { font-size: 30px; line-height: 1.25; }
+.jp-RenderedHTMLCommon h2 { font-size: 24px; margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: 0.15em; }
+.jp-RenderedHTMLCommon h3 { font-size: 19px; margin-top: 1.3em; }
+.jp-RenderedHTMLCommon a, .cnb-toc a { color: #0b57a4; text-decoration: underline; text-underline-offset: 2px; }
+.jp-RenderedHTMLCommon blockquote { border-left: 4px solid #c9d6e8; background: #f5f8fc; margin: 0.8em 0; padding: 0.5em 1em; }
+.jp-OutputArea-child { display: block; width: 100%; overflow: visible; }
+.jp-OutputArea-output { display: block; width: auto; max-width: 100%; overflow-x: auto; overflow-y: visible; }
+.jp-RenderedHTMLCommon table { table-layout: auto; margin: 0.4em 0 1.2em; font-size: 14px; max-width: 100%; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 0.3em 0.6em; white-space: normal; overflow-wrap: break-word; }
+.jp-RenderedHTMLCommon th { vertical-align: bottom; }
+@media screen { .jp-RenderedHTMLCommon table { display: block; overflow-x: auto; width: max-content; } }
+figure.cnb-figure { margin: 0.6em 0 1.4em; }
+figure.cnb-figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+figure.cnb-figure figcaption { font-size: 14.5px; line-height: 1.45; color: #333; margin-top: 0.4em; }
+nav.cnb-toc { font-family: var(--jp-content-font-family); color: var(--jp-content-font-color1); border: 1px solid #d8dee6; background: #f8fafc; padding: 0.6em 1.2em 0.6em 0.8em; margin: 1em 0 1.5em; font-size: 15px; line-height: 1.5; }
+nav.cnb-toc h2 { font-size: 18px; margin: 0 0 0.3em; border: none; }
+nav.cnb-toc ol { margin: 0; padding-left: 1.6em; }
+@page { size: A4; margin: 14mm 12mm 15mm 12mm; }
+@media print {
+  body.jp-Notebook { max-width: none; padding: 0; }
+  .jp-RenderedHTMLCommon { font-size: 10.5pt; line-height: 1.4; }
+  .jp-RenderedHTMLCommon h1 { font-size: 20pt; }
+  .jp-RenderedHTMLCommon h2 { font-size: 15pt; }
+  .jp-RenderedHTMLCommon h3 { font-size: 12.5pt; }
+  .jp-Notebook, .jp-Cell, .jp-OutputArea, .jp-OutputArea-child, .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-MarkdownOutput { overflow: visible !important; }
+  .jp-RenderedHTMLCommon table { display: table; width: auto; max-width: 100%; font-size: 8pt; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1.5pt 3pt; }
+  h1, h2, h3, h4, h5 { break-after: avoid; page-break-after: avoid; break-inside: avoid; }
+  figure, table, thead, tr, img, nav.cnb-toc, blockquote { break-inside: avoid; page-break-inside: avoid; }
+  figure.cnb-figure img { max-height: 235mm; width: auto; }
+  figure.cnb-figure figcaption { font-size: 9pt; }
+  .jp-RenderedHTMLCommon a { color: inherit; text-decoration: none; }
+}
+"""
+
+def style_page(html_text:str, # an HTML page with a `</head>`
+               css:str=REPORT_CSS, # the rules to add
+              ) -> str:
+    "The page with `css` as the last stylesheet of its head."
+    if '</head>' not in html_text: raise ValueError("the page has no </head>: cannot add the stylesheet")
+    return html_text.replace('</head>', f'<style type="text/css">{css}</style>\n</head>', 1)
+
+# %% ../nbs/07_publish.ipynb #e5813afa
+def add_toc(html_text:str, # a page rendered by nbconvert
+            min_sections:int=3, # fewer `h2` headings than this: no table of contents
+            title:str='Contents', # the heading of the list
+           ) -> str:
+    "The page with a table of contents (links to its h2 and h3 headings) after the cell holding its h1."
+    from bs4 import BeautifulSoup
+    soup = BeautifulSoup(html_text, 'html.parser')
+    heads = [h for h in soup.find_all(['h2', 'h3']) if h.get('id') and not h.find_parent('nav')]
+    if sum(h.name == 'h2' for h in heads) < min_sections: return html_text
+    nav = soup.new_tag('nav', attrs={'class': 'cnb-toc', 'aria-label': title})
+    h = soup.new_tag('h2', id='contents'); h.string = title; nav.append(h)
+    top = soup.new_tag('ol'); nav.append(top); sub = None
+    for hd in heads:
+        a = soup.new_tag('a', href=f"#{hd['id']}"); a.string = hd.get_text(' ', strip=True)
+        li = soup.new_tag('li'); li.append(a)
+        if hd.name == 'h2' or sub is None and not top.contents: top.append(li); sub = None
+        else:
+            if sub is None: sub = soup.new_tag('ol'); top.contents[-1].append(sub)
+            sub.append(li)
+    h1 = soup.find('h1')
+    anchor = (h1.find_parent(class_='jp-Cell') or h1) if h1 else None
+    if anchor is not None: anchor.insert_after(nav)
+    else: (soup.body or soup).insert(0, nav)
+    return str(soup)
+
 # %% ../nbs/07_publish.ipynb #2dc7f2af
 def _reader_view(nb) -> nbformat.NotebookNode:
     "A copy of `nb` with hidden cells dropped, `echo: false` inputs tagged for removal and directive lines stripped."
@@ -157,6 +234,8 @@ def render_html(nb_path:str|Path, # an executed notebook
                 dest:str|Path, # the .html file to write (atomically)
                 exclude_input:bool=False, # hide every code cell's input, keep outputs
                 title:str|None=None, # the page title; None: the notebook's first heading
+                toc:bool|None=None, # a table of contents after the title; None: when the page has 3 or more sections
+                css:str|None=REPORT_CSS, # rules for reading and printing (`REPORT_CSS`); None: the template's alone
                ) -> Path:
     "Write the notebook as ONE self-contained HTML file that loads nothing from the network; return `dest`."
     import jinja2
@@ -175,6 +254,8 @@ def render_html(nb_path:str|Path, # an executed notebook
                              remove_all_outputs_tags={'remove-output', 'remove_output'}), enabled=True)
     body, _ = ex.from_notebook_node(nb, resources={'metadata': {'path': str(Path(nb_path).parent), 'name': title}})
     body = _drop_external(body)
+    if toc is not False: body = add_toc(body, min_sections=1 if toc else 3)
+    if css: body = style_page(body, css)
     if bad := external_urls(body):
         raise ValueError(f"{nb_path} would load {len(bad)} resource(s) from the network ({', '.join(bad[:3])}): "
                          "embed images in the notebook (Markdown images from local files are inlined) instead of linking URLs")

@@ -8,17 +8,15 @@ import dataclasses, datetime, math, os, sys, time, json
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from scipy import stats
 from .core import project_root, save_json, load_json, atomic_write_text, machine_info, get_device
-from .config import (TrainConfig, Placement, split_params, PRESETS_VERSION, PRESETS, REPORT_ACC, EXTRA_PRESETS,
-                             SCALES, preset_params)
+from .config import TrainConfig, Placement, split_params, PRESETS_VERSION, PRESETS, EXTRA_PRESETS, SCALES, preset_params
 from .runs import is_complete, load_run, run_state, fake_run, RunError
+from .stats import REPORT_ACC, mean_ci, paired_diff, study_table, table_markdown, save_table, markdown_table  # statistics: 06b_stats
 
 # %% auto #0
 __all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'slug', 'run_dir', 'run_status', 'check_own_folder', 'compact_progress',
-           'execute_run', 'run_study', 'collect_runs', 'mean_ci', 'paired_diff', 'study_table', 'table_markdown',
-           'save_table', 'measure_throughput', 'plan_study', 'format_plan', 'markdown_table', 'study_provenance',
-           'analyse_study', 'render_report', 'default_seeds', 'finish_study', 'main']
+           'execute_run', 'run_study', 'collect_runs', 'measure_throughput', 'plan_study', 'format_plan',
+           'study_provenance', 'analyse_study', 'render_report', 'default_seeds', 'finish_study', 'main']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def slug(name: str) -> str:
@@ -163,74 +161,6 @@ def collect_runs(study_dir: str|Path, presets=None) -> dict:
     if skipped: print(f"skipping {len(skipped)} incomplete run(s): {', '.join(skipped)}")
     return out
 
-# %% ../nbs/06_study.ipynb #cd4d99f5
-def mean_ci(x, level: float = 0.95) -> tuple:
-    "Mean, sample std and the half-width of the t-interval (NaN when n < 2)."
-    x = np.asarray(x, dtype=float); n = len(x)
-    if n == 0: return (math.nan, math.nan, math.nan)
-    if n == 1: return (float(x[0]), math.nan, math.nan)
-    sd = float(x.std(ddof=1))
-    return float(x.mean()), sd, float(stats.t.ppf(0.5 + level/2, n - 1) * sd / math.sqrt(n))
-
-# %% ../nbs/06_study.ipynb #126f7824
-def paired_diff(a: dict, b: dict) -> dict:
-    "Paired comparison of two {seed: value} dicts on their common seeds: mean of a-b, 95% half-width, p-value."
-    seeds = sorted(set(a) & set(b))
-    d = np.array([a[s] - b[s] for s in seeds], dtype=float)
-    m, sd, hw = mean_ci(d)
-    p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(seeds) >= 2 and sd > 0 else math.nan
-    return dict(n=len(seeds), diff=m, diff_sd=sd, diff_ci95=hw, p=p)
-
-# %% ../nbs/06_study.ipynb #7c35f104
-def study_table(runs: dict, reference: str = 'Improved') -> list[dict]:
-    "One row per configuration: accuracy statistics over seeds, best epoch, time, the report's number, the paired difference to `reference`."
-    rows = []
-    ref = {s: r.metrics['test_acc'] for s, r in runs.get(reference, {}).items()}
-    for name, by_seed in runs.items():
-        acc = {s: r.metrics['test_acc'] for s, r in by_seed.items()}
-        m, sd, hw = mean_ci([100*v for v in acc.values()])
-        row = dict(config=name, n_seeds=len(acc), seeds=sorted(acc), acc_mean=m, acc_std=sd, acc_ci95=hw if len(acc) >= 3 else math.nan,
-                   report_acc=REPORT_ACC.get(name, math.nan),
-                   best_epoch_mean=float(np.mean([r.metrics['best_epoch'] for r in by_seed.values()])),
-                   epochs=by_seed[min(by_seed)].params['epochs'],
-                   train_seconds_mean=float(np.mean([r.metrics['train_seconds'] for r in by_seed.values()])),
-                   images_per_s_mean=float(np.mean([r.metrics['images_per_s'] for r in by_seed.values()])))
-        if name != reference and ref:
-            pdiff = paired_diff({s: 100*v for s, v in acc.items()}, {s: 100*v for s, v in ref.items()})
-            row.update({f'vs_{reference.lower()}_{k}': v for k, v in pdiff.items()})
-            row[f'report_vs_{reference.lower()}'] = REPORT_ACC.get(name, math.nan) - REPORT_ACC.get(reference, math.nan)
-        rows.append(row)
-    return rows
-
-# %% ../nbs/06_study.ipynb #295b9f72
-def _fmt(v, nd=2):
-    return '' if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
-
-def table_markdown(rows: list[dict], reference: str = 'Improved') -> str:
-    "Table 1 as Markdown: ours (mean ± std, 95% CI) beside the report's, and the paired difference to `reference`."
-    r0 = f'vs_{reference.lower()}'
-    lines = [f"| configuration | seeds | test accuracy (%) mean ± std | 95% CI | report (%) | Δ vs {reference} (paired, pp) | p | report's Δ (pp) | best epoch | train s/run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        acc = f"{_fmt(r['acc_mean'])} ± {_fmt(r['acc_std'])}" if r['n_seeds'] > 1 else _fmt(r['acc_mean'])
-        ci = f"± {_fmt(r['acc_ci95'])}" if not math.isnan(r['acc_ci95']) else ''
-        dd = f"{r[r0+'_diff']:+.2f} ± {_fmt(r[r0+'_diff_ci95'])}" if f'{r0}_diff' in r and not math.isnan(r[f'{r0}_diff_ci95']) else (f"{r[r0+'_diff']:+.2f}" if f'{r0}_diff' in r else '')
-        p = _fmt(r.get(f'{r0}_p', math.nan), 3)
-        rd = f"{r[f'report_{r0}']:+.2f}" if f'report_{r0}' in r and not math.isnan(r[f'report_{r0}']) else ''
-        lines.append(f"| {r['config']} | {r['n_seeds']} | {acc} | {ci} | {_fmt(r['report_acc'])} | {dd} | {p} | {rd} | {_fmt(r['best_epoch_mean'], 1)} | {_fmt(r['train_seconds_mean'], 0)} |")
-    return '\n'.join(lines) + '\n'
-
-# %% ../nbs/06_study.ipynb #1d6a10b3
-def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dict:
-    "Write the table as CSV, JSON and Markdown into `out_dir`; return the paths."
-    import csv, io
-    out_dir = Path(out_dir)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=keys); w.writeheader()
-    for r in rows: w.writerow({k: (' '.join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
-    return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()), json=save_json(out_dir/f'{stem}.json', rows),
-                md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))
-
 # %% ../nbs/06_study.ipynb #1d1634ec
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     "Training images/s of the report's Improved network on `device`: the learner's own step, a few times after a warm-up."
@@ -283,17 +213,6 @@ def format_plan(plan: dict) -> str:
 
 # %% ../nbs/06_study.ipynb #e9a750d3
 ANALYSED = ('Improved', 'Base')  # the configurations whose first seed gets interpretation and OOD analysis
-
-def markdown_table(rows: list[dict], floatfmt: str = '.2f') -> str:
-    "A list of dicts (or a DataFrame) as a Markdown table; floats formatted with `floatfmt`, NaN left empty."
-    if hasattr(rows, 'to_dict'): rows = rows.to_dict('records')
-    if not rows: return ''
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    def cell(v):
-        if isinstance(v, float): return '' if math.isnan(v) else format(v, floatfmt)
-        return '' if v is None else str(v).replace('|', '\\|')
-    return '\n'.join(['| ' + ' | '.join(map(str, keys)) + ' |', '|' + '---|'*len(keys)] +
-                     ['| ' + ' | '.join(cell(r.get(k)) for k in keys) + ' |' for r in rows]) + '\n'
 
 # %% ../nbs/06_study.ipynb #d8b566bd
 def study_provenance(study_dir: str|Path, runs: dict) -> dict:

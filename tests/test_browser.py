@@ -170,3 +170,118 @@ def test_the_check_sees_a_request_that_would_leave(served, chromium):
     finally: (site/'leaky.html').unlink()
     assert 'https://example.org/x.png' in r['requests']
     assert r['images'] and r['images'][0][2] == 0
+
+
+# --- the rendered report as its readers see it: anchors, width, print ---------------------------------------------
+
+REPORT = Path(os.environ.get('CIFAR_NB_REPORT', ROOT/'reports'/'report.html'))  # another rendering can be checked the same way
+A4_PRINTABLE_PX = round((210 - 2 * 12) / 25.4 * 96)   # A4 less REPORT_CSS's 12 mm side margins, in CSS pixels (703)
+
+
+@pytest.fixture(scope='module')
+def report_page(chromium):
+    "reports/report.html opened from disk (it is one self-contained file)."
+    if not REPORT.exists(): pytest.skip('reports/report.html does not exist yet (make report writes it)')
+    chromium.call('Emulation.setDeviceMetricsOverride', width=1280, height=900, deviceScaleFactor=1, mobile=False)
+    chromium.visit(REPORT.as_uri())
+    yield chromium
+    chromium.call('Emulation.setEmulatedMedia', media='')
+    chromium.call('Emulation.clearDeviceMetricsOverride')
+
+
+def _at_width(b, width, media=''):
+    b.call('Emulation.setScrollbarsHidden', hidden=media == 'print')  # a printed page has no scroll bar to take width
+    b.call('Emulation.setEmulatedMedia', media=media)
+    b.call('Emulation.setDeviceMetricsOverride', width=width, height=900, deviceScaleFactor=1, mobile=False)
+    b.js('new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))')
+
+
+def test_report_every_anchor_resolves(report_page):
+    "Every in-page link (the table of contents, the headings' own anchors) points at an element that exists."
+    r = report_page.js("""(() => { const hrefs = Array.from(document.querySelectorAll('a[href^="#"]')).map(a => a.getAttribute('href'));
+        return {n: hrefs.length, toc: document.querySelectorAll('nav.cnb-toc a').length,
+                broken: hrefs.filter(h => !document.getElementById(decodeURIComponent(h.slice(1))))}; })()""")
+    assert r['toc'] >= 8, f"the table of contents has {r['toc']} links"
+    assert not r['broken'], f"{len(r['broken'])} of {r['n']} in-page links lead nowhere: {r['broken'][:10]}"
+
+
+def test_report_nothing_wider_than_a_1280px_window(report_page):
+    _at_width(report_page, 1280)
+    r = report_page.js("""(() => { const vw = document.documentElement.clientWidth; const bad = [];
+        for (const e of document.body.querySelectorAll('*')) { const b = e.getBoundingClientRect();
+            if (b.width && (b.right > vw + 1 || b.left < -1)) bad.push(`${e.tagName}.${e.className} ${Math.round(b.left)}..${Math.round(b.right)}`); }
+        return {vw, scroll: document.documentElement.scrollWidth, bad}; })()""")
+    assert r['scroll'] <= r['vw'], f"the page scrolls sideways: {r['scroll']} px wide in a {r['vw']} px window"
+    assert not r['bad'], f"{len(r['bad'])} elements stick out of the {r['vw']} px window: {r['bad'][:8]}"
+
+
+def test_report_text_column_is_a_readable_measure(report_page):
+    "However wide the window, paragraphs stay in a column of about 900-1,000 px."
+    _at_width(report_page, 1920)
+    widths = report_page.js("Array.from(document.querySelectorAll('.jp-RenderedMarkdown p')).map(p => p.getBoundingClientRect().width)")
+    _at_width(report_page, 1280)
+    assert widths and max(widths) <= 1000, f"widest paragraph {max(widths):.0f} px at 1920 px"
+    assert max(widths) >= 850, f"the text column is only {max(widths):.0f} px wide at 1920 px"
+
+
+def test_report_images_have_real_alt_texts_and_captions(report_page):
+    r = report_page.js("""Array.from(document.images).map(i => [i.getAttribute('alt') || '', !!i.closest('figure') && !!i.closest('figure').querySelector('figcaption')])""")
+    assert len(r) >= 10
+    bad = [a for a, _ in r if len(a.strip()) < 20 or 'No description has been provided' in a]
+    assert not bad, f"{len(bad)} images without a real alt text: {bad[:3]}"
+    assert all(c for _, c in r), f"{sum(not c for _, c in r)} images without a caption"
+
+
+def test_report_tables_fit_the_printed_page(report_page):
+    "Under print media at the printable width of an A4 page, no table (or cell) is wider than its box or the page."
+    _at_width(report_page, A4_PRINTABLE_PX, media='print')
+    try:
+        r = report_page.js("""(() => { const vw = document.documentElement.clientWidth; const bad = [];
+            document.querySelectorAll('table').forEach((t, i) => {
+                const b = t.getBoundingClientRect(), head = t.querySelector('tr') ? t.querySelector('tr').innerText.slice(0, 50) : '';
+                if (t.scrollWidth > t.clientWidth + 1 || b.right > vw + 1) bad.push(`table ${i} (${head}): ${t.scrollWidth} > ${t.clientWidth} or right ${Math.round(b.right)} > ${vw}`);
+                t.querySelectorAll('td, th').forEach(c => { if (c.scrollWidth > c.clientWidth + 1) bad.push(`table ${i} cell "${c.innerText.slice(0, 30)}" overflows`); }); });
+            document.querySelectorAll('img').forEach(i => { if (i.getBoundingClientRect().right > vw + 1) bad.push(`image ${i.alt.slice(0, 40)} sticks out`); });
+            return {vw, n: document.querySelectorAll('table').length, bad}; })()""")
+    finally: _at_width(report_page, 1280)
+    assert r['n'] >= 8 and r['vw'] == A4_PRINTABLE_PX
+    assert not r['bad'], '\n'.join(r['bad'][:10])
+
+
+def _printed(b, tmp_path) -> tuple[list[str], list[dict]]:
+    "The report printed by Chromium (Page.printToPDF with the page's own @page size and margins): its text per page, and every word with its box."
+    import shutil, html as _html, re
+    if not shutil.which('pdftotext'): pytest.skip('pdftotext is missing (apt-get install poppler-utils)')
+    b.call('Emulation.setEmulatedMedia', media='')
+    pdf = base64.b64decode(b.call('Page.printToPDF', printBackground=True, preferCSSPageSize=True)['data'])
+    (tmp_path/'report.pdf').write_bytes(pdf)
+    subprocess.run(['pdftotext', '-enc', 'UTF-8', str(tmp_path/'report.pdf'), str(tmp_path/'report.txt')], check=True, timeout=120)
+    subprocess.run(['pdftotext', '-enc', 'UTF-8', '-bbox', str(tmp_path/'report.pdf'), str(tmp_path/'words.html')], check=True, timeout=120)
+    words, page = [], None
+    for line in (tmp_path/'words.html').read_text().splitlines():
+        if m := re.search(r'<page width="([\d.]+)" height="([\d.]+)"', line): page = (float(m[1]), float(m[2]))
+        elif m := re.search(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*)</word>', line):
+            words.append(dict(x0=float(m[1]), y0=float(m[2]), x1=float(m[3]), y1=float(m[4]), text=_html.unescape(m[5]), page=page))
+    return (tmp_path/'report.txt').read_text().split('\f'), words
+
+
+def test_report_pdf_clips_no_table_and_strands_no_heading(report_page, tmp_path):
+    "In the printed PDF every word lies inside the page's margins, every table header word is there, and no page ends with a heading."
+    pages, words = _printed(report_page, tmp_path)
+    margin = 12 / 25.4 * 72                                      # REPORT_CSS's side margins (12 mm) in points
+    out = [w for w in words if w['x1'] > w['page'][0] - margin + 2 or w['x0'] < margin - 2]
+    assert words and not out, f"{len(out)} words outside the printable width, e.g. {[w['text'] for w in out[:10]]}"
+    import re
+    tokens = lambda s: [x for x in re.split(r'[\s-]+', s) if x]   # a header may wrap at a hyphen ("first-" / "epoch")
+    have = {x for w in words for x in tokens(w['text'])}
+    heads = report_page.js("Array.from(document.querySelectorAll('table')).map(t => Array.from(t.querySelectorAll('th')).map(h => h.innerText))")
+    missing = sorted({x for row in heads for h in row for x in tokens(h) if x not in have})
+    assert len(heads) >= 8 and not missing, f"table header words missing from the PDF: {missing[:10]}"
+    titles = [t.strip() for t in report_page.js("Array.from(document.querySelectorAll('h1, h2, h3, h4')).map(h => h.innerText)") if t.strip()]
+    stranded = []
+    for i, page in enumerate(pages[:-1], 1):
+        lines = [l.strip() for l in page.splitlines() if l.strip()]
+        if not lines: continue
+        last, prev = lines[-1], (lines[-2] if len(lines) > 1 else '')
+        if any(last == t or (t.endswith(last) and t.startswith(prev) and len(prev) > 3) for t in titles): stranded.append(f'page {i}: {last}')
+    assert len(pages) >= 5 and not stranded, f"headings left alone at a page's foot: {stranded}"
