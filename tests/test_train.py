@@ -48,7 +48,8 @@ def test_papermill_run_writes_a_complete_run_folder(tmp_path):
     for f in RUN_FILES: assert (run_dir/f).stat().st_size > 0, f
     assert run.params['dropout'] == 0.0 and run.params['n_train'] == 500 and run.params['epochs'] == 2
     assert run.logits.shape == (10_000, 10) and run.metrics['n_train'] == 500
-    assert len(run.history['val']['loss']) == 2 and 0.1 <= run.metrics['test_acc'] <= 1
+    assert len(run.history['val']['loss']) == 2  # a 2-epoch run at lr 2e-4 is near chance: its accuracy is not asserted, only consistent
+    assert run.metrics['test_acc'] == float((run.logits.argmax(1) == run.labels).mean())
     assert 'dropout' not in dict(run.model().named_children())  # dropout 0 removes the layer
     nb = json.loads(out.read_text())
     assert any(o.get('output_type') == 'display_data' and 'image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
