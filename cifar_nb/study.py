@@ -75,10 +75,12 @@ def compact_progress(nb_path: str|Path) -> Path:
 def execute_run(path: Path, params: dict, log=print) -> None:
     "Run `nbs/train.ipynb` with papermill into `path` (the executed notebook is kept there)."
     import papermill as pm
+    from cifar_nb.executors import GuardedKernelManager
     path.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'train.ipynb'), str(path/'train.ipynb'),
                             parameters={**params, 'out_dir': str(path.resolve())}, kernel_name='python3',
+                            kernel_manager_class=GuardedKernelManager,  # the kernel dies with this process (a killed worker leaves no orphan)
                             progress_bar=False)  # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"run {path} failed: {e.ename}: {e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
@@ -96,43 +98,42 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
               scale: str = 'full',          # 'full' or 'smoke'
               execute=execute_run,          # how one run is executed (papermill by default)
               log=print,
-              jobs: int = 1,                # runs trained at once (each its own process); >1 fills a GPU that one small run leaves idle
+              jobs: int = 1,                # runs trained at once by the default local executor (each its own process)
               data_sha: str|None = 'auto',  # the data's identity; 'auto': the data the runs will load
+              executor=None,                # where runs execute (`cifar_nb.executors`); None: `LocalExecutor(jobs)`
              ) -> list[Path]:
     "Train every (preset, seed) run that is not complete yet; return all run folders."
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from cifar_nb.executors import LocalExecutor, study_lock
+    ex = executor or LocalExecutor(jobs)
     study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES)  # absolute: nothing depends on the cwd
     study_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    jobs_ = _study_jobs(study_dir, presets, seeds, scale)
-    if data_sha == 'auto': data_sha = _data_sha(jobs_)
-    status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]
-    todo = [i for i, st in enumerate(status) if st != 'done']
-    log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
-        f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train" + (f", {jobs} at a time" if jobs > 1 else ''))
-    t0, done_w = time.perf_counter(), 0.
-    total_w = sum(_run_weight(jobs_[i][3]) for i in todo)
-    def one(k, i):
-        n, s, p, params = jobs_[i]
-        log(f"[run {k}/{len(todo)}] {n} seed {s}{' (resuming)' if status[i] == 'resume' else ''} -> {p}")
-        t = time.perf_counter(); execute(p, params)
-        return i, time.perf_counter() - t
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
-        futs = [ex.submit(one, k, i) for k, i in enumerate(todo, 1)]
-        for f in as_completed(futs):
-            i, dt = f.result()
-            n, s, p, params = jobs_[i]
-            done_w += _run_weight(params)
+    with study_lock(study_dir):  # a second driver on this folder fails here
+        jobs_ = _study_jobs(study_dir, presets, seeds, scale)
+        if data_sha == 'auto': data_sha = _data_sha(jobs_)
+        status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]  # a folder that is not this run's stops here
+        todo = [i for i, st in enumerate(status) if st != 'done']
+        log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
+            f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train" + (f" on {ex.describe()}" if todo else ''))
+        if todo: ex.check_folder(study_dir)  # every worker reaches the folder, before anything trains
+        t0, done_w, n_done = time.perf_counter(), 0., 0
+        total_w = sum(_run_weight(jobs_[i][3]) for i in todo)
+        def started(k):
+            n, s, p, params = jobs_[todo[k]]
+            log(f"[run {k+1}/{len(todo)}] {n} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
+        for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
+            n, s, p, params = jobs_[todo[k]]
+            done_w += _run_weight(params); n_done += 1
             el = time.perf_counter() - t0
             acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
-            log(f"[done {sum(x.done() for x in futs)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
+            log(f"[done {n_done}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(el * (total_w - done_w) / done_w)} left")
-    st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
-    inv = st.get('invocations', [st] if 'wall_seconds' in st else []) + [dict(  # a study.json from before invocations were listed is the first
-presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=jobs,
-                                            trained=len(todo), wall_seconds=time.perf_counter() - t0,
-                                            finished=datetime.datetime.now().isoformat(timespec='seconds'))]
-    save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
+        st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
+        inv = st.get('invocations', [st] if 'wall_seconds' in st else []) + [dict(  # a study.json from before invocations were listed is the first
+            presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=ex.jobs, threads=ex.threads,
+            executor=ex.describe(), trained=len(todo), wall_seconds=time.perf_counter() - t0,
+            finished=datetime.datetime.now().isoformat(timespec='seconds'))]
+        save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
     return [p for _, _, p, _ in jobs_]
 
 def _data_sha(jobs_) -> str|None:
@@ -289,7 +290,10 @@ def main(argv=None) -> int:
     ap.add_argument('--seeds', type=int, default=None, help='seeds per configuration (default: 1 on CPU, 5 on GPU)')
     ap.add_argument('--scale', default='full', choices=list(SCALES), help="'full' (the report's study) or 'smoke' (minutes)")
     ap.add_argument('--presets', default=','.join(PRESETS), help='comma-separated configuration names')
-    ap.add_argument('--jobs', type=int, default=1, help='runs trained at once, each its own process (useful on a GPU)')
+    ap.add_argument('--executor', default='local', choices=['local', 'dask'], help="where runs execute: 'local' processes or a 'dask' cluster (pip install -e '.[cluster]')")
+    ap.add_argument('--address', default=None, help='dask: the scheduler to join (tcp://host:8786); none starts a local cluster on this machine')
+    ap.add_argument('--jobs', type=int, default=None, help='runs trained at once, each its own process (local cluster: its workers); default 1')
+    ap.add_argument('--threads', type=int, default=None, help='intra-op CPU threads per run (default: the cores split between the runs)')
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the Improved and Base runs and render DIR/report.html')
     a = ap.parse_args(argv)
@@ -298,9 +302,13 @@ def main(argv=None) -> int:
     if bad: ap.error(f"unknown configuration(s) {', '.join(map(repr, bad))}; choose from: {', '.join([*PRESETS, *EXTRA_PRESETS])}")
     if a.seeds is not None and a.seeds < 1: ap.error(f"--seeds must be at least 1, got {a.seeds}")
     seeds = a.seeds or default_seeds()
-    print(format_plan(plan_study(a.study_dir, presets, seeds, a.scale)), flush=True)
-    if a.plan: return 0
-    run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True), jobs=a.jobs)
+    from cifar_nb.executors import make_executor, ExecutorError
+    try: executor = make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
+    except ExecutorError as e: ap.error(str(e))
+    with executor:
+        print(format_plan(plan_study(a.study_dir, presets, seeds, a.scale)) + f"\n  runs go to: {executor.describe()}", flush=True)
+        if a.plan: return 0
+        run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True), executor=executor)
     paths = finish_study(a.study_dir)
     print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
     if a.report:
