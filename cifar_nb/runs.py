@@ -295,6 +295,11 @@ def train_run(cfg: TrainConfig,              # what to train
             (out_dir/FAILED).unlink()
         elif st.state == 'resume': print(f"resuming {out_dir} from {CHECKPOINT}")
         if place.threads is not None: torch.set_num_threads(place.threads)
+        if st.state in ('resume', 'failed') and (c := read_config(out_dir)):
+            was = c.get('provenance', {}).get('threads')
+            if was is not None and was != torch.get_num_threads():
+                print(f"note: {out_dir} started with {was} CPU threads and resumes with {torch.get_num_threads()}: on the CPU its last "
+                      f"digits will differ from an uninterrupted run (pass threads={was} to match it bit for bit)")
         device = get_device(place.device)
         amp = resolve_precision(place.precision, device)
         seed_everything(cfg.seed)
