@@ -130,17 +130,18 @@ class DataError(ValueError):
 
 def regular_file(path: str|Path,           # the file to read
                  root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
+                 advice: str|None = None,  # what to do, in place of the general advice
                 ) -> Path:
     "`path` if it is a regular file (inside `root`); a `DataError` names links out, devices, FIFOs and folders."
     path = Path(path)
     if root is not None:
         real, top = path.resolve(), Path(root).resolve()
         if real != top and top not in real.parents:
-            raise DataError(f"{path} is a link to {real}, outside {root}: copy the file into the folder instead of linking it")
+            raise DataError(f"{path} is a link to {real}, outside {root}: {advice or 'copy the file into the folder instead of linking it'}")
     try: mode = path.stat().st_mode
-    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror or e})") from None
+    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror or e})" + (f": {advice}" if advice else '')) from None
     if not stat.S_ISREG(mode):
-        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): remove it; only regular files are read")
+        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): {advice or 'remove it; only regular files are read'}")
     return path
 
 # %% ../nbs/00_core.ipynb #7f6172bf
@@ -149,13 +150,14 @@ class CorruptFileError(ValueError):
 
 def load_json(path: str|Path,              # the JSON file
               root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
+              advice: str|None = None,     # what to do when it cannot be read, in place of the general advice
              ):
     "Read JSON from a regular file at `path`, naming the file when it is missing, not a regular file or corrupt."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
-    try: return json.loads(regular_file(path, root).read_text())
+    try: return json.loads(regular_file(path, root, advice).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e}): delete it and rerun what wrote it") from e
+        raise CorruptFileError(f"{path} is not valid JSON ({e}): {advice or 'delete it and rerun what wrote it'}") from e
 
 # %% ../nbs/00_core.ipynb #ab880df9
 def file_digest(path: str|Path,    # a regular file
