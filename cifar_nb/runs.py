@@ -22,7 +22,7 @@ from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, C
 __all__ = ['FORMAT', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RunError', 'RunLocked', 'run_lock', 'RunState',
            'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv', 'save_predictions',
            'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model', 'make_loaders',
-           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights',
+           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights', 'run_subfolder',
            'synthetic_cifar', 'fake_run']
 
 # %% ../nbs/03b_runs.ipynb #4b1ddb66
@@ -397,6 +397,8 @@ def _normalise(self: Run, x) -> torch.Tensor:
 
 def _check_data(self: Run, data) -> None:
     "Refuse `data` unless it is the data the run was trained on (the same checksum)."
+    if not all(hasattr(data, a) for a in ('train', 'test', 'source')) or not isinstance(data.source, dict):
+        raise RunError(f"data={show_value(data)} is not loaded CIFAR-10 data: pass the `load_cifar10(...)` the run was trained on, or None to load it")
     have = data.source.get('arrays_sha256')
     if self.data_sha256 is not None and have != self.data_sha256:
         where = self.config.get('data', {}).get('path')
@@ -489,6 +491,16 @@ def prune_weights(path: str|Path) -> Path:
         save_json(path/COMPLETE, {**marker, 'pruned': sorted({*marker.get('pruned', []), 'weights.safetensors'})})
         (path/'weights.safetensors').unlink(missing_ok=True)
     return path
+
+# %% ../nbs/03b_runs.ipynb #f76fd4e8
+def run_subfolder(run_dir: str|Path, # a run folder
+                  name: str,         # the subfolder: 'interpret' or 'ood'
+                 ) -> Path:
+    "`<run_dir>/<name>` for the run's own outputs; a `RunError` when a file or a link stands in its place."
+    d = Path(run_dir)/name
+    if d.is_symlink() or (d.exists() and not d.is_dir()):
+        raise RunError(f"{d} is not a folder of this run (a file or a link stands there): remove it; nothing was written")
+    return d
 
 # %% ../nbs/03b_runs.ipynb #8c7ead54
 def synthetic_cifar(n_train=500, n_test=200, seed=0):
