@@ -69,7 +69,7 @@ def layer_names(model: nn.Module, kind: type|tuple|None = None) -> list[str]:
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     "The sub-module called `name`; an unknown name gets an error listing the names that exist."
     mods = dict(model.named_modules())
-    if not name or name not in mods:
+    if not isinstance(name, str) or not name or name not in mods:
         raise KeyError(f"no layer named {name!r}; the layers are: {', '.join(layer_names(model))}")
     return mods[name]
 

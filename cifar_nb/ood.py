@@ -19,9 +19,9 @@ from .metrics import auroc, aupr_in, aupr_out, fpr_at_tpr, roc_points, threshold
 from .detectors import DETECTORS, as_detectors, fit_detectors, detector_scores, mean_activation_scores
 
 # %% auto #0
-__all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'set_title', 'ood_data_dir',
-           'load_ood_set', 'fit_eval_split', 'FitEval', 'score_table', 'layer_table', 'table_frame', 'score_histograms',
-           'plot_hist_summary', 'plot_roc', 'evaluate_ood']
+__all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'NOISE_MAX', 'set_title',
+           'ood_data_dir', 'load_ood_set', 'fit_eval_split', 'FitEval', 'score_table', 'layer_table', 'table_frame',
+           'score_histograms', 'plot_hist_summary', 'plot_roc', 'evaluate_ood']
 
 # %% ../nbs/05b_ood.ipynb #867023d6
 TIN_CIFAR_OVERLAP = {  # Tiny ImageNet wnid -> (WordNet name, the CIFAR-10 class it belongs to)
@@ -79,8 +79,11 @@ def _tin_keep(items: list, texts: dict, archive: Path) -> list:
         raise DataError(f"{missing[0]} has no entry in val_annotations.txt ({len(missing)} such files): copy the archive again")
     return [it for it in items if wnid[base(it[0])] not in TIN_CIFAR_OVERLAP]
 
+NOISE_MAX = 20_000  # noise images at most (gaussian noise is drawn as float32 first: 12 kB an image)
+
 def _noise_set(kind: str, n: int, seed: int) -> torch.Tensor:
     "Seeded noise images: 'gaussian' (mean 128, sd 64, clipped) or 'uniform' (0..255), uint8 (n,3,32,32)."
+    if n > NOISE_MAX: raise DataError(f"n={n} noise images is more than {NOISE_MAX:,}: ask for fewer (the default is 5,000)")
     g = torch.Generator().manual_seed(seed)
     if kind == 'gaussian': return (torch.randn(n, 3, 32, 32, generator=g) * 64 + 128).round().clamp(0, 255).to(torch.uint8)
     return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -305,7 +308,7 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                layer_scores=dict(id={k: FitEval(fit_a[k], ev_a[k]) for k in fit_a}, ood={}),
                images=dict(id=idp['x_eval'], ood={}), n_sets={})
     for s in tqdm(sets, desc='OOD sets', disable=not progress):
-        x = load_ood_set(s, n=n_per_set, cache_dir=cache_dir, seed=seed)
+        x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir, seed=seed)  # a cap: noise has 5,000
         fi, ei = fit_eval_split(len(x), seed)
         s = Path(s).name if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) else str(s)
         det, act = sc(x)
