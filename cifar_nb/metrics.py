@@ -20,7 +20,7 @@ def _as_1d(s, name: str = 'scores') -> np.ndarray:
     what = 'ID scores' if 'id' in name else 'OOD scores'
     if isinstance(s, torch.Tensor): s = s.detach().cpu().double().numpy()
     try: a = np.asarray(s)
-    except (ValueError, TypeError) as e: raise ArgumentError(f"{name} must be a 1-d array of numbers ({e})") from None
+    except (ValueError, TypeError, OverflowError) as e: raise ArgumentError(f"{name} must be a 1-d array of numbers ({e})") from None
     if a.dtype.kind not in 'biuf': raise ArgumentError(f"{name} must be numbers (one score per sample), got an array of {a.dtype}")
     if sum(d > 1 for d in a.shape) > 1: raise ArgumentError(f"{name} must be 1-d (one score per sample), got shape {a.shape}")
     a = a.astype(np.float64).ravel()
@@ -34,18 +34,22 @@ def _labelled(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
     return np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]
 
 # %% ../nbs/05_metrics.ipynb #4ed4a216
+def _share(v) -> float:
+    "A share computed in floating point, kept within [0, 1] (scikit-learn's sums can land a rounding error outside)."
+    return min(1.0, max(0.0, float(v)))
+
 def auroc(id_scores, ood_scores) -> float:
     "Area under the ROC curve with ID as the positive class (ties count one half)."
-    return float(skm.roc_auc_score(*_labelled(id_scores, ood_scores)))
+    return _share(skm.roc_auc_score(*_labelled(id_scores, ood_scores)))
 
 def aupr_in(id_scores, ood_scores) -> float:
     "Area under the precision-recall curve (average precision) with ID as the positive class."
-    return float(skm.average_precision_score(*_labelled(id_scores, ood_scores)))
+    return _share(skm.average_precision_score(*_labelled(id_scores, ood_scores)))
 
 def aupr_out(id_scores, ood_scores) -> float:
     "Average precision with OOD as the positive class, scored by the negated score."
     y, s = _labelled(id_scores, ood_scores)
-    return float(skm.average_precision_score(1 - y, -s))
+    return _share(skm.average_precision_score(1 - y, -s))
 
 # %% ../nbs/05_metrics.ipynb #feed5308
 def roc_points(id_scores, ood_scores,
@@ -73,10 +77,11 @@ def detection_accuracy(id_scores, ood_scores,
                        balanced: bool = True,  # mean of the ID and OOD accuracies (else: share of all samples right)
                       ) -> float:
     "Accuracy of the ID/OOD decision `score >= threshold` means ID."
-    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) or threshold != threshold:
-        raise ArgumentError(f"threshold={show_value(threshold)} must be a number (inf calls nothing ID, -inf everything)")
+    try: t = float(threshold) if isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, (bool, np.bool_)) else math.nan
+    except OverflowError: t = math.nan  # an int beyond any float
+    if t != t: raise ArgumentError(f"threshold={show_value(threshold)} must be a number (inf calls nothing ID, -inf everything)")
     a, b = _as_1d(id_scores, 'id_scores'), _as_1d(ood_scores, 'ood_scores')
-    ok_id, ok_ood = (a >= threshold), (b < threshold)
+    ok_id, ok_ood = (a >= t), (b < t)
     return float((ok_id.mean() + ok_ood.mean()) / 2) if balanced else float((ok_id.sum() + ok_ood.sum()) / (len(a) + len(b)))
 
 # %% ../nbs/05_metrics.ipynb #f00068fe
@@ -84,7 +89,7 @@ def id_threshold(id_fit_scores, keep: float = 0.95) -> float:
     "The highest threshold that keeps (calls ID) at least the share `keep` of the held-out ID scores."
     check_number('keep', keep, 0, 1, integer=False, lo_open=True)
     a = np.sort(_as_1d(id_fit_scores, 'id_fit_scores'))
-    k = int(np.ceil(keep * len(a) - 1e-9))  # how many scores to keep (the tolerance: 0.95 of 100 is 95)
+    k = max(1, int(np.ceil(keep * len(a) - 1e-9)))  # how many scores to keep (the tolerance: 0.95 of 100 is 95), at least one
     return float(a[len(a) - k])  # the k-th highest: it and every score above it are kept
 
 def fit_threshold(id_scores, ood_scores) -> float:
@@ -94,7 +99,9 @@ def fit_threshold(id_scores, ood_scores) -> float:
     acc_id = 1 - np.searchsorted(a, cand, 'left') / len(a)
     acc_ood = np.searchsorted(b, cand, 'left') / len(b)
     i = int(np.argmax(acc_id + acc_ood))
-    return float(cand[i] if i == 0 else cand[i] / 2 + cand[i - 1] / 2)  # halves first: no overflow near the largest floats
+    if i == 0: return float(cand[0])
+    mid = cand[i] / 2 + cand[i - 1] / 2  # halves first: no overflow near the largest floats
+    return float(mid if cand[i - 1] < mid <= cand[i] else cand[i])  # neighbouring floats have no number between them
 
 # %% ../nbs/05_metrics.ipynb #8f1861fe
 def threshold_accuracy(fit_id, fit_ood,   # held-out scores the thresholds are fitted on

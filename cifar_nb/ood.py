@@ -120,9 +120,9 @@ def load_ood_set(name_or_path: str|Path, # a set name (`OOD_ARCHIVES`, `NOISE_SE
                 ) -> torch.Tensor:
     "An OOD set as uint8 (N,3,32,32): verified, decoded, converted to RGB, resized to 32x32, cached."
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 10**7):
-        raise DataError(f"n={n!r} must be None (all images) or an int in [1, 10000000]")
+        raise DataError(f"n={show_value(n)} must be None (all images) or an int in [1, 10000000]")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise DataError(f"seed={seed!r} must be an int in [0, 2**63)")
+        raise DataError(f"seed={show_value(seed)} must be an int in [0, 2**63)")
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip() or '\x00' in str(name_or_path):
         raise DataError(f"name_or_path={show_value(name_or_path)} must be a set name ({', '.join([*OOD_ARCHIVES, *NOISE_SETS])}), a folder of images or a .tar.gz of images")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)): raise DataError(f"cache_dir={show_value(cache_dir)} must be None or a folder")
@@ -309,6 +309,7 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                images=dict(id=idp['x_eval'], ood={}), n_sets={})
     for s in tqdm(sets, desc='OOD sets', disable=not progress):
         x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir, seed=seed)  # a cap: noise has 5,000
+        if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a threshold on and one to evaluate it")
         fi, ei = fit_eval_split(len(x), seed)
         s = Path(s).name if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) else str(s)
         det, act = sc(x)
