@@ -100,7 +100,7 @@ def validate(obj, # a `TrainConfig` or a `Placement`
     for f in fields(obj):
         v = getattr(obj, f.name)
         if not _type_ok(v, hints[f.name]):
-            raise ConfigError(f"parameter {f.name}={show_value(v)} has type {type(v).__name__}; expected {hints[f.name]}")
+            raise ConfigError(f"parameter {f.name}={show_value(v)} has type {type(v).__name__}; expected {getattr(hints[f.name], '__name__', hints[f.name])}")
         ok, msg = _RULES.get(f.name, (lambda v: True, ''))
         if not ok(v): raise ConfigError(f"parameter {f.name}={show_value(v)} {msg}")
     if check_device and isinstance(obj, Placement):

@@ -95,6 +95,8 @@ def _check_source(path:str|Path, # what the user gave
                   what:str, # where it came from, for the message: 'path' or 'CIFAR_NB_DATA'
                  ) -> tuple[str, Path]:
     "`(kind, path)` of a source the user named, or a DataError saying why it is not one."
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip() or '\x00' in str(path):
+        raise DataError(f"{what}={path!r:.60} is not a path: point it at cifar10-jpeg.tar.gz, an image folder or cifar-10-batches-py")
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"{what}={str(path)!r} does not exist: point it at cifar10-jpeg.tar.gz, an image folder or cifar-10-batches-py")

@@ -315,7 +315,9 @@ def train_run(cfg: TrainConfig,              # what to train
               progress: bool = True,         # progress bar
              ) -> Path:
     "Train one run into its folder (resuming or reusing what is there) and return the folder."
-    place = place or Placement()
+    place = Placement() if place is None else place
+    if not isinstance(cfg, TrainConfig) or not isinstance(place, Placement):
+        raise ConfigError(f"train_run wants a TrainConfig and a Placement (see split_params), got {type(cfg).__name__} and {type(place).__name__}")
     cfg.validate(); place.validate()
     out_dir = Path(place.out_dir) if place.out_dir else new_run_dir()
     place = dataclasses.replace(place, out_dir=str(out_dir))

@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the Improved and Base runs and render DIR/report.html')
     a = ap.parse_args(argv)
-    presets = [p.strip() for p in a.presets.split(',') if p.strip()]
+    presets = list(dict.fromkeys(p.strip() for p in a.presets.split(',') if p.strip()))  # each configuration once
     bad = [p for p in presets if p not in PRESETS and p not in EXTRA_PRESETS]
     if bad: ap.error(f"unknown configuration(s) {', '.join(map(repr, bad))}; choose from: {', '.join([*PRESETS, *EXTRA_PRESETS])}")
     if not presets: ap.error("--presets names no configuration; choose from: " + ', '.join([*PRESETS, *EXTRA_PRESETS]))
