@@ -12,8 +12,9 @@ from tqdm.auto import tqdm
 from .core import atomic_path, save_json, load_json, file_digest, regular_file, DataError, WriteError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'RESIZE', 'MAX_PIXELS', 'default_cache_dir', 'listed_digest', 'verify_file', 'read_verified',
-           'archive_members', 'folder_files', 'decode_image', 'decode_images', 'arrays_sha256', 'cached_arrays']
+__all__ = ['IMAGE_EXTS', 'MAX_ARCHIVE', 'RESIZE', 'MAX_PIXELS', 'default_cache_dir', 'listed_digest', 'verify_file',
+           'read_verified', 'archive_members', 'folder_files', 'decode_image', 'decode_images', 'arrays_sha256',
+           'cached_arrays']
 
 # %% ../nbs/01_sources.ipynb #15498e3a
 def default_cache_dir() -> Path:
@@ -60,14 +61,17 @@ def read_verified(path:str|Path, # the file to read
 
 # %% ../nbs/01_sources.ipynb #4f336455
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+MAX_ARCHIVE = 1 << 30  # bytes once decompressed: ten times the CIFAR-10 JPEG copy; more is refused, not read into memory
 
 def archive_members(archive:str|Path, # a .tar.gz
                     exts:tuple|None=None, # keep names ending with one of these (case-insensitive); None keeps all
                    ) -> list[tuple[str, bytes]]:
     "`(member name, bytes)` of each regular, non-hidden file in the archive, sorted by name."
     archive = Path(archive)
-    try: data = gzip.decompress(regular_file(archive).read_bytes())
+    try:
+        with gzip.open(regular_file(archive)) as f: data = f.read(MAX_ARCHIVE + 1)
     except (OSError, EOFError) as e: raise DataError(f"{archive} is not a readable tar.gz ({e}): copy it again") from None
+    if len(data) > MAX_ARCHIVE: raise DataError(f"{archive} decompresses to more than {MAX_ARCHIVE / 2**20:,.0f} MiB: give a smaller archive, or a folder of images")
     out = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tf:

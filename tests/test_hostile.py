@@ -348,3 +348,11 @@ def test_study_cli_bounds(tmp_path, capsys, args, expect):
 @pytest.mark.parametrize('kw', [dict(n=0), dict(n=-3), dict(n=10**9), dict(n=2.5), dict(seed=-1), dict(seed='0'), dict(device='gpu0')])
 def test_interpret_run_arguments(done_run, syn, kw):
     with pytest.raises(ArgumentError, match=f'{next(iter(kw))}='): interpret_run(done_run, data=syn, save=False, **kw)
+
+def test_archive_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypatch):
+    import gzip
+    from cifar_nb import sources
+    with gzip.open(tmp_path/'bomb.tar.gz', 'wb') as f:
+        for _ in range(8): f.write(bytes(1 << 20))  # 8 MiB of zeros, a few kB on disk
+    monkeypatch.setattr(sources, 'MAX_ARCHIVE', 1 << 22)
+    with within(20), pytest.raises(DataError, match='bomb.tar.gz decompresses to more than 4 MiB'): load_ood_set(tmp_path/'bomb.tar.gz', cache_dir=tmp_path/'c')
