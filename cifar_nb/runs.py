@@ -69,6 +69,12 @@ def _is_ours(name: str) -> bool:
     m = _TMP.match(name)
     return name in _OURS or (m is not None and m['name'] in _OURS)
 
+def _users_notebook(p: Path) -> bool:
+    "Whether `p` is a notebook papermill did not write (a user's own `train.ipynb`); one cut short by a kill counts as papermill's."
+    try: nb = load_json(p, root=p.parent)
+    except (OSError, ValueError): return False
+    return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict) and isinstance(nb['metadata'].get('papermill'), dict))
+
 def read_config(path: Path) -> dict|None:
     "The run's config.json, or None when the folder has none written by cifar_nb."
     p = Path(path)/'config.json'
@@ -115,7 +121,8 @@ def run_state(path: str|Path,             # the run folder
     if c is None and 'config.json' in names:
         return RunState('foreign', f"{path} holds a config.json that cifar_nb did not write or cannot read (a damaged run folder or a folder of yours)")
     # before its config.json a run folder holds at most its lock and the notebook papermill is writing
-    theirs = [n for n in names if not _is_ours(n)] if c is not None else [n for n in names if n not in _BEFORE_CONFIG]
+    theirs = [n for n in names if not _is_ours(n)] if c is not None else \
+             [n for n in names if n not in _BEFORE_CONFIG or n == 'train.ipynb' and _users_notebook(path/n)]
     if theirs: return RunState('foreign', f"{path} holds files cifar_nb did not write ({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''})")
     if c is None: return RunState('new')
     if cfg is not None:

@@ -93,6 +93,14 @@ def test_train_run_refuses_a_folder_of_the_users(tmp_path, syn):
         train_run(TrainConfig(**SMALL), Placement(out_dir=str(mine), **CPU), data=syn, progress=False)
     assert snapshot(mine) == before
 
+def test_a_notebook_of_the_users_named_train_ipynb_is_not_papermills(tmp_path, syn):
+    mine = tmp_path/'mine'; mine.mkdir()
+    (mine/'train.ipynb').write_text(json.dumps({'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    before = snapshot(mine)
+    with pytest.raises(RunError, match=r'holds files cifar_nb did not write \(train.ipynb\)'):
+        train_run(TrainConfig(**SMALL), Placement(out_dir=str(mine), **CPU), data=syn, progress=False)
+    assert snapshot(mine) == before
+
 def _study(*args, env=None, timeout=240):
     return subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--presets', 'Base', '--seeds', '1', *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
