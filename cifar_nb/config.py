@@ -6,7 +6,7 @@
 from __future__ import annotations
 import dataclasses, math, types, typing
 from dataclasses import dataclass, fields, asdict
-from .core import get_device
+from .core import get_device, ArgumentError, show_value
 
 # %% auto #0
 __all__ = ['TRAIN_FIELDS', 'PLACEMENT_FIELDS', 'PRESETS_VERSION', 'PRESETS', 'EXTRA_PRESETS', 'SCALES', 'ConfigError',
@@ -14,7 +14,7 @@ __all__ = ['TRAIN_FIELDS', 'PLACEMENT_FIELDS', 'PRESETS_VERSION', 'PRESETS', 'EX
            'preset_params']
 
 # %% ../nbs/03_config.ipynb #fecf6dc8
-class ConfigError(ValueError):
+class ConfigError(ArgumentError):
     "A training parameter is unknown, of the wrong type or out of range; the message names it and the accepted values."
 
 # %% ../nbs/03_config.ipynb #e45078e3
@@ -77,6 +77,10 @@ def _in(lo, hi, lo_open=False, hi_open=False, none=False):
 def _one_of(*choices):
     return (lambda v: v in choices), f"must be one of {', '.join(map(repr, choices))}"
 
+def _path():
+    "A rule: None or a path; an empty string would mean the current folder, so it is refused."
+    return (lambda v: v is None or (v.strip() != '' and '\x00' not in v)), "must be None or a non-empty path"
+
 _RULES = dict(
     lr=_in(0, 100, lo_open=True), momentum=_in(0, 1, hi_open=True), batch_size=_in(1, 65536), epochs=_in(1, 10000),
     lr_schedule=_one_of('piecewise', 'none'), lr_drop_factor=_in(0, 1, lo_open=True), lr_drop_period=_in(1, 10000),
@@ -84,7 +88,7 @@ _RULES = dict(
     dropout_before=_one_of('fc1', 'fc2'), init=_one_of('glorot', 'torch'), val_fraction=_in(0, 1, lo_open=True, hi_open=True),
     patience=_in(1, 10000, none=True), seed=_in(0, 2**63 - 1), n_train=_in(10, 10**7, none=True),
     precision=_one_of('auto', 'bf16', 'fp16', 'fp32'), compile=_one_of('auto', 'yes', 'no'), step=_one_of('auto', 'graph', 'eager'),
-    threads=_in(1, 1024, none=True),
+    threads=_in(1, 1024, none=True), data_path=_path(), out_dir=_path(),
 )
 
 # %% ../nbs/03_config.ipynb #d5a910b4
@@ -96,9 +100,9 @@ def validate(obj, # a `TrainConfig` or a `Placement`
     for f in fields(obj):
         v = getattr(obj, f.name)
         if not _type_ok(v, hints[f.name]):
-            raise ConfigError(f"parameter {f.name}={v!r} has type {type(v).__name__}; expected {hints[f.name]}")
+            raise ConfigError(f"parameter {f.name}={show_value(v)} has type {type(v).__name__}; expected {getattr(hints[f.name], '__name__', hints[f.name])}")
         ok, msg = _RULES.get(f.name, (lambda v: True, ''))
-        if not ok(v): raise ConfigError(f"parameter {f.name}={v!r} {msg}")
+        if not ok(v): raise ConfigError(f"parameter {f.name}={show_value(v)} {msg}")
     if check_device and isinstance(obj, Placement):
         try: get_device(obj.device)
         except ValueError as e: raise ConfigError(f"parameter device: {e}") from None
@@ -115,7 +119,8 @@ def split_params(d:dict, # flat parameters: fields of `TrainConfig` and `Placeme
                  check_device:bool=True, # check that `device` exists here
                 ) -> tuple[TrainConfig, Placement]:
     "The validated `(TrainConfig, Placement)` of flat parameters; unknown names fail, listing the known ones."
-    if unknown := sorted(set(d) - set(TRAIN_FIELDS) - set(PLACEMENT_FIELDS)):
+    if not isinstance(d, dict): raise ConfigError(f"the parameters must be a dict of name -> value, got {type(d).__name__}")
+    if unknown := sorted((k for k in d if k not in TRAIN_FIELDS and k not in PLACEMENT_FIELDS), key=str):
         raise ConfigError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; the parameters are: "
                           f"{', '.join(TRAIN_FIELDS)} (what the run computes) and {', '.join(PLACEMENT_FIELDS)} (where it runs)")
     cfg = TrainConfig(**{k: v for k, v in d.items() if k in TRAIN_FIELDS}).validate()

@@ -6,12 +6,13 @@
 from __future__ import annotations
 import hashlib, json, os, platform, stat, subprocess, tempfile, contextlib, math
 from pathlib import Path
+import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['project_root', 'get_device', 'WriteError', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json',
-           'CorruptFileError', 'load_json', 'DataError', 'regular_file', 'file_digest', 'sha256_file', 'git_commit',
-           'cpu_model', 'machine_info', 'seed_everything']
+__all__ = ['project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError', 'atomic_path',
+           'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file', 'CorruptFileError',
+           'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'machine_info', 'seed_everything']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -21,15 +22,51 @@ def project_root() -> Path:
         if (p/'settings.ini').exists(): return p
     return Path.cwd()
 
+# %% ../nbs/00_core.ipynb #e74ab438
+class ArgumentError(ValueError):
+    "An argument of the public API has the wrong type or is out of range; the message names it and what it accepts."
+
+def show_value(v, width:int=60) -> str:
+    "A short `repr` of `v` for messages: long ones are cut, ints too long for `repr` are described."
+    try: r = repr(v)
+    except ValueError: r = f'<an int of about {int(abs(v).bit_length() * 0.30103) + 1} digits>'  # beyond Python's int-to-text limit
+    return r if len(r) <= width else r[:width - 3] + '...'
+
+def _bound(x) -> str: return str(x) if isinstance(x, int) else f'{x:g}'
+
+def check_number(name:str, # the argument's name, for the message
+                 value, # what was given
+                 lo:float, # the smallest accepted value
+                 hi:float, # the largest accepted value
+                 integer:bool=True, # an int (numpy ints too, never a bool); else any real number
+                 none:bool=False, # None is accepted too
+                 lo_open:bool=False, # `lo` itself is refused
+                 hi_open:bool=False, # `hi` itself is refused
+                 error:type=ArgumentError, # the exception raised
+                ):
+    "`value` when it is a number of the right kind inside the range; else `error` naming `name` and the range."
+    if value is None and none: return value
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_))
+    try: ok = ok and math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+    except OverflowError: ok = False  # an int beyond any float
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
+        raise error(f"{name}={show_value(value)} must be {'None or ' if none else ''}{'an int' if integer else 'a number'} in {rng}")
+    return value
+
 # %% ../nbs/00_core.ipynb #ff5403bc
 def get_device(device: str|torch.device = 'auto') -> torch.device:
-    "Resolve `'auto'` to CUDA when available, else CPU; anything else is passed to `torch.device`."
-    if isinstance(device, torch.device): return device
-    if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: dev = torch.device(device)
-    except RuntimeError as e: raise ValueError(f"device={device!r} is not a device: use 'auto', 'cpu' or 'cuda'") from e
+    "Resolve `'auto'` to CUDA when available, else CPU; any other value must name the CPU or a CUDA device that exists here."
+    if isinstance(device, str) and device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: dev = device if isinstance(device, torch.device) else None if isinstance(device, bool) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError): dev = None
+    if dev is None or dev.type not in ('cpu', 'cuda'):
+        raise ArgumentError(f"device={show_value(device)} is not a device cifar_nb runs on: use 'auto', 'cpu' or 'cuda'")
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for CUDA but torch sees no GPU here: use device='auto' or 'cpu'")
+        raise ArgumentError(f"device={show_value(device)} asked for CUDA but torch sees no GPU here: use device='auto' or 'cpu'")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ArgumentError(f"device={show_value(device)} names GPU {dev.index}, but torch sees {torch.cuda.device_count()} here: use 'cuda' or 'cuda:0'")
     return dev
 
 # %% ../nbs/00_core.ipynb #33371fe0
@@ -87,36 +124,40 @@ def save_json(path: str|Path, obj) -> Path:
         return o
     return atomic_write_text(path, json.dumps(clean(json.loads(json.dumps(obj, default=_json_default))), indent=2) + '\n')
 
-# %% ../nbs/00_core.ipynb #7f6172bf
-class CorruptFileError(ValueError):
-    "A file exists but cannot be parsed; the message names it and says what to do."
-
-def load_json(path: str|Path):
-    "Read JSON from `path`, naming the file when it is missing or corrupt."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
-    try: return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e}): delete it and rerun what wrote it") from e
-
 # %% ../nbs/00_core.ipynb #248304fc
 class DataError(ValueError):
     "Missing or bad input data or files; the one-line message names the problem and what to do."
 
 def regular_file(path: str|Path,           # the file to read
                  root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
+                 advice: str|None = None,  # what to do, in place of the general advice
                 ) -> Path:
     "`path` if it is a regular file (inside `root`); a `DataError` names links out, devices, FIFOs and folders."
     path = Path(path)
     if root is not None:
         real, top = path.resolve(), Path(root).resolve()
         if real != top and top not in real.parents:
-            raise DataError(f"{path} is a link to {real}, outside {root}: copy the file into the folder instead of linking it")
+            raise DataError(f"{path} is a link to {real}, outside {root}: {advice or 'copy the file into the folder instead of linking it'}")
     try: mode = path.stat().st_mode
-    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror or e})") from None
+    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror or e})" + (f": {advice}" if advice else '')) from None
     if not stat.S_ISREG(mode):
-        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): remove it; only regular files are read")
+        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): {advice or 'remove it; only regular files are read'}")
     return path
+
+# %% ../nbs/00_core.ipynb #7f6172bf
+class CorruptFileError(ValueError):
+    "A file exists but cannot be parsed; the message names it and says what to do."
+
+def load_json(path: str|Path,              # the JSON file
+              root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
+              advice: str|None = None,     # what to do when it cannot be read, in place of the general advice
+             ):
+    "Read JSON from a regular file at `path`, naming the file when it is missing, not a regular file or corrupt."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
+    try: return json.loads(regular_file(path, root, advice).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{path} is not valid JSON ({e}): {advice or 'delete it and rerun what wrote it'}") from e
 
 # %% ../nbs/00_core.ipynb #ab880df9
 def file_digest(path: str|Path,    # a regular file

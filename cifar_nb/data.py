@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .core import sha256_file, project_root, regular_file, DataError
-from .sources import (default_cache_dir, listed_digest, verify_file, archive_members, folder_files,
+from .core import sha256_file, project_root, regular_file, DataError, WriteError
+from .sources import (default_cache_dir, listed_digest, verify_file, read_verified, archive_members, folder_files,
                               decode_images, cached_arrays, arrays_sha256)
 
 # %% auto #0
@@ -95,6 +95,8 @@ def _check_source(path:str|Path, # what the user gave
                   what:str, # where it came from, for the message: 'path' or 'CIFAR_NB_DATA'
                  ) -> tuple[str, Path]:
     "`(kind, path)` of a source the user named, or a DataError saying why it is not one."
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip() or '\x00' in str(path):
+        raise DataError(f"{what}={path!r:.60} is not a path: point it at cifar10-jpeg.tar.gz, an image folder or cifar-10-batches-py")
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"{what}={str(path)!r} does not exist: point it at cifar10-jpeg.tar.gz, an image folder or cifar-10-batches-py")
@@ -227,9 +229,9 @@ def _read_python_batches(folder:Path, # a cifar-10-batches-py folder
         for name in names:
             f = folder/name
             if not f.is_file(): raise DataError(f"{folder} lacks {name}: download CIFAR-10 (python version) again or pass path=... to a complete copy")
-            verify_file(regular_file(f), md5s[name], 'md5', advice='it is not the canonical CIFAR-10 batch and is not unpickled: download it again')
+            raw = read_verified(f, md5s[name], 'md5', advice='it is not the canonical CIFAR-10 batch and is not unpickled: download it again')
             try:
-                with open(f, 'rb') as fh: d = pickle.load(fh, encoding='latin1')
+                d = pickle.loads(raw, encoding='latin1')  # the bytes that were checked, not the file read a second time
                 xs.append(np.asarray(d['data'], np.uint8).reshape(-1, 3, 32, 32)); ys.append(np.asarray(d['labels'], np.int64))
             except Exception as e: raise DataError(f"{f} is not a CIFAR-10 python batch ({type(e).__name__}: {' '.join(str(e).split())}): download it again") from None
         return np.concatenate(xs), np.concatenate(ys)
@@ -289,14 +291,21 @@ def extract_cifar10_jpeg(path:str|Path|None=None, # the archive (an image folder
     dest = Path(dest).expanduser() if dest else default_cache_dir()/f'cifar10-jpeg-{sha[:12]}'
     marker = dest/'.extracted'
     if marker.is_file() and marker.read_text().strip() == sha: return _image_root(dest)
-    if dest.exists() and any(dest.iterdir()): raise DataError(f"{dest} exists and is not an extraction of {p}: delete it or choose another dest")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"{dest} exists and is not an extraction of {p}: delete it or choose another dest (nothing was written)")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
+    except OSError as e: raise WriteError(f"cannot extract into {dest}: {e.strerror or e} (is the folder writable?)") from None
     try:
         with tarfile.open(p) as tf: tf.extractall(tmp, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
         (tmp/'.extracted').write_text(sha + '\n')
         if dest.exists(): dest.rmdir()
         os.replace(tmp, dest)
+    except (OSError, tarfile.TarError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, tarfile.TarError): raise DataError(f"{p} cannot be extracted ({type(e).__name__}: {e}): copy it again") from None
+        raise WriteError(f"cannot extract {p} into {dest}: {e.strerror or e} (is the disk full?); nothing was left there") from None
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
     return _image_root(dest)
 

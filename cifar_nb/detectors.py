@@ -9,11 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .core import ArgumentError, check_number, show_value
 from .model import RELUS, capture, features_and_logits
 
 # %% auto #0
-__all__ = ['DETECTORS', 'layer_activations', 'mean_activation_scores', 'mean_activation_score', 'DetectorStats', 'fit_detectors',
-           'detector_scores']
+__all__ = ['DETECTORS', 'layer_activations', 'mean_activation_scores', 'mean_activation_score', 'as_detectors', 'DetectorStats',
+           'fit_detectors', 'detector_scores']
 
 # %% ../nbs/05a_detectors.ipynb #42b69d2d
 def _device_of(model: nn.Module) -> torch.device:
@@ -22,6 +23,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _batches(x: torch.Tensor, batch_size: int, device: torch.device, prep=None):
     "Yield consecutive batches of `x` (passed through `prep` when given) on `device` as float32."
+    check_number('batch_size', batch_size, 1, 65536)
     for i in range(0, len(x), batch_size):
         xb = x[i:i+batch_size]
         yield (prep(xb) if prep else xb).to(device, torch.float32)
@@ -57,6 +59,14 @@ def mean_activation_score(model: nn.Module, x: torch.Tensor, layer: str = 'relu4
 
 # %% ../nbs/05a_detectors.ipynb #b15a891c
 DETECTORS = ('msp', 'max_logit', 'energy', 'mahalanobis', 'knn', 'react', 'vim')
+
+def as_detectors(detectors) -> tuple:
+    "Detector names from a tuple or list, or a comma-separated string; anything else, or an unknown name, is refused."
+    if isinstance(detectors, str): detectors = [d.strip() for d in detectors.split(',') if d.strip()]
+    if not isinstance(detectors, (list, tuple)) or not all(isinstance(d, str) for d in detectors):
+        raise ArgumentError(f"detectors={show_value(detectors)} must be detector names (a tuple, or a string like 'msp,energy'); the detectors are: {', '.join(DETECTORS)}")
+    if bad := [d for d in detectors if d not in DETECTORS]: raise ArgumentError(f"unknown detector(s) {bad}; the detectors are: {', '.join(DETECTORS)}")
+    return tuple(dict.fromkeys(detectors))
 
 @dataclass
 class DetectorStats:
@@ -106,16 +116,24 @@ def fit_detectors(model: nn.Sequential,   # the trained network, in eval mode
                   prep=None,              # applied to each batch first, e.g. `run.normalise` for uint8 images
                  ) -> DetectorStats:
     "Fit the feature-space detectors' statistics on the training split."
+    check_number('k', k, 1, 10**6); check_number('react_percentile', react_percentile, 0, 100, integer=False)
+    check_number('vim_dim', vim_dim, 1, 10**6, none=True); check_number('ridge', ridge, 0, 1e6, integer=False)
+    check_number('batch_size', batch_size, 1, 65536)
     feats, logits = _features(model, x_train, batch_size, prep)
-    y = torch.as_tensor(np.asarray(y_train), device=feats.device).long()
     C, D = logits.shape[1], feats.shape[1]
+    y = np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train)
+    if y.shape != (len(feats),) or y.dtype.kind not in 'iu' or (len(y) and (y.min() < 0 or y.max() >= C)):
+        raise ArgumentError(f"y_train must hold one integer label in 0..{C-1} per training image ({len(feats)}); got {y.dtype} of shape {y.shape}")
+    if vim_dim is not None and vim_dim >= D: raise ArgumentError(f"vim_dim={vim_dim} must be below the feature size ({D})")
+    y = torch.as_tensor(y, device=feats.device).long()
     if missing := [c for c in range(C) if not (y == c).any()]: raise ValueError(f"the training images have no samples of class(es) {missing}: Mahalanobis needs every class")
     f64 = feats.double()
     means = torch.stack([f64[y == c].mean(0) for c in range(C)])
     centred = f64 - means[y]
     cov = centred.T @ centred / len(f64)
     cov = cov + ridge * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(D, dtype=cov.dtype, device=cov.device)
-    precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
+    try: precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
+    except torch.linalg.LinAlgError: raise ArgumentError(f"the training features' covariance is singular with ridge={ridge}: use a larger ridge (e.g. 1e-4)") from None
     bank = F.normalize(feats, dim=1)
     clip = float(np.percentile(feats.cpu().numpy(), react_percentile))
     u, null, alpha = _fit_vim(feats, logits, _head(model), vim_dim or D // 2)
@@ -154,7 +172,7 @@ def detector_scores(model: nn.Sequential,  # the trained network, in eval mode (
                     prep=None,                     # applied to each batch first, e.g. `run.normalise` for uint8 images
                    ) -> dict[str, np.ndarray]:
     "Every detector's score (higher = more ID) for every image, from one forward pass per batch."
-    if bad := [d for d in detectors if d not in DETECTORS]: raise ValueError(f"unknown detector(s) {bad}; the detectors are: {', '.join(DETECTORS)}")
+    detectors = as_detectors(detectors)
     head, out = _head(model), {d: [] for d in detectors}
     with torch.inference_mode():
         for xb in _batches(x, batch_size, _device_of(model), prep):

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 import matplotlib.pyplot as plt
 from sklearn.metrics import confusion_matrix as _sk_confusion
-from .core import atomic_path, save_json
+from .core import atomic_path, save_json, get_device, check_number, ArgumentError
 from .model import get_layer, layer_names, capture
-from .runs import Run, load_run
+from .runs import Run, load_run, run_subfolder
 
 # %% auto #0
 __all__ = ['INTERPRET_FIGURES', 'to_probs', 'run_label', 'confusion_matrix', 'per_class_accuracy', 'most_confused',
@@ -65,7 +65,7 @@ def _save_fig(fig, save, run: Run|None, name: str) -> Path|None:
     if save is None or save is False: return None
     if save is True:
         if run is None: raise ValueError(f"save=True saves into a run folder, but this figure was drawn from arrays: pass save='path/to/{name}.png'")
-        save = run.path/'interpret'/f'{name}.png'
+        save = run_subfolder(run.path, 'interpret')/f'{name}.png'
     save = Path(save)
     with atomic_path(save) as tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
     return save
@@ -90,6 +90,7 @@ def confusion_matrix(labels,         # true classes (N,)
                      n_classes: int, # number of classes C
                     ) -> np.ndarray:
     "Counts (C,C): row = true class, column = predicted class."
+    check_number('n_classes', n_classes, 1, 10**4)
     labels, preds = _np(labels).astype(np.int64), _np(preds).astype(np.int64)
     if labels.ndim != 1 or labels.shape != preds.shape:
         raise ValueError(f"labels and preds must both have shape (N,); got {labels.shape} and {preds.shape}")
@@ -108,6 +109,7 @@ def most_confused(cm: np.ndarray,  # counts from `confusion_matrix`
                   k: int = 5,      # how many pairs
                  ) -> list[tuple[str, str, int]]:
     "The `k` largest off-diagonal cells as (true, predicted, count), most frequent first; empty cells are left out."
+    check_number('k', k, 1, 10**6)
     off = np.array(cm, dtype=np.int64); np.fill_diagonal(off, 0)
     order = np.argsort(-off, axis=None, kind='stable')[:k]
     return [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
@@ -161,7 +163,9 @@ def plot_gallery(images,             # uint8 images (N,3,H,W)
                 ) -> plt.Figure:
     "Images with true class, predicted class (✓ right, ✗ wrong) and confidence; green titles are right, red wrong."
     idx, probs = _np(idx).astype(np.int64).ravel(), to_probs(probs)
+    check_number('ncols', ncols, 1, 64)
     if len(images) != len(probs): raise ValueError(f"images ({len(images)}) and probs ({len(probs)}) must have one row per image")
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(images)): raise ArgumentError(f"idx must be image indices in 0..{len(images) - 1}; got {idx.min()}..{idx.max()}")
     fig, axs = _grid_axes(max(len(idx), 1), ncols, axs, size=(1.6, 1.75))  # room for "✗ pred: automobile 97%" at 9 pt
     for ax in axs: ax.axis('off')
     if not len(idx): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
@@ -184,6 +188,7 @@ def _images(run: Run|None, data=None, images=None):
 
 def _pick(mask: np.ndarray, n: int, seed: int) -> np.ndarray:
     "Up to `n` of the indices where `mask` holds, drawn at random (seeded) and sorted."
+    check_number('n', n, 1, 1024); check_number('seed', seed, 0, 2**63 - 1)
     where = np.flatnonzero(mask)
     return np.sort(np.random.default_rng(seed).choice(where, size=min(n, len(where)), replace=False))
 
@@ -212,6 +217,7 @@ def top_losses(logits,     # logits or probabilities (N,C)
                k: int = 16,  # how many
               ) -> np.ndarray:
     "Indices of the (up to) `k` wrong predictions made with the highest confidence, most confident first."
+    check_number('k', k, 1, 10**7)
     logits, labels, _ = _check_preds(logits, labels)
     p = to_probs(logits)
     wrong = np.flatnonzero(p.argmax(1) != labels)
@@ -289,6 +295,7 @@ def plot_cam_overlay(images,          # uint8 images (B,3,H,W)
                     ) -> plt.Figure:
     "Each image above its Grad-CAM heatmap overlaid in the jet colour map, with a colour bar."
     images, cams = _np(images), _np(cams)
+    check_number('alpha', alpha, 0, 1, integer=False); check_number('ncols', ncols, 1, 64)
     if len(images) != len(cams) or images.shape[-2:] != cams.shape[-2:]:
         raise ValueError(f"images (B,3,H,W) and cams (B,H,W) must match; got {images.shape} and {cams.shape}")
     B = max(len(images), 1); ncols = max(1, min(ncols, B))
@@ -323,11 +330,14 @@ def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs
                   save=None,           # True: `<run>/interpret/gradcam_correct.png` or `gradcam_wrong.png`; a path: there
                  ) -> plt.Figure:
     "Grad-CAM heatmaps over test images (picked, or given by index) or over images of your own."
+    check_number('alpha', alpha, 0, 1, integer=False); check_number('ncols', ncols, 1, 64); get_device(device)
     run = src if isinstance(src, Run) else load_run(src)
     own = which is not None and _np(which).ndim == 4
     if own: images, labels = torch.as_tensor(_np(which)), None
     else:
         idx = _pick((run.logits.argmax(1) == run.labels) == correct, n, seed) if which is None else _np(which).astype(np.int64).ravel()
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(run.labels)):
+            raise ArgumentError(f"which must be test indices in 0..{len(run.labels) - 1} (or uint8 images (B,3,H,W)); got {idx.min()}..{idx.max()}")
         images, labels = torch.as_tensor(_np(_images(run, data, images))[idx]), run.labels[idx]
     res = grad_cam(run.model(device), run.normalise(images), layer, target)
     p, cls = torch.softmax(res.logits, 1), run.classes
@@ -347,6 +357,7 @@ def reliability_bins(probs,          # probabilities (N,C)
                      n_bins: int = 15,  # equal-width confidence bins on (0, 1]
                     ) -> dict:
     "Per bin: count, accuracy and mean confidence of the predictions whose confidence falls in it (NaN when empty)."
+    check_number('n_bins', n_bins, 1, 1000)
     probs, labels = _np(probs).astype(np.float64), _np(labels)
     if probs.ndim != 2 or labels.shape != (len(probs),):
         raise ValueError(f"probs must be (N, C) and labels (N,); got {probs.shape} and {labels.shape}")
@@ -410,15 +421,18 @@ def interpret_run(run_dir,              # a run folder (or a loaded `Run`)
                   seed: int = 0,        # which images the galleries pick
                  ) -> dict:
     "Every figure and number for one run; saved into `<run_dir>/interpret/` unless `save=False`."
+    check_number('n', n, 1, 1024); check_number('seed', seed, 0, 2**63 - 1)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
+    if save: run_subfolder(run.path, 'interpret')  # a file or a link in its place is refused before any work
     images = run.test_images(data)
+    grad_cam(run.model(device), run.normalise(images[:1]), layer)  # a layer Grad-CAM cannot explain fails before any figure
     out = interpret_summary(run)
     draw = dict(confusion=lambda: plot_confusion(run), confusion_norm=lambda: plot_confusion(run, normalize=True),
                 correct=lambda: show_predictions(run, True, n, images=images, seed=seed),
                 wrong=lambda: show_predictions(run, False, n, images=images, seed=seed),
                 top_losses=lambda: plot_top_losses(run, n, images=images),
-                gradcam_correct=lambda: plot_grad_cam(run, correct=True, n=n // 2, layer=layer, images=images, device=device, seed=seed),
-                gradcam_wrong=lambda: plot_grad_cam(run, correct=False, n=n // 2, layer=layer, images=images, device=device, seed=seed),
+                gradcam_correct=lambda: plot_grad_cam(run, correct=True, n=max(1, n // 2), layer=layer, images=images, device=device, seed=seed),
+                gradcam_wrong=lambda: plot_grad_cam(run, correct=False, n=max(1, n // 2), layer=layer, images=images, device=device, seed=seed),
                 reliability=lambda: plot_reliability(run))
     figs = {}
     for name in INTERPRET_FIGURES:
@@ -426,5 +440,5 @@ def interpret_run(run_dir,              # a run folder (or a loaded `Run`)
         if save: figs[name] = _save_fig(fig, True, run, name); plt.close(fig)
         else: figs[name] = fig
     out['figures'] = figs
-    if save: out['json'] = save_json(run.path/'interpret'/'interpret.json', {k: v for k, v in out.items() if k != 'figures'} | {'layer': layer})
+    if save: out['json'] = save_json(run_subfolder(run.path, 'interpret')/'interpret.json', {k: v for k, v in out.items() if k != 'figures'} | {'layer': layer})
     return out

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from .core import atomic_path
+from .core import atomic_path, regular_file, DataError
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
@@ -165,6 +165,7 @@ def resolve_step(kind: str, device: torch.device, compiled: bool = False) -> str
     "'graph' or 'eager': `kind='auto'` is a CUDA graph on CUDA (unless the forward is compiled), else eager."
     if kind not in ('auto', 'graph', 'eager'): raise ConfigError(f"parameter step={kind!r} must be one of 'auto', 'graph', 'eager'")
     if kind == 'graph' and compiled: raise ConfigError("parameter step='graph' cannot capture a compiled forward: use compile='no' or step='eager'")
+    if kind == 'graph' and device.type != 'cuda': raise ConfigError(f"parameter step='graph' needs a CUDA device, not {device}: use step='eager' or 'auto'")
     return 'graph' if kind == 'graph' or (kind == 'auto' and device.type == 'cuda' and not compiled) else 'eager'
 
 def make_step(model, opt, amp=None, n_steps=1, kind: str = 'auto', forward=None) -> TrainStep:
@@ -284,17 +285,19 @@ def save_checkpoint(path, L):
 
 def load_checkpoint(path, L):
     "Restore what `save_checkpoint` wrote into `L` (model, optimiser, history, state, random states)."
+    try: regular_file(path, advice='delete it to restart this run from its first epoch (train_run does on its next attempt)')
+    except DataError as e: raise CheckpointError(str(e)) from None
     try: ck = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: a pickle carrying code is refused
     except Exception as e:
         raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it is truncated, corrupted "
-                              f"or not a checkpoint written by cifar_nb: delete it to restart this run from its first epoch") from None
+                              f"or not a checkpoint written by cifar_nb: delete it to restart this run from its first epoch (train_run does on its next attempt)") from None
     try:
         L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['opt'])
         L.history, L.state = ck['history'], FitState(**ck['state'])
         torch.set_rng_state(ck['rng_cpu']); L.train_dl.generator.set_state(ck['loader_rng'])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
-                              "it was written by another version or configuration; delete it to restart this run") from None
+                              "it was written by another version or configuration; delete it to restart this run (train_run does on its next attempt)") from None
     if 'rng_cuda' in ck and torch.cuda.is_available(): torch.cuda.set_rng_state_all(ck['rng_cuda'])
 
 class CheckpointCB(Callback):

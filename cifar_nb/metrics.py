@@ -7,41 +7,56 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn import metrics as skm
+import math
+from .core import ArgumentError, check_number, show_value
 
 # %% auto #0
 __all__ = ['auroc', 'aupr_in', 'aupr_out', 'roc_points', 'fpr_at_tpr', 'detection_accuracy', 'id_threshold', 'fit_threshold',
            'threshold_accuracy']
 
 # %% ../nbs/05_metrics.ipynb #1c5697d7
-def _as_1d(s, what: str = 'scores') -> np.ndarray:
-    "Scores as a 1-d float64 array, refusing empty or non-finite ones."
-    s = np.asarray(s.detach().cpu() if isinstance(s, torch.Tensor) else s, dtype=np.float64).ravel()
-    if len(s) == 0: raise ValueError(f"no {what} given: each of the ID and OOD score sets needs at least one sample")
-    if not np.isfinite(s).all(): raise ValueError(f"{(~np.isfinite(s)).sum()} {what} are NaN or infinite: check the model and its inputs")
-    return s
+def _as_1d(s, name: str = 'scores') -> np.ndarray:
+    "Scores as a 1-d float64 array, refusing what is not numbers, more than one axis, empty or non-finite; `name` is the argument."
+    what = 'ID scores' if 'id' in name else 'OOD scores'
+    if isinstance(s, torch.Tensor): s = s.detach().cpu().double().numpy()
+    try: a = np.asarray(s)
+    except (ValueError, TypeError, OverflowError) as e: raise ArgumentError(f"{name} must be a 1-d array of numbers ({e})") from None
+    if a.dtype.kind not in 'biuf': raise ArgumentError(f"{name} must be numbers (one score per sample), got an array of {a.dtype}")
+    if sum(d > 1 for d in a.shape) > 1: raise ArgumentError(f"{name} must be 1-d (one score per sample), got shape {a.shape}")
+    a = a.astype(np.float64).ravel()
+    if len(a) == 0: raise ArgumentError(f"no {what} given ({name} is empty): each of the ID and OOD score sets needs at least one sample")
+    if not np.isfinite(a).all(): raise ArgumentError(f"{(~np.isfinite(a)).sum()} {what} ({name}) are NaN or infinite: check the model and its inputs")
+    return a
 
 def _labelled(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
     "`(y, s)`: 1 for ID and 0 for OOD, and the scores, concatenated."
-    a, b = _as_1d(id_scores, 'ID scores'), _as_1d(ood_scores, 'OOD scores')
+    a, b = _as_1d(id_scores, 'id_scores'), _as_1d(ood_scores, 'ood_scores')
     return np.r_[np.ones(len(a)), np.zeros(len(b))], np.r_[a, b]
 
 # %% ../nbs/05_metrics.ipynb #4ed4a216
+def _share(v) -> float:
+    "A share computed in floating point, kept within [0, 1] (scikit-learn's sums can land a rounding error outside)."
+    return min(1.0, max(0.0, float(v)))
+
 def auroc(id_scores, ood_scores) -> float:
     "Area under the ROC curve with ID as the positive class (ties count one half)."
-    return float(skm.roc_auc_score(*_labelled(id_scores, ood_scores)))
+    return _share(skm.roc_auc_score(*_labelled(id_scores, ood_scores)))
 
 def aupr_in(id_scores, ood_scores) -> float:
     "Area under the precision-recall curve (average precision) with ID as the positive class."
-    return float(skm.average_precision_score(*_labelled(id_scores, ood_scores)))
+    return _share(skm.average_precision_score(*_labelled(id_scores, ood_scores)))
 
 def aupr_out(id_scores, ood_scores) -> float:
     "Average precision with OOD as the positive class, scored by the negated score."
     y, s = _labelled(id_scores, ood_scores)
-    return float(skm.average_precision_score(1 - y, -s))
+    return _share(skm.average_precision_score(1 - y, -s))
 
 # %% ../nbs/05_metrics.ipynb #feed5308
-def roc_points(id_scores, ood_scores, max_points: int = 200) -> dict:
+def roc_points(id_scores, ood_scores,
+               max_points: int = 200,  # at most this many points (>= 2)
+              ) -> dict:
     "The ROC curve (FPR and TPR at every distinct threshold), thinned to at most `max_points` for plotting and storing."
+    check_number('max_points', max_points, 2, 10**7)
     fpr, tpr, _ = skm.roc_curve(*_labelled(id_scores, ood_scores))
     if len(fpr) > max_points:
         keep = np.unique(np.r_[np.round(np.linspace(0, len(fpr) - 1, max_points)).astype(int)])
@@ -52,7 +67,7 @@ def fpr_at_tpr(id_scores, ood_scores,
                tpr: float = 0.95,  # share of ID samples the threshold keeps
               ) -> float:
     "Share of OOD samples accepted at the first ROC point whose TPR reaches `tpr` (OpenOOD's FPR@95)."
-    if not 0 < tpr <= 1: raise ValueError(f"tpr={tpr} must be in (0, 1]")
+    check_number('tpr', tpr, 0, 1, integer=False, lo_open=True)
     fprs, tprs, _ = skm.roc_curve(*_labelled(id_scores, ood_scores), drop_intermediate=False)
     return float(fprs[np.argmax(tprs >= tpr - 1e-12)])  # the tolerance: 0.95 of 100 is 95 even in floating point
 
@@ -62,26 +77,31 @@ def detection_accuracy(id_scores, ood_scores,
                        balanced: bool = True,  # mean of the ID and OOD accuracies (else: share of all samples right)
                       ) -> float:
     "Accuracy of the ID/OOD decision `score >= threshold` means ID."
-    a, b = _as_1d(id_scores, 'ID scores'), _as_1d(ood_scores, 'OOD scores')
-    ok_id, ok_ood = (a >= threshold), (b < threshold)
+    try: t = float(threshold) if isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, (bool, np.bool_)) else math.nan
+    except OverflowError: t = math.nan  # an int beyond any float
+    if t != t: raise ArgumentError(f"threshold={show_value(threshold)} must be a number (inf calls nothing ID, -inf everything)")
+    a, b = _as_1d(id_scores, 'id_scores'), _as_1d(ood_scores, 'ood_scores')
+    ok_id, ok_ood = (a >= t), (b < t)
     return float((ok_id.mean() + ok_ood.mean()) / 2) if balanced else float((ok_id.sum() + ok_ood.sum()) / (len(a) + len(b)))
 
 # %% ../nbs/05_metrics.ipynb #f00068fe
 def id_threshold(id_fit_scores, keep: float = 0.95) -> float:
     "The highest threshold that keeps (calls ID) at least the share `keep` of the held-out ID scores."
-    if not 0 < keep <= 1: raise ValueError(f"keep={keep} must be in (0, 1]")
-    a = np.sort(_as_1d(id_fit_scores, 'ID scores'))
-    k = int(np.ceil(keep * len(a) - 1e-9))  # how many scores to keep (the tolerance: 0.95 of 100 is 95)
+    check_number('keep', keep, 0, 1, integer=False, lo_open=True)
+    a = np.sort(_as_1d(id_fit_scores, 'id_fit_scores'))
+    k = max(1, int(np.ceil(keep * len(a) - 1e-9)))  # how many scores to keep (the tolerance: 0.95 of 100 is 95), at least one
     return float(a[len(a) - k])  # the k-th highest: it and every score above it are kept
 
 def fit_threshold(id_scores, ood_scores) -> float:
     "The threshold maximising balanced detection accuracy on these (held-out fit) scores."
-    a, b = np.sort(_as_1d(id_scores, 'ID scores')), np.sort(_as_1d(ood_scores, 'OOD scores'))
+    a, b = np.sort(_as_1d(id_scores, 'id_scores')), np.sort(_as_1d(ood_scores, 'ood_scores'))
     cand = np.unique(np.r_[a, b])  # calling ID at score >= cand[i]
     acc_id = 1 - np.searchsorted(a, cand, 'left') / len(a)
     acc_ood = np.searchsorted(b, cand, 'left') / len(b)
     i = int(np.argmax(acc_id + acc_ood))
-    return float(cand[i] if i == 0 else (cand[i] + cand[i - 1]) / 2)
+    if i == 0: return float(cand[0])
+    mid = cand[i] / 2 + cand[i - 1] / 2  # halves first: no overflow near the largest floats
+    return float(mid if cand[i - 1] < mid <= cand[i] else cand[i])  # neighbouring floats have no number between them
 
 # %% ../nbs/05_metrics.ipynb #8f1861fe
 def threshold_accuracy(fit_id, fit_ood,   # held-out scores the thresholds are fitted on
@@ -90,7 +110,7 @@ def threshold_accuracy(fit_id, fit_ood,   # held-out scores the thresholds are f
                       ) -> dict:
     "Both thresholds fitted on the fit scores only, and what they do on the evaluation scores."
     t = fit_threshold(fit_id, fit_ood); ti = id_threshold(fit_id, keep)
-    ev_id, ev_ood = _as_1d(eval_id, 'ID scores'), _as_1d(eval_ood, 'OOD scores')
+    ev_id, ev_ood = _as_1d(eval_id, 'eval_id'), _as_1d(eval_ood, 'eval_ood')
     return dict(threshold=t, fit_acc=detection_accuracy(fit_id, fit_ood, t), det_acc=detection_accuracy(ev_id, ev_ood, t),
                 id_threshold=ti, id_kept=float((ev_id >= ti).mean()), ood_flagged=float((ev_ood < ti).mean()),
                 id_det_acc=detection_accuracy(ev_id, ev_ood, ti))

@@ -8,6 +8,7 @@ import contextlib
 from collections import OrderedDict
 import torch
 from torch import nn
+from .core import show_value
 
 # %% auto #0
 __all__ = ['CONVS', 'RELUS', 'glorot_init_', 'report_cnn', 'n_params', 'layer_names', 'get_layer', 'capture',
@@ -69,8 +70,8 @@ def layer_names(model: nn.Module, kind: type|tuple|None = None) -> list[str]:
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     "The sub-module called `name`; an unknown name gets an error listing the names that exist."
     mods = dict(model.named_modules())
-    if not name or name not in mods:
-        raise KeyError(f"no layer named {name!r}; the layers are: {', '.join(layer_names(model))}")
+    if not isinstance(name, str) or not name or name not in mods:
+        raise KeyError(f"no layer named {show_value(name)}; the layers are: {', '.join(layer_names(model))}")
     return mods[name]
 
 # %% ../nbs/02_model.ipynb #37dafd9f

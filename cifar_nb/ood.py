@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .core import project_root, get_device, atomic_path, save_json, sha256_file, DataError
+from .core import project_root, get_device, atomic_path, save_json, sha256_file, DataError, ArgumentError, check_number, show_value
 from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members, folder_files,
                               decode_images, cached_arrays)
 from .model import RELUS, get_layer, layer_names
 from .metrics import auroc, aupr_in, aupr_out, fpr_at_tpr, roc_points, threshold_accuracy
-from .detectors import DETECTORS, fit_detectors, detector_scores, mean_activation_scores
+from .detectors import DETECTORS, as_detectors, fit_detectors, detector_scores, mean_activation_scores
 
 # %% auto #0
-__all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'set_title', 'ood_data_dir',
-           'load_ood_set', 'fit_eval_split', 'FitEval', 'score_table', 'layer_table', 'table_frame', 'score_histograms',
-           'plot_hist_summary', 'plot_roc', 'evaluate_ood']
+__all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'NOISE_MAX', 'set_title',
+           'ood_data_dir', 'load_ood_set', 'fit_eval_split', 'FitEval', 'score_table', 'layer_table', 'table_frame',
+           'score_histograms', 'plot_hist_summary', 'plot_roc', 'evaluate_ood']
 
 # %% ../nbs/05b_ood.ipynb #867023d6
 TIN_CIFAR_OVERLAP = {  # Tiny ImageNet wnid -> (WordNet name, the CIFAR-10 class it belongs to)
@@ -79,8 +79,11 @@ def _tin_keep(items: list, texts: dict, archive: Path) -> list:
         raise DataError(f"{missing[0]} has no entry in val_annotations.txt ({len(missing)} such files): copy the archive again")
     return [it for it in items if wnid[base(it[0])] not in TIN_CIFAR_OVERLAP]
 
+NOISE_MAX = 20_000  # noise images at most (gaussian noise is drawn as float32 first: 12 kB an image)
+
 def _noise_set(kind: str, n: int, seed: int) -> torch.Tensor:
     "Seeded noise images: 'gaussian' (mean 128, sd 64, clipped) or 'uniform' (0..255), uint8 (n,3,32,32)."
+    if n > NOISE_MAX: raise DataError(f"n={n} noise images is more than {NOISE_MAX:,}: ask for fewer (the default is 5,000)")
     g = torch.Generator().manual_seed(seed)
     if kind == 'gaussian': return (torch.randn(n, 3, 32, 32, generator=g) * 64 + 128).round().clamp(0, 255).to(torch.uint8)
     return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -117,12 +120,17 @@ def load_ood_set(name_or_path: str|Path, # a set name (`OOD_ARCHIVES`, `NOISE_SE
                 ) -> torch.Tensor:
     "An OOD set as uint8 (N,3,32,32): verified, decoded, converted to RGB, resized to 32x32, cached."
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 10**7):
-        raise DataError(f"n={n!r} must be None (all images) or an int in [1, 10000000]")
+        raise DataError(f"n={show_value(n)} must be None (all images) or an int in [1, 10000000]")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise DataError(f"seed={seed!r} must be an int in [0, 2**63)")
+        raise DataError(f"seed={show_value(seed)} must be an int in [0, 2**63)")
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip() or '\x00' in str(name_or_path):
+        raise DataError(f"name_or_path={show_value(name_or_path)} must be a set name ({', '.join([*OOD_ARCHIVES, *NOISE_SETS])}), a folder of images or a .tar.gz of images")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)): raise DataError(f"cache_dir={show_value(cache_dir)} must be None or a folder")
     name = str(name_or_path)
     if name in NOISE_SETS: return _noise_set(name, 5000 if n is None else n, seed)
-    p = ood_data_dir()/OOD_ARCHIVES[name] if name in OOD_ARCHIVES else Path(name_or_path).expanduser()
+    p = ood_data_dir()/OOD_ARCHIVES[name] if name in OOD_ARCHIVES else Path(name_or_path)
+    try: p = p.expanduser()
+    except RuntimeError: pass  # '~user' of no such user: taken literally
     if not p.exists():
         raise DataError(f"{p} does not exist: give one of {', '.join([*OOD_ARCHIVES, *NOISE_SETS])}, a folder of images or a .tar.gz of images"
                         + (" (set CIFAR_NB_OOD to the folder holding the OOD archives)" if name in OOD_ARCHIVES else ''))
@@ -138,7 +146,8 @@ def fit_eval_split(n: int,          # images in the set
                    fit_frac: float = 0.5,  # share used for fitting
                   ) -> tuple[np.ndarray, np.ndarray]:
     "Disjoint sorted `(fit_idx, eval_idx)` covering `range(n)`: a seeded random cut."
-    if n < 2: raise DataError(f"an OOD set needs at least 2 images to be cut into fit and evaluation parts, got {n}")
+    check_number('seed', seed, 0, 2**63 - 1); check_number('fit_frac', fit_frac, 0, 1, integer=False, lo_open=True, hi_open=True)
+    if check_number('n', n, 0, 10**9) < 2: raise DataError(f"an OOD set needs at least 2 images to be cut into fit and evaluation parts, got {n}")
     perm = np.random.default_rng(seed).permutation(n)
     k = min(max(1, round(n * fit_frac)), n - 1)
     return np.sort(perm[:k]), np.sort(perm[k:])
@@ -178,6 +187,7 @@ def table_frame(rows: list[dict], value: str = 'auroc', key: str|None = None) ->
 # %% ../nbs/05b_ood.ipynb #a8176791
 def score_histograms(id_scores, ood_scores: dict, bins: int = 60) -> dict:
     "Shared bin edges and the counts of the ID scores and of each OOD set's scores (clipped into the edge bins)."
+    check_number('bins', bins, 1, 10**4)
     a = np.asarray(id_scores, dtype=np.float64)
     lo, hi = np.percentile(a, [0.5, 99.5]); w = max(hi - lo, 1e-9); lo, hi = lo - w / 2, hi + w / 2
     edges = np.linspace(lo, hi, bins + 1)
@@ -232,12 +242,21 @@ def _split_scores(scores: dict, fi: np.ndarray, ei: np.ndarray) -> dict:
     return {k: FitEval(v[fi], v[ei]) for k, v in scores.items()}
 
 # %% ../nbs/05b_ood.ipynb #0c10f105
-def _check_args(n_per_set, batch_size, seed):
-    "Numeric arguments of `evaluate_ood`, each with its range."
-    for name, v, lo, hi, none in (('n_per_set', n_per_set, 2, 10**7, True), ('batch_size', batch_size, 1, 65536, False), ('seed', seed, 0, 2**63 - 1, False)):
-        if v is None and none: continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
-            raise ValueError(f"{name}={v!r} must be {'None or ' if none else ''}an int in [{lo}, {hi}]")
+def _check_args(n_per_set, batch_size, seed, sets) -> list:
+    "Numeric arguments of `evaluate_ood`, each with its range, and the sets (each one known or an existing path, named once)."
+    check_number('n_per_set', n_per_set, 2, 10**7, none=True); check_number('batch_size', batch_size, 1, 65536); check_number('seed', seed, 0, 2**63 - 1)
+    if isinstance(sets, str): sets = [s.strip() for s in sets.split(',') if s.strip()]
+    elif isinstance(sets, os.PathLike): sets = [sets]
+    if not isinstance(sets, (list, tuple)) or not all(isinstance(s, (str, os.PathLike)) for s in sets):
+        raise ArgumentError(f"sets={show_value(sets)} must be OOD set names or paths (a tuple, or a string like 'tin32_near,mnist')")
+    if not sets: raise ArgumentError("sets is empty: name at least one OOD set, e.g. 'tin32_near,mnist'")
+    names = [str(s) if str(s) in (*OOD_ARCHIVES, *NOISE_SETS) else Path(s).name for s in sets]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ArgumentError(f"sets names {', '.join(twice)} more than once (the tables key sets by name): give each set once, or folders with different names")
+    for s in sets:
+        if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) and not Path(s).exists():
+            raise DataError(f"sets: {s} does not exist: give one of {', '.join([*OOD_ARCHIVES, *NOISE_SETS])}, a folder of images or a .tar.gz of images")
+    return list(sets)
 
 def _summaries(res: dict) -> dict:
     "ROC curves and histograms of every score on every set's evaluation part."
@@ -272,12 +291,10 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  progress: bool = True,       # progress bar over the sets
                 ) -> dict:
     "Every detector and the report's method on every OOD set, fitted and evaluated on disjoint images; tables and summaries."
-    from cifar_nb.runs import load_run
-    _check_args(n_per_set, batch_size, seed)
-    sets = [s.strip() for s in sets.split(',') if s.strip()] if isinstance(sets, str) else list(sets)
-    if not sets: raise ValueError("sets is empty: name at least one OOD set, e.g. 'tin32_near,mnist'")
-    if bad := [d for d in detectors if d not in DETECTORS]: raise ValueError(f"unknown detector(s) {bad}; the detectors are: {', '.join(DETECTORS)}")
+    from cifar_nb.runs import load_run, run_subfolder
+    sets, detectors = _check_args(n_per_set, batch_size, seed, sets), as_detectors(detectors)
     run = load_run(run_dir); model = run.model(get_device(device))
+    out = run_subfolder(run.path, 'ood') if save else None  # a file or a link in its place is refused before any work
     get_layer(model, layer)  # an unknown layer fails before any work, listing the names
     if data is None:
         from cifar_nb.data import load_cifar10
@@ -291,9 +308,10 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                layer_scores=dict(id={k: FitEval(fit_a[k], ev_a[k]) for k in fit_a}, ood={}),
                images=dict(id=idp['x_eval'], ood={}), n_sets={})
     for s in tqdm(sets, desc='OOD sets', disable=not progress):
-        x = load_ood_set(s, n=n_per_set, cache_dir=cache_dir, seed=seed)
+        x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir, seed=seed)  # a cap: noise has 5,000
+        if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a threshold on and one to evaluate it")
         fi, ei = fit_eval_split(len(x), seed)
-        s = Path(s).name if s not in (*OOD_ARCHIVES, *NOISE_SETS) else s
+        s = Path(s).name if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) else str(s)
         det, act = sc(x)
         res['scores']['ood'][s], res['layer_scores']['ood'][s] = _split_scores(det, fi, ei), _split_scores(act, fi, ei)
         res['images']['ood'][s], res['n_sets'][s] = x[ei], len(x)
@@ -307,5 +325,5 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                                '(id_threshold: keeps 95% of it) or validation + OOD fit half (threshold: best balanced accuracy), '
                                'metrics on test + OOD eval half (fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
                     resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)))
-        res['paths'] = _save_ood(Path(run.path)/'ood', res, meta)
+        res['paths'] = _save_ood(out, res, meta)
     return res

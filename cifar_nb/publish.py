@@ -4,10 +4,10 @@
 
 # %% ../nbs/07_publish.ipynb #84958f8d
 from __future__ import annotations
-import ast, html.parser, importlib, inspect, json, re, shutil, subprocess, sys
+import ast, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import nbformat
-from .core import project_root, atomic_write_text
+from .core import project_root, atomic_write_text, WriteError
 
 # %% auto #0
 __all__ = ['REPORT_CSS', 'cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text', 'write_readme',
@@ -344,6 +344,19 @@ def _execute(nb, src:Path):
     except CellExecutionError as e: raise RuntimeError(f"{src.name} failed while building the docs: {str(e)[-1500:]}") from None
     return nb
 
+_STAGED = re.compile(r'^(index|[0-9][^/]*)\.ipynb$|^report\.(md|html)$|^\.ipynb_checkpoints$')  # what `stage_docs` writes
+
+def _own_docs_folder(path:Path, # the folder to empty and fill
+                     ours, # `ours(path) -> bool`: whether an existing, non-empty folder is recognisably ours
+                     what:str, # its role, for the message
+                    ) -> Path:
+    "`path` when it is absent, empty or recognisably ours; else a `WriteError` naming it (nothing is deleted)."
+    if path.exists() and not path.is_dir(): raise WriteError(f"{what} {path} is a file: choose another folder; nothing was deleted")
+    if path.is_dir() and any(path.iterdir()) and not ours(path):
+        raise WriteError(f"{what} {path} holds files cifar_nb did not write ({', '.join(sorted(os.listdir(path))[:5])}): "
+                         "choose an empty or new folder; nothing was deleted")
+    return path
+
 def stage_docs(stage:str|Path='_mkdocs', # the MkDocs `docs_dir` to (re)create
                root:str|Path|None=None, # the project; None: the project root
                report:str|Path='reports/report.html', # the rendered report, copied in when it exists
@@ -351,7 +364,7 @@ def stage_docs(stage:str|Path='_mkdocs', # the MkDocs `docs_dir` to (re)create
               ) -> list[Path]:
     "Write the site's pages into `stage` (emptied first); return them."
     root = Path(root) if root is not None else project_root()
-    stage = root/stage
+    stage = _own_docs_folder(root/stage, lambda p: all(_STAGED.match(n) for n in os.listdir(p)), 'the docs staging folder')
     if stage.exists(): shutil.rmtree(stage)
     stage.mkdir(parents=True)
     pages = []
@@ -375,8 +388,9 @@ def build_docs(site_dir:str|Path='_site', # where the site goes (git-ignored)
               ) -> Path:
     "Stage the pages and run `mkdocs build` into `site_dir`, offline; return `site_dir`."
     root = Path(root) if root is not None else project_root()
+    site = _own_docs_folder((root/site_dir).resolve(), lambda p: (p/'sitemap.xml').is_file() and (p/'index.html').is_file(),
+                            'the site folder')  # mkdocs empties it: only a site it built before is ours
     stage_docs(stage, root, report, execute=execute)
-    site = (root/site_dir).resolve()
     cmd = [sys.executable, '-m', 'mkdocs', 'build', '-q', '-f', str(root/'mkdocs.yml'), '-d', str(site)]
     r = subprocess.run(cmd + (['--strict'] if strict else []), cwd=root, capture_output=True, text=True)
     if r.returncode: raise RuntimeError(f"mkdocs build failed ({r.returncode}):\n{r.stderr[-3000:]}")

@@ -89,7 +89,8 @@ def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the pa
     "An HTML `<figure>`: the picture inline as base64 PNG, its alt text and its caption."
     if not alt or not alt.strip(): raise ValueError("every picture needs an alt text that says what it shows")
     from PIL import Image
-    if isinstance(fig, (str, Path)): png = shrink_png(Path(fig).read_bytes(), min_psnr)
+    from cifar_nb.core import regular_file
+    if isinstance(fig, (str, Path)): png = shrink_png(regular_file(fig).read_bytes(), min_psnr)  # never a FIFO or a device
     elif isinstance(fig, (bytes, bytearray)): png = shrink_png(bytes(fig), min_psnr)
     else: png = png_bytes(fig, dpi, min_psnr)
     w, h = Image.open(io.BytesIO(png)).size
@@ -400,8 +401,9 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
 def notebook_code(path) -> str|None:
     "A short SHA-256 of an executed notebook's code cells, papermill's injected parameters left out (None when absent)."
     import hashlib, json
+    from cifar_nb.core import regular_file
     p = Path(path)
     if not p.exists(): return None
-    cells = json.loads(p.read_text())['cells']
+    cells = json.loads(regular_file(p).read_text())['cells']  # never a FIFO or a device
     src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code' and not {'parameters', 'injected-parameters'} & set(c.get('metadata', {}).get('tags', []))]
     return hashlib.sha256('\n'.join(src).encode()).hexdigest()[:10]

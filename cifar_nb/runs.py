@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_runs.ipynb #d37385a9
 from __future__ import annotations
-import contextlib, csv, dataclasses, datetime, fcntl, gzip, io, json, math, os, re, secrets, time
+import contextlib, csv, dataclasses, datetime, fcntl, gzip, io, json, math, os, re, secrets, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -13,16 +13,16 @@ import torch
 from torch import nn
 from safetensors.torch import save_file, load_file
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
-                           machine_info, git_commit, seed_everything, regular_file, CorruptFileError, DataError)
+                           machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError, DataError)
 from .model import report_cnn
 from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params
-from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged
+from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
 
 # %% auto #0
 __all__ = ['FORMAT', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RunError', 'RunLocked', 'run_lock', 'RunState',
            'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv', 'save_predictions',
            'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model', 'make_loaders',
-           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights',
+           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights', 'run_subfolder',
            'synthetic_cifar', 'fake_run']
 
 # %% ../nbs/03b_runs.ipynb #4b1ddb66
@@ -31,6 +31,7 @@ RUN_FILES = ('config.json', 'split.npz', 'history.csv.gz', 'metrics.json', 'weig
 COMPLETE = 'COMPLETE.json'
 CHECKPOINT = 'checkpoint.pt'
 FAILED = 'FAILED.json'
+_DAMAGED = 'the run folder is damaged; delete it and rerun it'
 
 class RunError(ValueError):
     "A run folder is missing a file, incomplete, corrupt, inconsistent or not a run folder; the message names it."
@@ -60,7 +61,7 @@ class RunState(NamedTuple):
 
 _OURS = {'.lock', 'config.json', 'split.npz', 'history.csv.gz', 'history.csv', 'metrics.json', 'weights.safetensors',
          'predictions.npz', 'progress.png', CHECKPOINT, FAILED, COMPLETE, 'train.ipynb', 'interpret', 'ood'}
-_BEFORE_CONFIG = {'.lock', 'train.ipynb'}
+_BEFORE_CONFIG = {'.lock', 'train.ipynb', FAILED}  # FAILED.json: a failure while writing config.json
 _TMP = re.compile(r'^\.(?P<name>[^/]+?)\.[^./]+\.tmp$')  # what `atomic_path` leaves when a writer is killed
 
 def _is_ours(name: str) -> bool:
@@ -68,13 +69,20 @@ def _is_ours(name: str) -> bool:
     m = _TMP.match(name)
     return name in _OURS or (m is not None and m['name'] in _OURS)
 
+def _users_notebook(p: Path) -> bool:
+    "Whether `p` is a notebook papermill did not write (a user's own `train.ipynb`); one cut short by a kill counts as papermill's."
+    try: nb = load_json(p, root=p.parent)
+    except (OSError, ValueError): return False
+    return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict) and isinstance(nb['metadata'].get('papermill'), dict))
+
 def read_config(path: Path) -> dict|None:
     "The run's config.json, or None when the folder has none written by cifar_nb."
     p = Path(path)/'config.json'
     if not p.is_file(): return None
-    try: c = load_json(regular_file(p))
-    except (CorruptFileError, DataError): return None
-    return c if isinstance(c, dict) and {'params', 'classes', 'norm'} <= set(c) else None
+    try: c = load_json(p, root=path)
+    except (OSError, CorruptFileError, DataError): return None
+    ok = isinstance(c, dict) and {'params', 'classes', 'norm'} <= set(c) and isinstance(c['params'], dict) and isinstance(c.get('data', {}), dict)
+    return c if ok else None
 
 # %% ../nbs/03b_runs.ipynb #43c82d18
 def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
@@ -86,6 +94,20 @@ def _recorded_identity(c: dict) -> dict:
     p = c['params']
     return {**{k: p.get(k) for k in TRAIN_FIELDS}, 'data_sha256': c.get('data', {}).get('arrays_sha256')}
 
+def _difference(key: str, there, here, c: dict) -> str:
+    "One difference between a recorded run and the one asked for, in words."
+    if key != 'data_sha256': return f"{key}: {there!r} there, {here!r} here"
+    d = c.get('data', {})
+    return (f"data_sha256: other data there ({d.get('name') or '?'} from {d.get('path') or '?'}, checksum {str(there)[:12]}) "
+            f"than here (checksum {str(here)[:12]})")
+
+def _read_failed(path: Path) -> dict|None:
+    "What FAILED.json says (None when there is none); an unreadable one counts as a failure that starts clean."
+    if not (path/FAILED).exists() and not (path/FAILED).is_symlink(): return None
+    try: f = load_json(path/FAILED, root=path)
+    except (OSError, ValueError) as e: f = dict(kind='unknown', error=f"{FAILED} cannot be read ({type(e).__name__})", resumable=False)
+    return f if isinstance(f, dict) else dict(kind='unknown', error=f"{FAILED} holds no record", resumable=False)
+
 def run_state(path: str|Path,             # the run folder
               cfg: TrainConfig|None = None,  # what should be there; None: do not compare
               data_sha: str|None = None,  # the data's `arrays_sha256`; compared when `cfg` is given
@@ -94,19 +116,22 @@ def run_state(path: str|Path,             # the run folder
     path = Path(path)
     if not path.exists(): return RunState('new')
     if not path.is_dir(): return RunState('foreign', f"{path} is a file, not a folder")
-    names, c = sorted(os.listdir(path)), read_config(path)
+    try: names, c = sorted(os.listdir(path)), read_config(path)
+    except OSError as e: return RunState('foreign', f"{path} cannot be read ({e.strerror or e})")
+    if c is None and 'config.json' in names:
+        return RunState('foreign', f"{path} holds a config.json that cifar_nb did not write or cannot read (a damaged run folder or a folder of yours)")
     # before its config.json a run folder holds at most its lock and the notebook papermill is writing
-    theirs = [n for n in names if not _is_ours(n)] if c is not None else [n for n in names if n not in _BEFORE_CONFIG]
+    theirs = [n for n in names if not _is_ours(n)] if c is not None else \
+             [n for n in names if n not in _BEFORE_CONFIG or n == 'train.ipynb' and _users_notebook(path/n)]
     if theirs: return RunState('foreign', f"{path} holds files cifar_nb did not write ({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''})")
     if c is None: return RunState('new')
     if cfg is not None:
         want, have = identity(cfg, data_sha), _recorded_identity(c)
         if diff := {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}:
-            what = ', '.join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in diff.items())
+            what = ', '.join(_difference(k, a, b, c) for k, (a, b) in diff.items())
             return RunState('other', f"{path} holds a run with other parameters or data ({what})")
     if (path/COMPLETE).exists(): return RunState('complete')
-    if (path/FAILED).exists():
-        f = load_json(path/FAILED)
+    if (f := _read_failed(path)) is not None:
         return RunState('failed', f"{f.get('kind')}: {f.get('error')}" + (' (resumable)' if f.get('resumable') else ' (starts clean)'))
     if (path/CHECKPOINT).exists(): return RunState('resume')
     return RunState('started')
@@ -261,56 +286,70 @@ def _write_results(out_dir, res, test, loaders, t_start, started):
     (out_dir/CHECKPOINT).unlink(missing_ok=True)
 
 def _fail(out_dir: Path, e: Exception):
-    "Record a failure in FAILED.json; a diverged run's checkpoint is removed so the next run starts clean."
-    resumable = not isinstance(e, Diverged)
-    if not resumable: (out_dir/CHECKPOINT).unlink(missing_ok=True)
-    save_json(out_dir/FAILED, dict(kind=type(e).__name__, error=' '.join(str(e).split())[:2000], resumable=resumable,
-                                   time=datetime.datetime.now().isoformat(timespec='seconds')))
+    "Record a failure in FAILED.json: a diverged run's checkpoint is removed, an unusable one goes on the next attempt."
+    resumable = not isinstance(e, (Diverged, CheckpointError, ConfigError))  # resuming these would fail the same way
+    try:
+        if isinstance(e, Diverged): (out_dir/CHECKPOINT).unlink(missing_ok=True)
+        save_json(out_dir/FAILED, dict(kind=type(e).__name__, error=' '.join(str(e).split())[:2000], resumable=resumable,
+                                       time=datetime.datetime.now().isoformat(timespec='seconds')))
+    except OSError as w:  # the disk may be what failed: say so, and let the original error through
+        print(f"could not record the failure in {out_dir/FAILED}: {w}", file=sys.stderr)
+
+def _start(out_dir: Path):
+    "Clean what a killed or failed attempt left, and say whether the run resumes or starts again."
+    _clean_tmp(out_dir)
+    if (f := _read_failed(out_dir)) is not None:
+        if not f.get('resumable'): (out_dir/CHECKPOINT).unlink(missing_ok=True)
+        print(f"{out_dir} failed before ({f.get('kind')}: {f.get('error')}); {'resuming' if (out_dir/CHECKPOINT).exists() else 'starting again'}")
+        (out_dir/FAILED).unlink()
+    elif (out_dir/CHECKPOINT).exists(): print(f"resuming {out_dir} from {CHECKPOINT}")
 
 # %% ../nbs/03b_runs.ipynb #ae810fa1
+def _prepare(cfg: TrainConfig, place: Placement, data, progress: bool) -> tuple:
+    "`(data, device, amp, loaders)`: everything that can be refused is refused here, before the run folder is written."
+    if data is None:
+        from cifar_nb.data import load_cifar10
+        data = load_cifar10(place.data_path, progress=progress)
+    if place.threads is not None: torch.set_num_threads(place.threads)
+    device = get_device(place.device)
+    amp = resolve_precision(place.precision, device)
+    resolve_step(place.step, device, place.compile == 'yes')
+    return data, device, amp, make_loaders(cfg, data, device, place.channels_last)
+
 def train_run(cfg: TrainConfig,              # what to train
               place: Placement|None = None,  # where and how; `place.out_dir` is the run folder
               data=None,                     # a loaded `CIFAR10Data` (else `load_cifar10(place.data_path)`)
               progress: bool = True,         # progress bar
              ) -> Path:
     "Train one run into its folder (resuming or reusing what is there) and return the folder."
-    place = place or Placement()
+    place = Placement() if place is None else place
+    if not isinstance(cfg, TrainConfig) or not isinstance(place, Placement):
+        raise ConfigError(f"train_run wants a TrainConfig and a Placement (see split_params), got {type(cfg).__name__} and {type(place).__name__}")
     cfg.validate(); place.validate()
     out_dir = Path(place.out_dir) if place.out_dir else new_run_dir()
     place = dataclasses.replace(place, out_dir=str(out_dir))
     st = run_state(out_dir)
     if st.state in ('foreign',): raise RunError(f"{st.detail}: choose an empty or new out_dir; nothing was written")
+    t_start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec='seconds')
+    data, device, amp, loaders = _prepare(cfg, place, data, progress)
     with run_lock(out_dir):
-        t_start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec='seconds')
-        if data is None:
-            from cifar_nb.data import load_cifar10
-            data = load_cifar10(place.data_path, progress=progress)
         st = run_state(out_dir, cfg, data.source.get('arrays_sha256'))
-        if st.state in ('foreign', 'other'): raise RunError(f"{st.detail}: choose another out_dir or delete that folder")
+        if st.state in ('foreign', 'other'): raise RunError(f"{st.detail}: choose another out_dir or delete that folder; nothing was written")
         if st.state == 'complete':
             print(f"{out_dir} is already complete with these parameters and data: reusing it"); return out_dir
-        _clean_tmp(out_dir)
-        if st.state == 'failed':
-            print(f"{out_dir} failed before ({st.detail}); {'resuming' if (out_dir/CHECKPOINT).exists() else 'starting again'}")
-            (out_dir/FAILED).unlink()
-        elif st.state == 'resume': print(f"resuming {out_dir} from {CHECKPOINT}")
-        if place.threads is not None: torch.set_num_threads(place.threads)
-        if st.state in ('resume', 'failed') and (c := read_config(out_dir)):
-            was = c.get('provenance', {}).get('threads')
-            if was is not None and was != torch.get_num_threads():
-                print(f"note: {out_dir} started with {was} CPU threads and resumes with {torch.get_num_threads()}: on the CPU its last "
-                      f"digits will differ from an uninterrupted run (pass threads={was} to match it bit for bit)")
-        device = get_device(place.device)
-        amp = resolve_precision(place.precision, device)
-        seed_everything(cfg.seed)
-        loaders = make_loaders(cfg, data, device, place.channels_last)
-        model = build_model(cfg).to(device)
-        if place.channels_last: model = model.to(memory_format=torch.channels_last)
-        if not (out_dir/CHECKPOINT).exists(): _write_config(out_dir, cfg, place, data, loaders, device, amp, started)
-        save_split(out_dir/'split.npz', len(data.train.y), loaders['train_idx'], loaders['val_idx'])
-        try:
+        try:  # from here on every failure is recorded in FAILED.json
+            _start(out_dir)
+            if (c := read_config(out_dir)) and (out_dir/CHECKPOINT).exists() and c.get('provenance', {}).get('threads') not in (None, torch.get_num_threads()):
+                print(f"note: {out_dir} started with {c['provenance']['threads']} CPU threads and resumes with {torch.get_num_threads()}: on the "
+                      f"CPU its last digits will differ from an uninterrupted run (pass threads={c['provenance']['threads']} to match it bit for bit)")
+            seed_everything(cfg.seed)
+            model = build_model(cfg).to(device)
+            if place.channels_last: model = model.to(memory_format=torch.channels_last)
+            if not (out_dir/CHECKPOINT).exists(): _write_config(out_dir, cfg, place, data, loaders, device, amp, started)
+            save_split(out_dir/'split.npz', len(data.train.y), loaders['train_idx'], loaders['val_idx'])
             res = fit(model, loaders['train'], loaders['val'], cfg, amp, step=place.step, compile=place.compile == 'yes',
                       checkpoint=out_dir/CHECKPOINT, progress=progress)
+            if res.best_state is None: raise Diverged("no epoch gave a finite validation loss: the run diverged; lower lr")
             model.load_state_dict(res.best_state)
             test = evaluate(model, loaders['test'], amp, return_logits=True)
             _write_results(out_dir, res, test, loaders, t_start, started)
@@ -346,16 +385,18 @@ class Run:
 
     def model(self, device='cpu') -> nn.Sequential:
         "The network with the run's best weights, in eval mode, on `device` (default: the CPU, wherever it was trained)."
-        w = self.path/'weights.safetensors'
+        w, dev = self.path/'weights.safetensors', get_device(device)
         if not w.exists():
             raise RunError(f"{w} is not in this copy of the run (a lean copy keeps weights for some runs only): "
                            f"re-run it with the same parameters to regenerate them (bit-identical on the same kind of CPU)")
         m = build_model(self.cfg)
-        try: sd = load_file(str(regular_file(w, self.path)))
-        except Exception as e: raise RunError(f"{w} cannot be read ({e}): delete the run folder and rerun it") from e
+        try: regular_file(w, self.path, _DAMAGED)
+        except DataError as e: raise RunError(str(e)) from None
+        try: sd = load_file(str(w))
+        except Exception as e: raise RunError(f"{w} cannot be read ({' '.join(str(e).split())}): {_DAMAGED}") from None
         try: m.load_state_dict(sd)
         except RuntimeError as e: raise RunError(f"{w} does not fit the network in config.json: {str(e).splitlines()[0]}") from e
-        return m.to(get_device(device)).eval()
+        return m.to(dev).eval()
 
 # %% ../nbs/03b_runs.ipynb #0788e7f4
 def _normalise(self: Run, x) -> torch.Tensor:
@@ -368,6 +409,8 @@ def _normalise(self: Run, x) -> torch.Tensor:
 
 def _check_data(self: Run, data) -> None:
     "Refuse `data` unless it is the data the run was trained on (the same checksum)."
+    if not all(hasattr(data, a) for a in ('train', 'test', 'source')) or not isinstance(data.source, dict):
+        raise RunError(f"data={show_value(data)} is not loaded CIFAR-10 data: pass the `load_cifar10(...)` the run was trained on, or None to load it")
     have = data.source.get('arrays_sha256')
     if self.data_sha256 is not None and have != self.data_sha256:
         where = self.config.get('data', {}).get('path')
@@ -378,7 +421,10 @@ def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
     "`(train_idx, val_idx)` of the training set, as the run used them (from split.npz)."
     p = self.path/'split.npz'
     if not p.exists(): raise RunError(f"{p} is missing: this run folder was written by an older cifar_nb; re-run it")
-    return load_split(p)
+    try: regular_file(p, self.path, _DAMAGED)
+    except DataError as e: raise RunError(str(e)) from None
+    try: return load_split(p)
+    except (OSError, ValueError, KeyError) as e: raise RunError(f"{p} cannot be read ({e}): {_DAMAGED}") from None
 
 def _test_images(self: Run, data=None) -> torch.Tensor:
     "The run's test images as uint8 (N,3,H,W), from `data` or the data source in config.json, checked against the run."
@@ -404,25 +450,34 @@ def _verify_files(path: Path) -> dict:
     if not path.is_dir(): raise RunError(f"{path} is not a folder")
     if not is_complete(path):
         raise RunError(f"{path} is incomplete (no {COMPLETE}): it was interrupted or is still running; rerun it with the same out_dir to finish it")
-    marker = load_json(regular_file(path/COMPLETE, path))
-    sums, pruned = marker.get('files', {}), set(marker.get('pruned', []))
+    try: marker = load_json(path/COMPLETE, root=path, advice=_DAMAGED)
+    except (OSError, ValueError) as e: raise RunError(str(e)) from None
+    sums, pruned = (marker.get('files'), marker.get('pruned', [])) if isinstance(marker, dict) else (None, None)
+    if not isinstance(sums, dict) or not isinstance(pruned, list):
+        raise RunError(f"{path/COMPLETE} is not a completion marker written by cifar_nb: the run folder is damaged; delete it and rerun it")
+    pruned = set(map(str, pruned))
     for f, want in sums.items():
-        p = path/f
+        p = path/str(f)
         if not p.exists():
             if f in pruned: continue
             raise RunError(f"{p} is missing: the run folder is damaged; delete it and rerun it")
-        try: got = sha256_file(regular_file(p, path))
-        except DataError as e: raise RunError(f"{e}: the run folder is damaged; delete it and rerun it") from None
+        try: got = sha256_file(regular_file(p, path, _DAMAGED))
+        except DataError as e: raise RunError(str(e)) from None
         if got != want: raise RunError(f"{p} does not match its checksum in {COMPLETE} (truncated or changed): delete the run folder and rerun it")
     return marker
 
 def load_run(path: str|Path, verify: bool = True) -> Run:
     "Read a complete run folder, checking files, checksums and shapes."
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise RunError(f"run folder {show_value(path)} is not a path: give the folder train_run wrote")
     path = Path(path)
     if verify: _verify_files(path)
     if (cfgj := read_config(path)) is None: raise RunError(f"{path/'config.json'} is missing or was not written by cifar_nb.runs")
-    met = load_json(regular_file(path/'metrics.json', path))
-    hist = next((path/h for h in ('history.csv.gz', 'history.csv') if (path/h).exists()), path/'history.csv.gz')
+    try:
+        met = load_json(path/'metrics.json', root=path, advice=_DAMAGED)
+        hist = next((path/h for h in ('history.csv.gz', 'history.csv') if (path/h).exists()), path/'history.csv.gz')
+        for f in (hist, path/'predictions.npz'): regular_file(f, path, _DAMAGED)
+    except (OSError, ValueError) as e: raise RunError(str(e)) from None
     try: logits, labels = load_predictions(path/'predictions.npz')
     except Exception as e: raise RunError(f"{path/'predictions.npz'} cannot be read ({e}): delete the run folder and rerun it") from e
     nc = len(cfgj['classes'])
@@ -448,6 +503,16 @@ def prune_weights(path: str|Path) -> Path:
         save_json(path/COMPLETE, {**marker, 'pruned': sorted({*marker.get('pruned', []), 'weights.safetensors'})})
         (path/'weights.safetensors').unlink(missing_ok=True)
     return path
+
+# %% ../nbs/03b_runs.ipynb #f76fd4e8
+def run_subfolder(run_dir: str|Path, # a run folder
+                  name: str,         # the subfolder: 'interpret' or 'ood'
+                 ) -> Path:
+    "`<run_dir>/<name>` for the run's own outputs; a `RunError` when a file or a link stands in its place."
+    d = Path(run_dir)/name
+    if d.is_symlink() or (d.exists() and not d.is_dir()):
+        raise RunError(f"{d} is not a folder of this run (a file or a link stands there): remove it; nothing was written")
+    return d
 
 # %% ../nbs/03b_runs.ipynb #8c7ead54
 def synthetic_cifar(n_train=500, n_test=200, seed=0):

@@ -12,8 +12,9 @@ from tqdm.auto import tqdm
 from .core import atomic_path, save_json, load_json, file_digest, regular_file, DataError, WriteError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'RESIZE', 'default_cache_dir', 'listed_digest', 'verify_file', 'archive_members', 'folder_files',
-           'decode_image', 'decode_images', 'arrays_sha256', 'cached_arrays']
+__all__ = ['IMAGE_EXTS', 'MAX_ARCHIVE', 'RESIZE', 'MAX_PIXELS', 'default_cache_dir', 'listed_digest', 'verify_file',
+           'read_verified', 'archive_members', 'folder_files', 'decode_image', 'decode_images', 'arrays_sha256',
+           'cached_arrays']
 
 # %% ../nbs/01_sources.ipynb #15498e3a
 def default_cache_dir() -> Path:
@@ -39,22 +40,38 @@ def verify_file(path:str|Path, # the file to check
                 advice:str='copy it again', # what to do when it differs
                ) -> str:
     "The file's digest after checking it against `expected`; a `DataError` names the file when they differ."
-    actual = file_digest(path, algo)
+    return _check_digest(path, file_digest(path, algo), expected, algo, advice)
+
+def _check_digest(path, actual:str, expected:str, algo:str, advice:str) -> str:
+    "`actual` when it is `expected`, else a `DataError` naming the file."
     if actual != expected.lower():
         name = {'sha256': 'SHA-256', 'md5': 'MD5'}.get(algo, algo)
         raise DataError(f"{path} has {name} {actual}, expected {expected}: the file is truncated or altered; {advice}")
     return actual
 
+def read_verified(path:str|Path, # the file to read
+                  expected:str, # its expected hex digest
+                  algo:str='sha256', # the hash: 'sha256' or 'md5'
+                  advice:str='copy it again', # what to do when it differs
+                 ) -> bytes:
+    "The bytes of a regular file, read once and checked against `expected` (what is checked is what is used)."
+    data = regular_file(path).read_bytes()
+    _check_digest(path, hashlib.new(algo, data).hexdigest(), expected, algo, advice)
+    return data
+
 # %% ../nbs/01_sources.ipynb #4f336455
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+MAX_ARCHIVE = 1 << 30  # bytes once decompressed: ten times the CIFAR-10 JPEG copy; more is refused, not read into memory
 
 def archive_members(archive:str|Path, # a .tar.gz
                     exts:tuple|None=None, # keep names ending with one of these (case-insensitive); None keeps all
                    ) -> list[tuple[str, bytes]]:
     "`(member name, bytes)` of each regular, non-hidden file in the archive, sorted by name."
     archive = Path(archive)
-    try: data = gzip.decompress(archive.read_bytes())
+    try:
+        with gzip.open(regular_file(archive)) as f: data = f.read(MAX_ARCHIVE + 1)
     except (OSError, EOFError) as e: raise DataError(f"{archive} is not a readable tar.gz ({e}): copy it again") from None
+    if len(data) > MAX_ARCHIVE: raise DataError(f"{archive} decompresses to more than {MAX_ARCHIVE / 2**20:,.0f} MiB: give a smaller archive, or a folder of images")
     out = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tf:
@@ -81,21 +98,41 @@ def folder_files(root:str|Path, # a folder
 
 # %% ../nbs/01_sources.ipynb #7e7d6479
 RESIZE = 'PIL Image.resize((32, 32), Image.BILINEAR) (antialiased when shrinking); grey -> RGB by channel copy'
+MAX_PIXELS = 4096 * 4096  # larger images are refused: shrinking them to 32x32 would hide a wrong file or a decompression bomb
+
+def _refuse_change(name:str, # the file's display name
+                   im:Image.Image, # the opened, not yet decoded image
+                  ) -> None:
+    "A `DataError` when converting `im` to one 8-bit RGB picture would silently change it: size, frames, bit depth, transparency."
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise DataError(f"{name} is {w}x{h} pixels, more than {MAX_PIXELS:,} (4096x4096): shrink it (e.g. to 32x32) or remove it")
+    if (frames := getattr(im, 'n_frames', 1)) > 1:
+        raise DataError(f"{name} is animated or has {frames} frames, and only the first would be read: save that frame as a still PNG or remove it")
+    if im.mode in ('I', 'F') or im.mode.startswith('I;'):
+        raise DataError(f"{name} has {'floating-point' if im.mode == 'F' else '16/32-bit integer'} pixels (mode {im.mode}), which 8-bit RGB would clip: save it as an 8-bit image or remove it")
+    if (im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info) and im.convert('RGBA').getchannel('A').getextrema()[0] < 255:
+        raise DataError(f"{name} has transparent pixels, which RGB would flatten onto black: save it without transparency (flattened onto the background you mean) or remove it")
 
 def decode_image(name:str, # the file's display name, for messages
                  src:bytes|str|Path, # its bytes or its path
                  resize:bool=False, # resize other sizes to 32x32 (else they are an error)
                 ) -> np.ndarray:
-    "One image file as uint8 `(3,32,32)` RGB; a `DataError` names a file that is not a readable image."
+    "One image file as uint8 `(3,32,32)` RGB; a `DataError` names a file that is not a readable image or that RGB would change."
     try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
-            if im.size != (32, 32) and not resize:
-                raise DataError(f"{name} is {im.size[0]}x{im.size[1]} pixels, not 32x32: resize or remove it")
-            im = im if im.mode == 'RGB' else im.convert('RGB')
-            if im.size != (32, 32): im = im.resize((32, 32), Image.BILINEAR)
-            return np.asarray(im).transpose(2, 0, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)  # PIL's warning for huge images stops here
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+                _refuse_change(name, im)
+                if im.size != (32, 32) and not resize:
+                    raise DataError(f"{name} is {im.size[0]}x{im.size[1]} pixels, not 32x32: resize or remove it")
+                im = im if im.mode == 'RGB' else im.convert('RGB')
+                if im.size != (32, 32): im = im.resize((32, 32), Image.BILINEAR)
+                return np.asarray(im).transpose(2, 0, 1)
     except DataError: raise
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise DataError(f"{name} is too large to decode safely ({' '.join(str(e).split())}): shrink it or remove it") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise DataError(f"{name} is not a readable image ({type(e).__name__}: {' '.join(str(e).split())}): remove or replace it") from None
 
 # %% ../nbs/01_sources.ipynb #e451ff7a

@@ -285,6 +285,8 @@ def finish_study(study_dir: str|Path) -> dict:
 def main(argv=None) -> int:
     "Command line: plan, train what is missing, write the table (and the report)."
     import argparse
+    from cifar_nb.core import ArgumentError, DataError, CorruptFileError, WriteError
+    from cifar_nb.runs import RunLocked
     ap = argparse.ArgumentParser(prog='python -m cifar_nb.study', description=main.__doc__)
     ap.add_argument('--study-dir', default='reports/study', help='study folder (runs go under runs/)')
     ap.add_argument('--seeds', type=int, default=None, help='seeds per configuration (default: 1 on CPU, 5 on GPU)')
@@ -297,24 +299,32 @@ def main(argv=None) -> int:
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the Improved and Base runs and render DIR/report.html')
     a = ap.parse_args(argv)
-    presets = [p.strip() for p in a.presets.split(',') if p.strip()]
+    presets = list(dict.fromkeys(p.strip() for p in a.presets.split(',') if p.strip()))  # each configuration once
     bad = [p for p in presets if p not in PRESETS and p not in EXTRA_PRESETS]
     if bad: ap.error(f"unknown configuration(s) {', '.join(map(repr, bad))}; choose from: {', '.join([*PRESETS, *EXTRA_PRESETS])}")
-    if a.seeds is not None and a.seeds < 1: ap.error(f"--seeds must be at least 1, got {a.seeds}")
+    if not presets: ap.error("--presets names no configuration; choose from: " + ', '.join([*PRESETS, *EXTRA_PRESETS]))
+    if a.seeds is not None and not 1 <= a.seeds <= 1000: ap.error(f"--seeds must be in [1, 1000], got {a.seeds}")
+    if a.jobs is not None and not 1 <= a.jobs <= 64: ap.error(f"--jobs must be in [1, 64], got {a.jobs}")
+    if a.threads is not None and not 1 <= a.threads <= 1024: ap.error(f"--threads must be in [1, 1024], got {a.threads}")
     seeds = a.seeds or default_seeds()
     from cifar_nb.executors import make_executor, ExecutorError
-    try: executor = make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
-    except ExecutorError as e: ap.error(str(e))
-    with executor:
-        print(format_plan(plan_study(a.study_dir, presets, seeds, a.scale)) + f"\n  runs go to: {executor.describe()}", flush=True)
-        if a.plan: return 0
-        run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True), executor=executor)
-    paths = finish_study(a.study_dir)
-    print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
-    if a.report:
-        analyse_study(a.study_dir, names=[n for n in ANALYSED if n in presets], device='auto',
-                      n_per_set=None if a.scale == 'full' else 1000)  # a smoke study evaluates OOD on 1,000 images per set
-        render_report(a.study_dir, a.report, smoke=a.scale != 'full')
+    try:  # the folders are checked before anything is planned or trained; a refusal is one line, not a traceback
+        check_own_folder(Path(a.study_dir).resolve(), STUDY_FILES)
+        if a.report: check_own_folder(Path(a.report).resolve(), REPORT_FILES, 'report folder')
+        try: executor = make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
+        except ExecutorError as e: ap.error(str(e))
+        with executor:
+            print(format_plan(plan_study(a.study_dir, presets, seeds, a.scale)) + f"\n  runs go to: {executor.describe()}", flush=True)
+            if a.plan: return 0
+            run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True), executor=executor)
+        paths = finish_study(a.study_dir)
+        print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
+        if a.report:
+            analyse_study(a.study_dir, names=[n for n in ANALYSED if n in presets], device='auto',
+                          n_per_set=None if a.scale == 'full' else 1000)  # a smoke study evaluates OOD on 1,000 images per set
+            render_report(a.study_dir, a.report, smoke=a.scale != 'full')
+    except (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, RuntimeError) as e:  # the project's errors name the problem
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr); return 1
     return 0
 
 # %% ../nbs/06_study.ipynb #37a72632
