@@ -112,5 +112,6 @@ def threshold_accuracy(fit_id, fit_ood,   # held-out scores the thresholds are f
     t = fit_threshold(fit_id, fit_ood); ti = id_threshold(fit_id, keep)
     ev_id, ev_ood = _as_1d(eval_id, 'eval_id'), _as_1d(eval_ood, 'eval_ood')
     return dict(threshold=t, fit_acc=detection_accuracy(fit_id, fit_ood, t), det_acc=detection_accuracy(ev_id, ev_ood, t),
+                set_id_kept=float((ev_id >= t).mean()), set_ood_flagged=float((ev_ood < t).mean()),
                 id_threshold=ti, id_kept=float((ev_id >= ti).mean()), ood_flagged=float((ev_ood < ti).mean()),
                 id_det_acc=detection_accuracy(ev_id, ev_ood, ti))

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
 import pandas as pd
-import matplotlib.pyplot as plt
+import matplotlib, matplotlib.pyplot as plt
 from .stats import mean_ci, seed_accuracies, precision_of
 
 # %% auto #0
@@ -17,7 +17,7 @@ __all__ = ['CLASSES10', 'CONFIG_STYLE', 'TRAINING_CODE', 'synthetic_runs', 'shri
            'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history', 'lr_drops', 'curve_band', 'plot_curves',
            'first_epoch_loss', 'plot_first_epoch', 'plot_training', 'curve_checks', 'shared_steps',
            'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'mean_confusion', 'plot_confusion_grid',
-           'layer_table', 'run_provenance', 'code_changes', 'notebook_code']
+           'layer_table', 'run_provenance', 'code_changes', 'notebook_code', 'ood_frame', 'near_far_frame']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -272,11 +272,16 @@ def shared_steps(a, b) -> int:
     n = min(len(la), len(lb)); d = np.flatnonzero(la[:n] != lb[:n])
     return int(d[0]) if len(d) else n
 
+def _precision(run) -> str|None:
+    "The precision a run computed in (it changes every loss); None when the run records none."
+    return precision_of(run) if hasattr(run, 'config') else None
+
 def expected_shared_steps(a, b) -> int:
     "Leading iterations two runs must share when the code is the same: 0 unless they differ only in the optimiser's settings."
     pa, pb = a.params, b.params
     diff = {k for k in set(pa) | set(pb) if k not in _NOT_RECIPE and pa.get(k) != pb.get(k)}
-    if pa.get('seed') != pb.get('seed') or not diff <= _OPTIMISER: return 0
+    ra, rb = _precision(a), _precision(b)
+    if pa.get('seed') != pb.get('seed') or not diff <= _OPTIMISER or (ra and rb and ra != rb): return 0
     if diff & {'l2', 'momentum'}: return 1  # the first loss is computed before any update
     la, lb = np.asarray(a.history['train']['lr']), np.asarray(b.history['train']['lr'])
     n = min(len(la), len(lb)); d = np.flatnonzero(la[:n] != lb[:n])
@@ -407,3 +412,27 @@ def notebook_code(path) -> str|None:
     cells = json.loads(regular_file(p).read_text())['cells']  # never a FIFO or a device
     src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code' and not {'parameters', 'injected-parameters'} & set(c.get('metadata', {}).get('tags', []))]
     return hashlib.sha256('\n'.join(src).encode()).hexdigest()[:10]
+
+# %% ../nbs/08_report.ipynb #49e907cc
+def ood_frame(runs: dict,                # {configuration: {seed: run}}
+              table: str = 'ood_table',  # 'ood_table' (every score) or 'layer_table' (the report's rule on each ReLU layer)
+             ) -> pd.DataFrame:
+    "Every run's OOD table (`<run>/ood/<table>.json`) in one long frame, with the run's configuration, seed and test accuracy (%)."
+    import json
+    out = []
+    for n, by in runs.items():
+        for s, r in sorted(by.items()):
+            f = Path(r.path)/'ood'/f'{table}.json'
+            if f.exists(): out += [dict(config=n, seed=s, test_acc=100 * r.metrics['test_acc'], **row) for row in json.loads(f.read_text())['rows']]
+    return pd.DataFrame(out)
+
+def near_far_frame(df: pd.DataFrame,       # `ood_frame`'s rows
+                   kind: dict,              # OOD set -> 'near' or 'far' (sets not named are left out)
+                   key: str = 'detector',   # the column naming the score
+                  ) -> pd.DataFrame:
+    "OpenOOD's summary: per configuration, score and group, AUROC and FPR@95 (%) as mean and std over seeds, and the ID accuracy."
+    d = df.assign(group=df['set'].map(kind)).dropna(subset=['group'])
+    per_run = d.groupby(['config', key, 'group', 'seed'], sort=False)[['auroc', 'fpr95', 'test_acc']].mean().reset_index()
+    g = per_run.groupby(['config', key, 'group'], sort=False)
+    return pd.DataFrame({'auroc': 100 * g['auroc'].mean(), 'auroc_std': 100 * g['auroc'].std(), 'fpr95': 100 * g['fpr95'].mean(),
+                         'fpr95_std': 100 * g['fpr95'].std(), 'id_acc': g['test_acc'].mean(), 'n_seeds': g['seed'].nunique()}).reset_index()

@@ -19,11 +19,11 @@ from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT
 from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
 
 # %% auto #0
-__all__ = ['FORMAT', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RunError', 'RunLocked', 'run_lock', 'RunState',
-           'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv', 'save_predictions',
-           'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model', 'make_loaders',
-           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights', 'run_subfolder',
-           'synthetic_cifar', 'fake_run']
+__all__ = ['FORMAT', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RUN_FILES_V1', 'RunError', 'RunLocked', 'run_lock',
+           'RunState', 'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv',
+           'save_predictions', 'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model',
+           'make_loaders', 'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights',
+           'run_subfolder', 'synthetic_cifar', 'run_format', 'upgrade_run', 'fake_run']
 
 # %% ../nbs/03b_runs.ipynb #4b1ddb66
 FORMAT = 2
@@ -167,18 +167,22 @@ def read_history_csv(path: str|Path) -> dict:
 
 # %% ../nbs/03b_runs.ipynb #58fe0d44
 def save_predictions(path: str|Path, logits: torch.Tensor|np.ndarray, labels) -> Path:
-    "Test logits and labels, compressed; logits as bfloat16 bits when that is lossless."
+    "Test logits and labels, compressed: the logits' bytes as planes, two (bfloat16 bits) when that is lossless, else four."
     lg = np.ascontiguousarray(np.asarray(logits, dtype=np.float32))
     bits = lg.view(np.uint32)
-    arrays = dict(logits_bf16=(bits >> 16).astype(np.uint16)) if not (bits & 0xFFFF).any() else dict(logits=lg)
+    k = 2 if not (bits & 0xFFFF).any() else 4
+    planes = np.stack([((bits >> (8 * (3 - i))) & 0xFF).astype(np.uint8) for i in range(k)])  # most significant byte first
     with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez_compressed(f, labels=np.asarray(labels, np.int64), **arrays)
+        with open(tmp, 'wb') as f: np.savez_compressed(f, labels=np.asarray(labels, np.int64), logits_planes=planes)
     return Path(path)
 
 def load_predictions(path: str|Path) -> tuple[np.ndarray, np.ndarray]:
-    "`(logits float32 (N, C), labels int64 (N,))` from `save_predictions`' file."
+    "`(logits float32 (N, C), labels int64 (N,))` from `save_predictions`' file (or an older one: float32 or bfloat16 arrays)."
     with np.load(regular_file(path), allow_pickle=False) as z:
-        lg = z['logits'] if 'logits' in z.files else (z['logits_bf16'].astype(np.uint32) << 16).view(np.float32)
+        if 'logits_planes' in z.files:
+            p = z['logits_planes']
+            lg = sum(p[i].astype(np.uint32) << (8 * (3 - i)) for i in range(len(p))).astype(np.uint32).view(np.float32)
+        else: lg = z['logits'] if 'logits' in z.files else (z['logits_bf16'].astype(np.uint32) << 16).view(np.float32)
         return lg.astype(np.float32), z['labels'].astype(np.int64)
 
 # %% ../nbs/03b_runs.ipynb #ac991a2a
@@ -420,7 +424,7 @@ def _check_data(self: Run, data) -> None:
 def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
     "`(train_idx, val_idx)` of the training set, as the run used them (from split.npz)."
     p = self.path/'split.npz'
-    if not p.exists(): raise RunError(f"{p} is missing: this run folder was written by an older cifar_nb; re-run it")
+    if not p.exists(): raise RunError(f"{p} is missing: this run folder was written by an older cifar_nb (format 1); upgrade it with runs.upgrade_run(path, data) or re-run it")
     try: regular_file(p, self.path, _DAMAGED)
     except DataError as e: raise RunError(str(e)) from None
     try: return load_split(p)
@@ -528,6 +532,80 @@ def synthetic_cifar(n_train=500, n_test=200, seed=0):
     sha = arrays_sha256({'x_train': tr.x.numpy(), 'y_train': tr.y.numpy(), 'x_test': te.x.numpy(), 'y_test': te.y.numpy()})
     return CIFAR10Data(train=tr, test=te, classes=CLASSES,
                        source=dict(kind='synthetic', path=None, sha256=None, cache=None, from_cache=False, name='synthetic', arrays_sha256=sha))
+
+# %% ../nbs/03b_runs.ipynb #5e399fa1
+RUN_FILES_V1 = ('config.json', 'history.csv', 'metrics.json', 'weights.safetensors', 'predictions.npz', 'progress.png')
+
+def run_format(path: str|Path) -> int:
+    "The format of a complete run folder: the number in `COMPLETE.json`, 1 for folders written before formats were numbered."
+    return int(load_json(regular_file(Path(path)/COMPLETE, path)).get('format', 1))
+
+def _recorded_data(path: Path, c: dict, data, labels: np.ndarray) -> tuple:
+    "`(train_idx, val_idx)` of a format-1 run recomputed from `data`, after checking that it reproduces the run's normalisation and test labels."
+    from cifar_nb.loader import split_for_run, channel_stats
+    p = c['params']
+    what = f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) is not the data {path} was trained on"
+    try: tr, va = split_for_run(data.train.y, p['val_fraction'], p['n_train'], p['seed'])
+    except DataError as e: raise RunError(f"{what} ({e})") from None
+    mean, std = channel_stats(data.train.x[tr])
+    if mean.tolist() != c['norm']['mean'] or std.tolist() != c['norm']['std']:
+        raise RunError(f"{what}: its training split's mean and std differ from config.json's norm; load {c.get('data', {}).get('path') or 'the data the run was trained on'}")
+    if not np.array_equal(data.test.y.numpy(), labels): raise RunError(f"{what}: its test labels differ from those in predictions.npz")
+    return tr, va
+
+def _format2_config(c: dict, data, replaced: dict) -> dict:
+    "A format-1 config.json in format 2: `params` split into the `TrainConfig` and the placement; the data's checksum added."
+    p = c['params']
+    if missing := [k for k in TRAIN_FIELDS if k not in p]:
+        raise RunError(f"config.json's params lack {', '.join(missing)}: this folder cannot be upgraded (its parameters are unknown); re-run it")
+    note = dict(from_format=1, commit=git_commit(), time=datetime.datetime.now().isoformat(timespec='seconds'), replaced=replaced)
+    return dict(format=FORMAT, params={k: p[k] for k in TRAIN_FIELDS}, classes=c['classes'],
+                data={**c.get('data', {}), 'arrays_sha256': data.source.get('arrays_sha256')}, norm=c['norm'],
+                placement={k: p[k] for k in PLACEMENT_FIELDS if k in p}, provenance={**c.get('provenance', {}), 'upgraded': note})
+
+# %% ../nbs/03b_runs.ipynb #a0538144
+def _same_history(old: Path, h: dict) -> bool:
+    "Whether every number of a format-1 history CSV, read as float64, equals the history `h`."
+    rows = list(csv.DictReader(io.StringIO(regular_file(old).read_text())))
+    t = [r for r in rows if r['split'] == 'train']; v = [r for r in rows if r['split'] == 'val']
+    col = lambda rs, k, f=float: [f(r[k]) for r in rs]
+    return (col(t, 'loss') == h['train']['loss'] and col(t, 'acc') == h['train']['acc'] and col(t, 'lr') == h['train']['lr']
+            and col(t, 'iteration', int) == h['train']['iteration'] and col(v, 'loss') == h['val']['loss'] and col(v, 'acc') == h['val']['acc']
+            and col(v, 'iteration', int) == h['val']['iteration'] and col(t, 'epoch', int) == h['train']['epoch'] and col(v, 'epoch', int) == h['val']['epoch'])
+
+def upgrade_run(path: str|Path,  # a complete run folder, format 1 or 2
+                data,            # the `CIFAR10Data` the run was trained on (checked)
+               ) -> Path:
+    "Convert a format-1 run folder to format 2 in place, losslessly, after checking `data` is the run's; a format-2 folder is only checked."
+    path = Path(path)
+    with run_lock(path):
+        marker = _verify_files(path)
+        if int(marker.get('format', 1)) >= 2:
+            load_run(path, verify=False).check_data(data)  # checked above
+            return path
+        c = read_config(path)
+        if c is None: raise RunError(f"{path/'config.json'} was not written by cifar_nb.runs: nothing to upgrade")
+        logits, labels = load_predictions(path/'predictions.npz')
+        tr, va = _recorded_data(path, c, data, labels)
+        m = load_json(regular_file(path/'metrics.json', path))
+        if (m.get('n_train'), m.get('n_val')) not in ((None, None), (len(tr), len(va))):
+            raise RunError(f"{path}: the recomputed split ({len(tr)} + {len(va)} images) differs from metrics.json's ({m['n_train']} + {m['n_val']})")
+        h = read_history_csv(path/'history.csv')
+        if not _same_history(path/'history.csv', h):
+            raise RunError(f"{path/'history.csv'} holds values that are not float32 training losses: it cannot be stored losslessly in format 2")
+        new_cfg = _format2_config(c, data, {f: marker['files'][f] for f in ('config.json', 'history.csv', 'predictions.npz')})
+        # everything is checked: write the new files, each atomically, then the completion marker
+        save_split(path/'split.npz', len(data.train.y), tr, va)
+        write_history_csv(path/'history.csv.gz', h)
+        if read_history_csv(path/'history.csv.gz') != h: raise RunError(f"{path/'history.csv.gz'} does not read back as history.csv: nothing was replaced")
+        save_predictions(path/'predictions.npz', logits, labels)
+        lg2, y2 = load_predictions(path/'predictions.npz')
+        if lg2.tobytes() != logits.tobytes() or not np.array_equal(y2, labels): raise RunError(f"{path/'predictions.npz'} changed when re-stored")
+        save_json(path/'config.json', new_cfg)
+        save_json(path/COMPLETE, {'format': FORMAT, 'files': {f: sha256_file(path/f) for f in RUN_FILES},
+                                  'upgraded': dict(from_format=1, replaced=new_cfg['provenance']['upgraded']['replaced'])})
+        (path/'history.csv').unlink()
+    return path
 
 # %% ../nbs/03b_runs.ipynb #1f08b8fe
 def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100) -> Path:

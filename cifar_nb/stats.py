@@ -12,9 +12,9 @@ from scipy import stats
 from .core import save_json, atomic_write_text
 
 # %% auto #0
-__all__ = ['REPORT_ACC', 'REPORT_CLAIMS', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'precision_of', 'precision_twins',
-           'seed_accuracies', 'study_table', 'precision_table', 'claim_verdicts', 'markdown_table', 'table1_frame',
-           'table_markdown', 'save_table']
+__all__ = ['REPORT_ACC', 'REPORT_CLAIMS', 'REPORT_OOD', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'precision_of',
+           'precision_twins', 'seed_accuracies', 'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts',
+           'markdown_table', 'table1_frame', 'table_markdown', 'save_table']
 
 # %% ../nbs/06b_stats.ipynb #89582b87
 REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65, 'No DropOut': 62.48}
@@ -181,6 +181,41 @@ def claim_verdicts(rows: list[dict],          # `study_table`'s rows
             out.append(dict(claim=c['claim'], config=c['config'], kind='diff', report=rep, ours=d, ours_ci95=hw, p_holm=ph,
                             verdict=_verdict(d, rep, ph, alpha), report_inside_ci=inside, unit='pp'))
     return out
+
+# %% ../nbs/06b_stats.ipynb #389eba3d
+REPORT_OOD = {'relu_9': 99.3, 'relu_10': 100.0}  # the report's Table 2: accuracy (%) of its mean-activation rule, two layers of its "bignet"
+
+def _p_vs_half(x) -> float:
+    "Two-sided p of a one-sample t-test of the AUROCs `x` against 0.5 (0 or 1 when they do not vary; NaN for fewer than two)."
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2: return math.nan
+    if x.std(ddof=1) == 0: return 0.0 if x[0] != 0.5 else 1.0
+    return float(stats.ttest_1samp(x, 0.5).pvalue)
+
+def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each with `config` and `seed` added
+                 layer: str = 'relu4',     # the layer whose mean activation is the report's rule (our last ReLU)
+                 alpha: float = 0.05,      # family-wise error level of the Holm-corrected tests
+                ) -> list[dict]:
+    "Verdicts on the report's Table 2: its two numbers (not comparable) and its rule on each OOD set, computed from the runs' tables."
+    df = pd.DataFrame([r for r in rows if r['layer'] == layer])
+    sets = list(dict.fromkeys(df['set']))
+    ph = dict(zip(sets, holm([_p_vs_half(df[df['set'] == s]['auroc']) for s in sets])))
+    out = []
+    for s in sets:
+        g = df[df['set'] == s]
+        means = {c: float(v) for c, v in g.groupby('config', sort=False)['auroc'].mean().items()}
+        if not np.isfinite(ph[s]): v = 'not comparable'
+        elif ph[s] < alpha and all(m > 0.5 for m in means.values()): v = 'holds'
+        elif ph[s] < alpha and all(m < 0.5 for m in means.values()): v = 'reversed'
+        else: v = 'not supported'
+        out.append(dict(kind='rule', set=s, layer=layer, verdict=v, auroc=float(g['auroc'].mean()), auroc_by_config=means,
+                        auroc_min=float(g['auroc'].min()), auroc_max=float(g['auroc'].max()), p_holm=ph[s],
+                        det_acc=100 * float(g['det_acc'].mean()), id_det_acc=100 * float(g['id_det_acc'].mean()),
+                        ood_flagged=100 * float(g['ood_flagged'].mean()), id_kept=100 * float(g['id_kept'].mean()), n_runs=len(g)))
+    best = max((r['det_acc'] for r in out), default=math.nan)
+    levels = [dict(kind='level', layer=l, report=v, verdict='not comparable', best_det_acc=best,
+                   reached=bool(best >= v) if np.isfinite(best) else None) for l, v in REPORT_OOD.items()]
+    return levels + out
 
 # %% ../nbs/06b_stats.ipynb #b774a71c
 import re

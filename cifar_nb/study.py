@@ -14,9 +14,10 @@ from .runs import is_complete, load_run, run_state, fake_run, RunError
 from .stats import REPORT_ACC, mean_ci, paired_diff, study_table, table_markdown, save_table, markdown_table  # statistics: 06b_stats
 
 # %% auto #0
-__all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'slug', 'run_dir', 'run_status', 'check_own_folder', 'compact_progress',
-           'execute_run', 'run_study', 'collect_runs', 'measure_throughput', 'plan_study', 'format_plan',
-           'study_provenance', 'analyse_study', 'render_report', 'default_seeds', 'finish_study', 'main']
+__all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
+           'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'collect_runs',
+           'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'render_report',
+           'lean_study', 'default_seeds', 'finish_study', 'main']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def slug(name: str) -> str:
@@ -37,7 +38,7 @@ def run_status(path: Path, params: dict, data_sha: str|None) -> str:
     return 'todo'
 
 # %% ../nbs/06_study.ipynb #7284650f
-STUDY_FILES = {'study.json', 'runs', 'table1.csv', 'table1.json', 'table1.md', '.lock'}
+STUDY_FILES = {'study.json', 'runs', 'table1.csv', 'table1.json', 'table1.md', 'lean.json', '.lock'}
 REPORT_FILES = {'report.html', 'report.ipynb', 'table1.csv', 'table1.json', 'table1.md', 'study', 'smoke', '.lock'}
 
 def check_own_folder(path: str|Path, allowed: set, what: str = 'study folder') -> Path:
@@ -213,7 +214,7 @@ def format_plan(plan: dict) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/06_study.ipynb #e9a750d3
-ANALYSED = ('Improved', 'Base')  # the configurations whose first seed gets interpretation and OOD analysis
+ANALYSED = ('Base', 'Improved', 'Improved @ lr 0.001')  # OOD on every seed; interpretation numbers and kept weights: the first seed
 
 # %% ../nbs/06_study.ipynb #d8b566bd
 def study_provenance(study_dir: str|Path, runs: dict) -> dict:
@@ -233,22 +234,31 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
                 wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else _fmt_s(st['wall_seconds']) if 'wall_seconds' in st else 'unknown'))
 
 # %% ../nbs/06_study.ipynb #44bb2e9d
+def _ood_done(path: Path) -> bool:
+    "Whether a run folder holds a current OOD evaluation (tables with the threshold fitted on ID data only)."
+    f = Path(path)/'ood'/'ood_table.json'
+    if not f.exists(): return False
+    rows = load_json(f).get('rows', [])
+    return bool(rows) and 'id_threshold' in rows[0]
+
 def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None, log=print) -> dict:
-    "Interpretation and OOD analysis of the first seed of each of `names` (skipped where already done)."
-    from cifar_nb.interpret import interpret_run
+    "OOD evaluation of every seed of `names` and interpretation numbers of their first seed, skipped where done; {name: {seed: folder}}."
+    from cifar_nb.interpret import interpret_summary
     from cifar_nb.ood import evaluate_ood
     runs, out = collect_runs(study_dir, names), {}
-    if data is None and runs:
-        from cifar_nb.data import load_cifar10
-        data = load_cifar10(progress=False)
     for n in names:
         if n not in runs: log(f"analysis: no complete {n} run in {study_dir}, skipped"); continue
-        p = runs[n][min(runs[n])].path
-        t = time.perf_counter()
-        if not (p/'interpret'/'interpret.json').exists(): interpret_run(p, data=data)
-        if not (p/'ood'/'ood_table.json').exists(): evaluate_ood(p, data=data, device=device, n_per_set=n_per_set, progress=False)
-        out[n] = p
-        log(f"analysis: {n} ({p}) in {_fmt_s(time.perf_counter() - t)}")
+        for s, r in sorted(runs[n].items()):
+            t, did = time.perf_counter(), []
+            if s == min(runs[n]) and not (r.path/'interpret'/'interpret.json').exists():
+                save_json(r.path/'interpret'/'interpret.json', interpret_summary(r)); did.append('interpretation')
+            if not _ood_done(r.path):
+                if data is None:
+                    from cifar_nb.data import load_cifar10
+                    data = load_cifar10(r.placement.get('data_path'), progress=False)
+                evaluate_ood(r.path, data=data, device=device, n_per_set=n_per_set, progress=False); did.append('OOD')
+            out.setdefault(n, {})[s] = r.path
+            if did: log(f"analysis: {n} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
     return out
 
 # %% ../nbs/06_study.ipynb #134281c2
@@ -269,6 +279,55 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     save_table(rows, out_dir, stem='table1')
     log(f"report: {html}")
     return Path(html)
+
+# %% ../nbs/06_study.ipynb #6bdf584f
+LEAN_DROPPED = ('train.ipynb', 'progress.png')  # per run: the executed notebook and the old progress figure
+FIGURES_FROM = 'Improved'  # the configuration whose first seed the report draws its run-level figures from (galleries, Grad-CAM, OOD)
+REGENERATE = ("weights: train the run again into a new study folder (python -m cifar_nb.study --study-dir <new> --seeds 3 --presets '<configuration>') "
+              "on the same kind of CPU and compare the SHA-256 of its weights.safetensors with the one in this run's COMPLETE.json; "
+              "figures: they are drawn by the report (nbs/report.ipynb) and by cifar_nb.interpret from the run folders")
+
+def _lean_files(run: Path, figures: bool) -> list[Path]:
+    "The files of one run folder a lean copy removes, weights apart (`figures`: the report draws from this run, keep its OOD summaries)."
+    out = [run/f for f in LEAN_DROPPED] + sorted((run/'interpret').glob('*.png')) + sorted((run/'ood').glob('*.png')) + [run/'ood'/'splits.npz']
+    out += sorted((run/'ood').glob('*.csv'))
+    if not figures: out.append(run/'ood'/'summaries.json')
+    return [p for p in out if p.is_file()]
+
+def _first_seeds(runs: list[Path], names) -> set:
+    "The run folder of the lowest seed of each configuration in `names`."
+    slugs, out = {slug(n) for n in names}, {}
+    for p in runs:
+        if p.parent.name in slugs and p.name[4:].isdigit() and (p.parent not in out or int(p.name[4:]) < int(out[p.parent].name[4:])): out[p.parent] = p
+    return set(out.values())
+
+# %% ../nbs/06_study.ipynb #a65793a9
+def lean_study(study_dir: str|Path,    # a study folder whose run folders are in format 2
+               keep: tuple = ANALYSED,  # configurations whose first seed keeps its weights
+               figures: tuple = (FIGURES_FROM,),  # configurations whose first seed keeps its OOD summaries (the report's figures)
+               log=print) -> dict:
+    "Remove in place what the report and a re-check do not need (see above), record it in `lean.json`; the sizes before and after."
+    from cifar_nb.runs import find_runs, run_format, prune_weights
+    from cifar_nb.report import notebook_code
+    study_dir = Path(study_dir)
+    size = lambda: sum(p.stat().st_size for p in study_dir.rglob('*') if p.is_file())
+    before, runs = size(), find_runs(study_dir/'runs')
+    if old := [p for p in runs if run_format(p) < 2]:
+        raise RunError(f"{len(old)} run folder(s) are in format 1 (e.g. {old[0]}): convert them first with runs.upgrade_run(path, data); nothing was removed")
+    first, drawn = _first_seeds(runs, keep), _first_seeds(runs, figures)
+    man = load_json(study_dir/'lean.json') if (study_dir/'lean.json').exists() else {}
+    removed, codes, pruned = dict(man.get('removed', {})), dict(man.get('notebook_code', {})), set(man.get('pruned_weights', []))
+    for p in runs:
+        rel = p.relative_to(study_dir).as_posix()
+        if code := notebook_code(p/'train.ipynb'): codes[rel] = code
+        for f in _lean_files(p, p in drawn):
+            removed[f.relative_to(study_dir).as_posix()] = f.stat().st_size; f.unlink()
+        if p not in first and (p/'weights.safetensors').exists(): prune_weights(p); pruned.add(rel)
+    save_json(study_dir/'lean.json', dict(kept_weights=sorted(p.relative_to(study_dir).as_posix() for p in first), pruned_weights=sorted(pruned),
+                                          removed=dict(sorted(removed.items())), notebook_code=dict(sorted(codes.items())), regenerate=REGENERATE))
+    after = size()
+    log(f"lean study {study_dir}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB; weights kept for {len(first)} of {len(runs)} runs")
+    return dict(before=before, after=after, runs=len(runs), kept_weights=len(first), removed=len(removed), pruned=len(pruned))
 
 # %% ../nbs/06_study.ipynb #eabfe5d6
 def default_seeds() -> int:
@@ -297,7 +356,7 @@ def main(argv=None) -> int:
     ap.add_argument('--jobs', type=int, default=None, help='runs trained at once, each its own process (local cluster: its workers); default 1')
     ap.add_argument('--threads', type=int, default=None, help='intra-op CPU threads per run (default: the cores split between the runs)')
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
-    ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the Improved and Base runs and render DIR/report.html')
+    ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the ANALYSED configurations present and render DIR/report.html')
     a = ap.parse_args(argv)
     presets = list(dict.fromkeys(p.strip() for p in a.presets.split(',') if p.strip()))  # each configuration once
     bad = [p for p in presets if p not in PRESETS and p not in EXTRA_PRESETS]

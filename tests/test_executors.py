@@ -123,7 +123,7 @@ def test_command_line_plans_where_runs_go(tmp_path, monkeypatch, capsys):
     assert 'runs go to: dask local cluster tcp://127.0.0.1:' in out and '2 workers (CPU=1), each run asks for CPU=1 and trains with 1 thread' in out, out
     assert study.main(['--study-dir', str(tmp_path), '--presets', 'Base', '--jobs', '2', '--threads', '1', '--plan']) == 0
     assert 'runs go to: 2 local processes x 1 thread' in capsys.readouterr().out
-    for bad, msg in ((['--address', 'tcp://127.0.0.1:1'], 'add --executor dask'), (['--threads', '100000'], 'exceed the'),
+    for bad, msg in ((['--address', 'tcp://127.0.0.1:1'], 'add --executor dask'), (['--threads', '64'], 'exceed the'), (['--threads', '100000'], '--threads must be in [1, 1024]'),
                      (['--executor', 'dask', '--address', 'tcp://127.0.0.1:1', '--jobs', '2'], '--jobs sets the workers of a local cluster')):
         with pytest.raises(SystemExit): study.main(['--study-dir', str(tmp_path), '--plan', *bad])
         assert msg in capsys.readouterr().err

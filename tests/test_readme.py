@@ -97,3 +97,29 @@ def test_readme_quotes_no_number_the_study_does_not_have(study_rows):
     lr = rows['Improved @ lr 0.001']
     assert f"**{lr['acc_mean']:.2f} ± {lr['acc_std']:.2f}%**" in text
     assert f"{lr['vs_improved_diff']:.1f} points above" in text
+
+
+_NUM = re.compile(r'(?<![\w.])[+-]?\d+(?:\.\d+)?(?=%|\b)')
+
+
+def _ood_findings(html: str) -> str:
+    "The report's OOD paragraph in its Findings (the one that starts 'Out of distribution')."
+    from bs4 import BeautifulSoup
+    for p in BeautifulSoup(html, 'html.parser').find_all('p'):
+        t = p.get_text(' ', strip=True)
+        if t.startswith('Out of distribution'): return t
+    raise AssertionError("the report's Findings have no paragraph on out-of-distribution detection")
+
+
+def test_readme_ood_numbers_are_the_reports():
+    "Every number in the README's OOD bullet is one the report's OOD findings state (which compute them from the study's tables)."
+    if not REPORT.exists(): pytest.skip('no rendered report')
+    readme = (ROOT/'README.md').read_text()
+    bullet = next((b for b in readme.split('\n- ') if b.startswith('**OOD detection**')), None)
+    assert bullet, "the README has no '**OOD detection**' bullet"
+    bullet = bullet.split('\n\n')[0]
+    report = _ood_findings(REPORT.read_text())
+    said = set(_NUM.findall(report))
+    quoted = _NUM.findall(bullet)
+    missing = [n for n in quoted if n not in said]
+    assert quoted and not missing, f"the README's OOD bullet quotes {missing}, which the report's OOD findings do not state: {report[:300]}"
