@@ -14,7 +14,7 @@ from cifar_nb.runs import RunLocked, COMPLETE, CHECKPOINT
 
 PRESETS = ['Base', 'Improved']
 TINY = dict(n_train=300, epochs=4, lr_drop_period=2)  # ~0.5 s an epoch at one thread: a kill after the first checkpoint lands mid-run
-COMPARED = ('weights.safetensors', 'predictions.npz', 'history.csv.gz', 'split.npz')  # what a run computes (metrics.json also holds timings)
+COMPARED = ('weights.safetensors', 'predictions.npz', 'history.csv.xz', 'split.npz')  # what a run computes (metrics.json also holds timings)
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):

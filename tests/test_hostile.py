@@ -248,7 +248,7 @@ def test_weights_linked_to_dev_zero_fail_fast_naming_the_file(tmp_path, done_run
     with within(10), pytest.raises(RunError, match=r'weights\.safetensors is a link to /dev/zero'): load_run(d)
     with within(10), pytest.raises(RunError, match=r'weights\.safetensors'): load_run(d, verify=False).model()
 
-@pytest.mark.parametrize('name', ['metrics.json', 'config.json', 'COMPLETE.json', 'predictions.npz', 'history.csv.gz', 'split.npz'])
+@pytest.mark.parametrize('name', ['metrics.json', 'config.json', 'COMPLETE.json', 'predictions.npz', 'history.csv.xz', 'split.npz'])
 def test_fifo_in_a_run_folder_is_named_not_read(tmp_path, done_run, name):
     d = copy_of(done_run, tmp_path)
     (d/name).unlink(); os.mkfifo(d/name)

@@ -130,7 +130,7 @@ def small_run(tmp_path_factory):
 @pytest.mark.parametrize('name,damage', [
     ('weights.safetensors', lambda b: b[:len(b)//2]),
     ('predictions.npz', lambda b: b[:100]),
-    ('history.csv.gz', lambda b: b[:-8]),
+    ('history.csv.xz', lambda b: b[:-8]),
     ('split.npz', lambda b: b[:50]),
     ('metrics.json', lambda b: b[:-5]),
 ])
