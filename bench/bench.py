@@ -217,16 +217,19 @@ def section_choices(a, dev, res, data):
     steps, repeats = (a.steps or (3 if a.smoke else 30)), (1 if a.smoke else 3)
     default_threads = torch.get_num_threads()
     cfg = TrainConfig(n_train=None if a.smoke else 12800)  # the Improved network (batch norm, dropout): most of the study
-    cands = _candidates(dev)
-    if a.with_compile: cands += [dict(c, compile='yes', step='eager') for c in cands if c['precision'] != 'fp16' and c['step'] == 'eager']
     amp = resolve_precision('auto', dev)
     auto = dict(precision={None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp], channels_last=Placement.channels_last,
                 step=resolve_step('auto', dev), threads=None if dev.type == 'cuda' else default_threads)
-    p(f"\nchoices on {dev} (the Improved network, batch {BS}, {steps} steps, median of {repeats} rounds):")
+    cands = _candidates(dev)
+    if a.with_compile:  # the compiled forward (inside the eager step) at the defaults' precision
+        cands += [dict(c, compile='yes') for c in cands if c['precision'] == auto['precision'] and c['step'] == 'eager']
+    p(f"\nchoices on {dev} (the Improved network, batch {BS}, {steps} steps, median of {repeats} rounds; one round for those under half the best):")
     for k, v in _why(dev, amp).items(): p(f"  default {k}: {v}")
     times = {i: [] for i in range(len(cands))}
-    for _ in range(repeats):  # rounds, so that a burst of load elsewhere hits every candidate alike
+    for r in range(repeats):  # rounds, so that a burst of load elsewhere hits every candidate alike
+        best_so_far = max((statistics.median(t) for t in times.values() if t), default=0)
         for i, c in enumerate(cands):
+            if r and statistics.median(times[i]) < 0.5 * best_so_far: continue  # less than half the best: one round says enough
             if c['threads']: torch.set_num_threads(c['threads'])
             place = Placement(device=str(dev), precision=c['precision'], channels_last=c['channels_last'], step=c['step'],
                               compile=c.get('compile', 'no'))
@@ -365,6 +368,7 @@ def import_times(code: str = FIRST_CELL, top: int = 6) -> dict:
 def section_overhead(a, dev, res):
     from cifar_nb.data import load_cifar10
     from cifar_nb.study import execute_run
+    import papermill, nbformat  # imported once per study, not per run: not timed
     imp = import_times()
     loads = []
     for _ in range(3):
@@ -404,7 +408,7 @@ def main(argv=None):
     ap.add_argument('--steps', type=int, default=None, help='timed steps per measurement (default: 100 loops, 30 choices, 60 concurrency)')
     ap.add_argument('--with-compile', action='store_true', help='also time compile=yes among the choices (compiles each candidate: minutes)')
     ap.add_argument('--data', default=None, help='CIFAR-10 source (archive or image folder); default: the project search')
-    ap.add_argument('--out', default=None, help='JSON path (default bench/results/<date>-<device>[-emulated-avx2][-smoke].json)')
+    ap.add_argument('--out', default=None, help='JSON path (default bench/results/<date>-<time>-<device>[-emulated-avx2][-smoke].json)')
     ap.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker: return worker(json.loads(a.worker))
@@ -432,7 +436,7 @@ def main(argv=None):
         res.setdefault('section_seconds', {})[s] = time.perf_counter() - t
     res['seconds_total'] = time.perf_counter() - t_start
     tag = f"{dev.type}{'-emulated-avx2' if info['emulated_avx2'] else ''}{'-smoke' if a.smoke else ''}"
-    out = Path(a.out) if a.out else ROOT/'bench'/'results'/f"{datetime.date.today()}-{tag}.json"
+    out = Path(a.out) if a.out else ROOT/'bench'/'results'/f"{datetime.datetime.now():%Y-%m-%d-%H%M}-{tag}.json"
     save_json(out, res)
     p(f"\nthe benchmark took {res['seconds_total']/60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in res['section_seconds'].items())})")
     p(f"wrote {out}")
