@@ -120,11 +120,11 @@ def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
     step.set_lr(lr_at(cfg, 0))
     return model, step, _cycle(L['train'])
 
-def learner_steps(data, cfg: TrainConfig, place: Placement, steps: int, warmup: int = 3) -> float:
+def learner_steps(data, cfg: TrainConfig, place: Placement, steps: int, warmup: int = 5) -> float:
     "Training images/s of the learner's own step over its own loader, as `fit` runs them (one read-back at the end)."
     _, step, batches = learner_setup(data, cfg, place, max(steps, warmup))
     for _ in range(warmup): step(*next(batches))
-    step.read()  # waits for the warm-up (allocator, oneDNN primitives, CUDA graph capture)
+    step.read()  # waits for the warm-up (allocator, oneDNN primitives; a graph step captures after GraphStep.warmup steps)
     t = time.perf_counter()
     for _ in range(steps): step(*next(batches))
     n = step.read()[2]  # the read-back waits for the device
@@ -301,13 +301,14 @@ def run_together(specs: list[dict]) -> dict:
 
 def section_concurrency(a, dev, res):
     cores = os.cpu_count() or 1
-    warmup, steps = (2, 4) if a.smoke else (5, a.steps or 60)
+    warmup, steps = (6, 4) if a.smoke else (6, a.steps or 60)  # warm-up past a graph step's capture
     base = dict(preset='Improved', seed=0, n_train=None if a.smoke else 12800, steps=steps, warmup=warmup, device=str(dev), data=a.data)
     p(f"\nconcurrency on {dev}, {cores} cores: the Improved network, {warmup}+{steps} steps per run; summed training images/s")
     one = run_together([dict(base, threads=cores)])
     p(f"  1 run  x {cores} threads: {one['images_per_s']:8.0f} images/s   weights {one['runs'][0]['sha256'][:12]}")
     configs = []
-    for jobs in [j for j in range(2, cores + 1) if cores % j == 0]:
+    splits = [j for j in range(2, cores + 1) if cores % j == 0]
+    for jobs in splits[:1] if a.smoke else splits:  # J runs x T threads, J*T = cores (smoke: the first split only)
         t = cores // jobs
         alone = run_together([dict(base, threads=t)])
         together = run_together([dict(base, threads=t) for _ in range(jobs)])
