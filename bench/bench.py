@@ -300,36 +300,45 @@ def run_together(specs: list[dict]) -> dict:
     return dict(images_per_s=sum(r['images'] for r in out) / (t1 - t0), runs=out)
 
 def section_concurrency(a, dev, res):
-    cores = os.cpu_count() or 1
+    cores, rounds = os.cpu_count() or 1, 1 if a.smoke else 3
     warmup, steps = (6, 4) if a.smoke else (6, a.steps or 60)  # warm-up past a graph step's capture
     base = dict(preset='Improved', seed=0, n_train=None if a.smoke else 12800, steps=steps, warmup=warmup, device=str(dev), data=a.data)
-    p(f"\nconcurrency on {dev}, {cores} cores: the Improved network, {warmup}+{steps} steps per run; summed training images/s")
-    one = run_together([dict(base, threads=cores)])
-    p(f"  1 run  x {cores} threads: {one['images_per_s']:8.0f} images/s   weights {one['runs'][0]['sha256'][:12]}")
+    splits = [j for j in range(2, cores + 1) if cores % j == 0]  # J runs x T threads, J*T = cores
+    splits = splits[:1] if a.smoke else splits
+    p(f"\nconcurrency on {dev}, {cores} cores: the Improved network, {warmup}+{steps} steps per run; summed training images/s, "
+      f"median of {rounds} rounds (each round: one run with every thread, then each split)")
+    ones, together = [], {j: [] for j in splits}
+    for _ in range(rounds):  # rounds, so that each split is compared with a one-run measurement made just before it
+        ones.append(run_together([dict(base, threads=cores)]))
+        for j in splits: together[j].append(run_together([dict(base, threads=cores // j) for _ in range(j)]))
+    one_ips, one_hashes = [o['images_per_s'] for o in ones], {o['runs'][0]['sha256'] for o in ones}
+    p(f"  1 run  x {cores} threads: {statistics.median(one_ips):8.0f} images/s   weights {', '.join(h[:12] for h in one_hashes)}")
     configs = []
-    splits = [j for j in range(2, cores + 1) if cores % j == 0]
-    for jobs in splits[:1] if a.smoke else splits:  # J runs x T threads, J*T = cores (smoke: the first split only)
-        t = cores // jobs
-        alone = run_together([dict(base, threads=t)])
-        together = run_together([dict(base, threads=t) for _ in range(jobs)])
-        hashes = [r['sha256'] for r in together['runs']]
+    for j in splits:
+        t = cores // j
+        alone = run_together([dict(base, threads=t)])  # the same run alone: its weights are what the concurrent runs must give
+        ips = [x['images_per_s'] for x in together[j]]
+        ratios = [x / o for x, o in zip(ips, one_ips)]
+        hashes = [r['sha256'] for x in together[j] for r in x['runs']]
         same = all(h == alone['runs'][0]['sha256'] for h in hashes)
-        ratio = together['images_per_s'] / one['images_per_s']
-        configs.append(dict(jobs=jobs, threads=t, images_per_s=together['images_per_s'], ratio=ratio,
-                            per_run=[r['images'] / (r['t1'] - r['t0']) for r in together['runs']], hashes=hashes,
+        ratio = statistics.median(ratios)
+        configs.append(dict(jobs=j, threads=t, images_per_s=statistics.median(ips), ratio=ratio, rounds=ips, round_ratios=ratios,
+                            per_run=[r['images'] / (r['t1'] - r['t0']) for x in together[j] for r in x['runs']], hashes=hashes,
                             alone=dict(images_per_s=alone['images_per_s'], sha256=alone['runs'][0]['sha256']),
                             bit_identical_to_alone=same))
-        p(f"  {jobs} runs x {t} thread{'s' if t > 1 else ''}: {together['images_per_s']:8.0f} images/s = {ratio:.2f}x one run "
-          f"(target >= 1.4x: {'met' if ratio >= 1.4 else 'NOT met'}); one such run alone: {alone['images_per_s']:.0f} images/s")
-        p(f"    weights alone {alone['runs'][0]['sha256'][:12]}, together {', '.join(h[:12] for h in hashes)}: "
+        p(f"  {j} runs x {t} thread{'s' if t > 1 else ''}: {statistics.median(ips):8.0f} images/s = {ratio:.2f}x one run "
+          f"(rounds {', '.join(f'{r:.2f}x' for r in ratios)}; target >= 1.4x: {'met' if ratio >= 1.4 else 'NOT met'}); "
+          f"one such run alone: {alone['images_per_s']:.0f} images/s")
+        p(f"    weights alone {alone['runs'][0]['sha256'][:12]}, concurrently {', '.join(sorted({h[:12] for h in hashes}))}: "
           f"{'bit-identical' if same else 'DIFFERENT'} at {t} thread{'s' if t > 1 else ''} per run")
-    differs = [c['threads'] for c in configs if c['alone']['sha256'] != one['runs'][0]['sha256']]
+    differs = [c['threads'] for c in configs if c['alone']['sha256'] not in one_hashes]
     if configs:
-        p(f"  the weights' bits depend on the thread count: {cores} threads vs {', '.join(map(str, differs)) or 'none'} differ "
-          f"(compare runs only at equal threads per run)" if differs else f"  the same weights at every thread count measured")
+        p(f"  the weights' bits depend on the thread count: {cores} threads vs {', '.join(map(str, differs))} differ "
+          f"(compare runs only at equal threads per run)" if differs else "  the same weights at every thread count measured")
     best = max(configs, key=lambda c: c['images_per_s'], default=None)
-    res['concurrency'] = dict(cores=cores, preset='Improved', n_train=base['n_train'], warmup=warmup, steps=steps,
-                              one_run=dict(threads=cores, images_per_s=one['images_per_s'], sha256=one['runs'][0]['sha256']),
+    res['concurrency'] = dict(cores=cores, preset='Improved', n_train=base['n_train'], warmup=warmup, steps=steps, rounds=rounds,
+                              one_run=dict(threads=cores, images_per_s=statistics.median(one_ips), rounds=one_ips,
+                                           sha256=sorted(one_hashes)[0], same_every_round=len(one_hashes) == 1),
                               configs=configs, best=best and dict(jobs=best['jobs'], threads=best['threads'], ratio=best['ratio']),
                               bits_depend_on_threads=bool(differs))
 

@@ -33,11 +33,11 @@ def test_smoke_benchmark_writes_every_section(tmp_path):
     assert {(c['precision'], c['channels_last']) for c in ch['candidates']} == {(p, cl) for p in ('bf16', 'fp32') for cl in (True, False)}
     assert all(c['images_per_s'] > 0 for c in ch['candidates']) and isinstance(ch['defaults_are_fastest'], bool) and ch['verdict']
     co = res['concurrency']
-    assert co['cores'] == os.cpu_count() and co['one_run']['images_per_s'] > 0
+    assert co['cores'] == os.cpu_count() and co['one_run']['images_per_s'] > 0 and co['one_run']['same_every_round']
     splits = [j for j in range(2, co['cores'] + 1) if co['cores'] % j == 0]
     assert [c['jobs'] for c in co['configs']] == splits[:1]  # smoke: the first split only
     for c in co['configs']:
-        assert c['jobs'] * c['threads'] == co['cores'] and len(c['hashes']) == c['jobs'] and c['ratio'] > 0
+        assert c['jobs'] * c['threads'] == co['cores'] and len(c['hashes']) == c['jobs'] * co['rounds'] and c['ratio'] > 0
         assert c['bit_identical_to_alone'], f"runs at {c['threads']} thread(s) differ alone and concurrently: {c}"
     assert set(res['presets']) == set(PRESETS) and all(v['epoch_seconds'] > 0 for v in res['presets'].values())
     assert res['scaling_data'] and res['scaling_batch']
