@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: test test-nb test-py report lab docs serve-docs bench export clean-nbs env
+.PHONY: test test-nb test-py test-gpu report lab docs serve-docs bench export clean-nbs env
 
 # make report: the full study (the report's epochs and data) then the rendered report.
 #   SEEDS=n     seeds per configuration (default: 1 on CPU, 5 on a GPU)
@@ -47,16 +47,25 @@ test-nb: $(STAMP)
 test-py: $(STAMP)
 	$(BIN)/pytest -q tests
 
+# the GPU tests (tests/test_gpu.py; each is skipped without CUDA). The GPU machine has no venv: see the README's
+# developer section for the same commands there.
+test-gpu: $(STAMP)
+	$(BIN)/pytest -q -ra tests/test_gpu.py
+
 report: $(STAMP)
 	$(PY) -m cifar_nb.study --study-dir $(STUDY_DIR) --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) --report $(REPORT_DIR)
 
-# JupyterLab in the project's environment, with its kernel (python3 = this venv)
+# JupyterLab in the project's environment, with its kernel (python3 = this venv), on 127.0.0.1 only.
+# As root (containers) JupyterLab refuses to start without --allow-root. LAB_ARGS: more options (--port=..., --no-browser).
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
-# benchmarks: numbers printed and written to bench/results/ (not a timed test)
+# benchmarks: numbers printed and written to bench/results/ (not a timed test).
+# BENCH_ARGS: --smoke (seconds, CI), --emulate-avx2, --device cuda, --only loops,choices, ... (bench/bench.py --help)
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) bench/bench.py
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean-nbs: $(STAMP)
 	$(BIN)/nbdev_clean
@@ -64,11 +73,16 @@ clean-nbs: $(STAMP)
 # documentation: the site from the notebooks, offline (MkDocs + mkdocs-jupyter; no Quarto), into _site/
 DOCS_PORT ?= 8000
 .PHONY: readme
+BUILD_DOCS = $(PY) -c "from cifar_nb.publish import build_docs; print('site:', build_docs('_site', execute=True))"
 docs: $(STAMP)
-	$(PY) -c "from cifar_nb.publish import build_docs; print('site:', build_docs('_site', execute=True))"
+	$(BUILD_DOCS)
 
-# serve the built site on http://localhost:$(DOCS_PORT) (Ctrl-C stops it)
-serve-docs: docs
+# serve the site on http://127.0.0.1:$(DOCS_PORT) (Ctrl-C stops it), building it first when it is missing or older
+# than a notebook, mkdocs.yml or the environment
+_site/index.html: $(STAMP) $(wildcard nbs/*.ipynb) mkdocs.yml
+	$(BUILD_DOCS)
+
+serve-docs: _site/index.html
 	$(PY) -m http.server --directory _site --bind 127.0.0.1 $(DOCS_PORT)
 
 # README.md is generated from nbs/index.ipynb (tests/test_readme.py checks that they agree)

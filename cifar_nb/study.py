@@ -82,7 +82,9 @@ def execute_run(path: Path, params: dict, log=print) -> None:
         pm.execute_notebook(str(project_root()/'nbs'/'train.ipynb'), str(path/'train.ipynb'),
                             parameters={**params, 'out_dir': str(path.resolve())}, kernel_name='python3',
                             kernel_manager_class=GuardedKernelManager,  # the kernel dies with this process (a killed worker leaves no orphan)
-                            progress_bar=False)  # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
+                            progress_bar=False,  # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
+                            shutdown_kernel='immediate')  # every run file is written atomically before the last cell ends; a graceful
+                                                          # stop of a kernel holding torch cost 1-4 s per run (bench.py --only overhead)
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"run {path} failed: {e.ename}: {e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
     finally:
