@@ -24,7 +24,7 @@ from __future__ import annotations
 import os, sys
 if '--emulate-avx2' in sys.argv:  # read by ATen, oneDNN and MKL when torch loads: set before importing it (workers inherit)
     os.environ.update(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_ENABLE_INSTRUCTIONS='AVX2')
-import argparse, dataclasses, datetime, hashlib, itertools, json, re, statistics, subprocess, tempfile, time
+import argparse, dataclasses, datetime, itertools, json, re, statistics, subprocess, tempfile, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from cifar_nb.config import TrainConfig, Placement, PRESETS, preset_params, spli
 from cifar_nb.model import report_cnn
 from cifar_nb.learner import fit, make_optimizer, make_step, lr_at, resolve_precision, resolve_step, native_bf16_cpu
 from cifar_nb.runs import make_loaders, build_model
+from cifar_nb.concurrency import preset_cfg, learner_setup, measure_concurrency, save_concurrency, choose_jobs
 
 SECTIONS = ('data', 'loops', 'choices', 'concurrency', 'presets', 'scaling', 'overhead')
 BS = 128  # the report's batch size: every comparison below uses it
@@ -108,18 +109,6 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, steps: int, dev: torch.device) 
         if i >= 3: n += len(yb)
     return n / (time.perf_counter() - t0)
 
-def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
-    "cifar_nb's learner as `train_run` builds it: loaders on the device, the model, the optimiser, the step (`make_step`)."
-    dev = get_device(place.device)
-    seed_everything(cfg.seed)
-    L = make_loaders(cfg, data, dev, place.channels_last)
-    model = build_model(cfg).to(dev)
-    if place.channels_last: model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if place.compile == 'yes' else None
-    step = make_step(model, make_optimizer(model, cfg), resolve_precision(place.precision, dev), n_steps, place.step, fwd)
-    step.set_lr(lr_at(cfg, 0))
-    return model, step, _cycle(L['train'])
-
 def learner_steps(data, cfg: TrainConfig, place: Placement, steps: int, warmup: int = 5) -> float:
     "Training images/s of the learner's own step over its own loader, as `fit` runs them (one read-back at the end)."
     _, step, batches = learner_setup(data, cfg, place, max(steps, warmup))
@@ -150,11 +139,6 @@ def learner_epoch(data, cfg: TrainConfig, place: Placement) -> dict:
     _sync(dev)
     return dict(epoch_seconds=time.perf_counter() - t, train_images_per_s=r.images_per_s, n_train=L['train'].n,
                 batch_size=cfg.batch_size)
-
-def preset_cfg(name: str, **over) -> TrainConfig:
-    "The `TrainConfig` of a study preset (seed 0), with `over` replaced."
-    return dataclasses.replace(split_params(preset_params(name, 0), check_device=False)[0], **over)
-
 
 # --- sections --------------------------------------------------------------------------------------------------------
 def section_data(a, dev, res):
@@ -257,90 +241,19 @@ def section_choices(a, dev, res, data):
                           fastest_fp32=fp32[0], steps=steps, rounds=repeats, network='Improved', batch_size=BS)
 
 
-# --- concurrency: one process per run ------------------------------------------------------------------------------
-def worker(spec: dict):
-    "One training process of the concurrency section: set up, say 'ready', wait for 'go', train, print a JSON line."
-    from cifar_nb.data import load_cifar10
-    torch.set_num_threads(spec['threads'])
-    data = load_cifar10(spec['data'], progress=False)
-    cfg = preset_cfg(spec['preset'], seed=spec['seed'], n_train=spec['n_train'])
-    place = Placement(device=spec['device'])
-    model, step, batches = learner_setup(data, cfg, place, max(spec['steps'], spec['warmup']))
-    for _ in range(spec['warmup']): step(*next(batches))
-    step.read()
-    print('ready', flush=True)
-    sys.stdin.readline()  # the barrier: every run starts its timed steps together
-    t0 = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
-    for _ in range(spec['steps']): step(*next(batches))
-    n = step.read()[2]
-    t1 = time.monotonic()
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items(): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    print(json.dumps(dict(images=n, t0=t0, t1=t1, threads=spec['threads'], sha256=h.hexdigest())), flush=True)
-
-def run_together(specs: list[dict]) -> dict:
-    "Start one process per spec, release them together once all are ready; summed images/s and each run's result."
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
-    procs = [subprocess.Popen([sys.executable, __file__, '--worker', json.dumps(s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env={**env, 'OMP_NUM_THREADS': str(s['threads'])}) for s in specs]
-    try:
-        for pr in procs:
-            line = pr.stdout.readline()
-            if line.strip() != 'ready': raise RuntimeError(f"a benchmark worker failed before training: {line}")
-        for pr in procs: pr.stdin.write('go\n'); pr.stdin.flush()
-        out = []
-        for pr in procs:
-            line = pr.stdout.readline()
-            if pr.wait(timeout=3600) != 0 or not line.strip(): raise RuntimeError("a benchmark worker failed while training")
-            out.append(json.loads(line))
-    finally:
-        for pr in procs:
-            if pr.poll() is None: pr.kill(); pr.wait()
-    t0, t1 = min(r['t0'] for r in out), max(r['t1'] for r in out)
-    return dict(images_per_s=sum(r['images'] for r in out) / (t1 - t0), runs=out)
-
+# --- concurrency: one process per run (cifar_nb.concurrency, which the study's --jobs auto reads) ------------------
 def section_concurrency(a, dev, res):
-    cores, rounds = os.cpu_count() or 1, 1 if a.smoke else 3
-    warmup, steps = (6, 4) if a.smoke else (6, a.steps or 60)  # warm-up past a graph step's capture
-    base = dict(preset='Improved', seed=0, n_train=None if a.smoke else 12800, steps=steps, warmup=warmup, device=str(dev), data=a.data)
-    splits = [j for j in range(2, cores + 1) if cores % j == 0]  # J runs x T threads, J*T = cores
-    splits = splits[:1] if a.smoke else splits
-    p(f"\nconcurrency on {dev}, {cores} cores: the Improved network, {warmup}+{steps} steps per run; summed training images/s, "
-      f"median of {rounds} rounds (each round: one run with every thread, then each split)")
-    ones, together = [], {j: [] for j in splits}
-    for _ in range(rounds):  # rounds, so that each split is compared with a one-run measurement made just before it
-        ones.append(run_together([dict(base, threads=cores)]))
-        for j in splits: together[j].append(run_together([dict(base, threads=cores // j) for _ in range(j)]))
-    one_ips, one_hashes = [o['images_per_s'] for o in ones], {o['runs'][0]['sha256'] for o in ones}
-    p(f"  1 run  x {cores} threads: {statistics.median(one_ips):8.0f} images/s   weights {', '.join(h[:12] for h in one_hashes)}")
-    configs = []
-    for j in splits:
-        t = cores // j
-        alone = run_together([dict(base, threads=t)])  # the same run alone: its weights are what the concurrent runs must give
-        ips = [x['images_per_s'] for x in together[j]]
-        ratios = [x / o for x, o in zip(ips, one_ips)]
-        hashes = [r['sha256'] for x in together[j] for r in x['runs']]
-        same = all(h == alone['runs'][0]['sha256'] for h in hashes)
-        ratio = statistics.median(ratios)
-        configs.append(dict(jobs=j, threads=t, images_per_s=statistics.median(ips), ratio=ratio, rounds=ips, round_ratios=ratios,
-                            per_run=[r['images'] / (r['t1'] - r['t0']) for x in together[j] for r in x['runs']], hashes=hashes,
-                            alone=dict(images_per_s=alone['images_per_s'], sha256=alone['runs'][0]['sha256']),
-                            bit_identical_to_alone=same))
-        p(f"  {j} runs x {t} thread{'s' if t > 1 else ''}: {statistics.median(ips):8.0f} images/s = {ratio:.2f}x one run "
-          f"(rounds {', '.join(f'{r:.2f}x' for r in ratios)}; target >= 1.4x: {'met' if ratio >= 1.4 else 'NOT met'}); "
-          f"one such run alone: {alone['images_per_s']:.0f} images/s")
-        p(f"    weights alone {alone['runs'][0]['sha256'][:12]}, concurrently {', '.join(sorted({h[:12] for h in hashes}))}: "
-          f"{'bit-identical' if same else 'DIFFERENT'} at {t} thread{'s' if t > 1 else ''} per run")
-    differs = [c['threads'] for c in configs if c['alone']['sha256'] not in one_hashes]
-    if configs:
-        p(f"  the weights' bits depend on the thread count: {cores} threads vs {', '.join(map(str, differs))} differ "
-          f"(compare runs only at equal threads per run)" if differs else "  the same weights at every thread count measured")
-    best = max(configs, key=lambda c: c['images_per_s'], default=None)
-    res['concurrency'] = dict(cores=cores, preset='Improved', n_train=base['n_train'], warmup=warmup, steps=steps, rounds=rounds,
-                              one_run=dict(threads=cores, images_per_s=statistics.median(one_ips), rounds=one_ips,
-                                           sha256=sorted(one_hashes)[0], same_every_round=len(one_hashes) == 1),
-                              configs=configs, best=best and dict(jobs=best['jobs'], threads=best['threads'], ratio=best['ratio']),
-                              bits_depend_on_threads=bool(differs))
+    "J runs x T threads against one run with every core; a full (not smoke) measurement is kept for the study's --jobs auto."
+    m = measure_concurrency(os.cpu_count() or 1, steps=4 if a.smoke else (a.steps or 60), rounds=1 if a.smoke else 3,
+                            n_train=None if a.smoke else 12800, device=str(dev), data=a.data, max_splits=1 if a.smoke else None, log=p)
+    for c in m['configs']: p(f"  {c['jobs']} x {c['threads']}: {c['ratio']:.2f}x one run; target >= 1.4x: {'met' if c['ratio'] >= 1.4 else 'NOT met'}")
+    if dev.type == 'cpu' and not a.smoke:
+        kept = save_concurrency(m)
+        ch = choose_jobs(len(PRESETS), measure=False)
+        p(f"  kept for the study's --jobs auto in {kept}: a {len(PRESETS)}-run study here trains {ch['jobs']} at once ({ch['why']})")
+        m['study_choice'] = ch
+    res['concurrency'] = m
+
 
 def section_presets(a, dev, res, data):
     res['presets'] = {}
@@ -419,9 +332,7 @@ def main(argv=None):
     ap.add_argument('--with-compile', action='store_true', help='also time compile=yes among the choices (compiles each candidate: minutes)')
     ap.add_argument('--data', default=None, help='CIFAR-10 source (archive or image folder); default: the project search')
     ap.add_argument('--out', default=None, help='JSON path (default bench/results/<date>-<time>-<device>[-emulated-avx2][-smoke].json)')
-    ap.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.worker: return worker(json.loads(a.worker))
     only = [s.strip() for s in a.only.split(',') if s.strip()]
     if bad := [s for s in only if s not in SECTIONS]: ap.error(f"unknown section(s) {bad}; choose from {', '.join(SECTIONS)}")
     t_start, dev = time.perf_counter(), get_device(a.device)

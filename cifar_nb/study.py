@@ -355,7 +355,8 @@ def main(argv=None) -> int:
     ap.add_argument('--presets', default=','.join(PRESETS), help='comma-separated configuration names')
     ap.add_argument('--executor', default='local', choices=['local', 'dask'], help="where runs execute: 'local' processes or a 'dask' cluster (pip install -e '.[cluster]')")
     ap.add_argument('--address', default=None, help='dask: the scheduler to join (tcp://host:8786); none starts a local cluster on this machine')
-    ap.add_argument('--jobs', type=int, default=None, help='runs trained at once, each its own process (local cluster: its workers); default 1')
+    ap.add_argument('--jobs', default=None, help="runs trained at once, each its own process (local cluster: its workers), or 'auto' "
+                    "(the default for a full-scale local study: measured once per machine, see cifar_nb.concurrency; else 1)")
     ap.add_argument('--threads', type=int, default=None, help='intra-op CPU threads per run (default: the cores split between the runs)')
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the ANALYSED configurations present and render DIR/report.html')
@@ -365,17 +366,27 @@ def main(argv=None) -> int:
     if bad: ap.error(f"unknown configuration(s) {', '.join(map(repr, bad))}; choose from: {', '.join([*PRESETS, *EXTRA_PRESETS])}")
     if not presets: ap.error("--presets names no configuration; choose from: " + ', '.join([*PRESETS, *EXTRA_PRESETS]))
     if a.seeds is not None and not 1 <= a.seeds <= 1000: ap.error(f"--seeds must be in [1, 1000], got {a.seeds}")
-    if a.jobs is not None and not 1 <= a.jobs <= 64: ap.error(f"--jobs must be in [1, 64], got {a.jobs}")
+    if a.jobs not in (None, 'auto'):
+        try: a.jobs = int(a.jobs)
+        except ValueError: ap.error(f"--jobs must be an integer in [1, 64] or 'auto', got {a.jobs!r}")
+        if not 1 <= a.jobs <= 64: ap.error(f"--jobs must be in [1, 64] or 'auto', got {a.jobs}")
     if a.threads is not None and not 1 <= a.threads <= 1024: ap.error(f"--threads must be in [1, 1024], got {a.threads}")
     seeds = a.seeds or default_seeds()
     from cifar_nb.executors import make_executor, ExecutorError
+    from cifar_nb.concurrency import choose_jobs
     try:  # the folders are checked before anything is planned or trained; a refusal is one line, not a traceback
         check_own_folder(Path(a.study_dir).resolve(), STUDY_FILES)
         if a.report: check_own_folder(Path(a.report).resolve(), REPORT_FILES, 'report folder')
+        plan, why = plan_study(a.study_dir, presets, seeds, a.scale), ''
+        if a.executor == 'local' and (a.jobs == 'auto' or (a.jobs is None and a.threads is None and a.scale == 'full')):
+            ch = choose_jobs(plan['n_todo'], 'auto', measure=not a.plan, log=lambda s: print(s, flush=True))
+            a.jobs, a.threads, why = ch['jobs'], ch['threads'], f" (--jobs auto: {ch['why']})"
+            plan['estimate_s'] /= ch['ratio']  # the runs left, trained that many at once
+        elif a.jobs == 'auto': ap.error("--jobs auto chooses for the local executor: give the dask cluster's workers as a number")
         try: executor = make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
         except ExecutorError as e: ap.error(str(e))
         with executor:
-            print(format_plan(plan_study(a.study_dir, presets, seeds, a.scale)) + f"\n  runs go to: {executor.describe()}", flush=True)
+            print(format_plan(plan) + f"\n  runs go to: {executor.describe()}{why}", flush=True)
             if a.plan: return 0
             run_study(a.study_dir, presets, seeds, a.scale, log=lambda s: print(s, flush=True), executor=executor)
         paths = finish_study(a.study_dir)

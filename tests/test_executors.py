@@ -2,7 +2,7 @@
 even when a worker is SIGKILLed mid-run (its kernel dies with it, the engine reruns the run, which resumes from its
 checkpoint); a second driver fails at once; a worker that cannot see the study folder stops the study before training.
 Runs are tiny (300 fake JPEG images, 4 epochs) so that each test takes seconds on 2 cores."""
-import hashlib, os, shutil, signal, subprocess, sys, textwrap, threading, time
+import hashlib, json, os, shutil, signal, subprocess, sys, textwrap, threading, time
 from pathlib import Path
 import pytest
 distributed = pytest.importorskip('distributed')  # the cluster extra: pip install -e '.[cluster]' (make installs it with dev)
@@ -129,6 +129,26 @@ def test_command_line_plans_where_runs_go(tmp_path, monkeypatch, capsys):
         assert msg in capsys.readouterr().err
     assert not (tmp_path/'runs').exists()
 
+def test_jobs_auto_uses_this_machines_measurement(tmp_path, monkeypatch, capsys):
+    "A full-scale local study without --jobs or --threads: the split measured on this machine (planted here), and why; --plan never measures."
+    from cifar_nb import concurrency
+    if concurrency.cpu_cores() < 2: pytest.skip('one core: nothing to split')
+    monkeypatch.setattr(concurrency, 'default_cache_dir', lambda: tmp_path/'cache')
+    monkeypatch.setattr(study, 'measure_throughput', lambda *a, **k: 1000.)
+    args = ['--study-dir', str(tmp_path/'s'), '--presets', 'Base,Improved', '--plan']
+    assert study.main(args) == 0
+    out = capsys.readouterr().out
+    assert "runs go to: 1 local process x torch's default threads (--jobs auto: not measured on this machine yet" in out, out
+    concurrency.save_concurrency(dict(device='cpu', cores=2, configs=[dict(jobs=2, threads=1, ratio=1.3, bit_identical_to_alone=True)]))
+    assert study.main(args) == 0
+    out = capsys.readouterr().out
+    assert 'runs go to: 2 local processes x 1 thread (--jobs auto: measured on this machine' in out and '1.30x' in out, out
+    for more, expect in ((['--jobs', '1'], "1 local process x torch's default threads\n"), (['--threads', '1'], '1 local process x 1 thread\n'),
+                         (['--scale', 'smoke'], "1 local process x torch's default threads\n"), (['--scale', 'smoke', '--jobs', 'auto'], '2 local processes x 1 thread (--jobs auto')):
+        assert study.main([*args, *more]) == 0
+        assert f'runs go to: {expect}' in capsys.readouterr().out, more
+    assert not (tmp_path/'s'/'runs').exists()
+
 def test_joins_a_running_cluster(tmp_path):
     "`--address`: a scheduler and a worker started with the `dask` command (as on a cluster); runs ask for the worker's CPU share."
     dask = str(Path(sys.executable).parent/'dask')
@@ -136,8 +156,11 @@ def test_joins_a_running_cluster(tmp_path):
                               '--scheduler-file', str(tmp_path/'s.json')], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = [sched]
     try:
-        _wait(lambda: (tmp_path/'s.json').exists(), 60, 'the scheduler')
-        import json; addr = json.loads((tmp_path/'s.json').read_text())['address']
+        def address():  # the scheduler writes its file in place: it may exist before it holds JSON
+            try: return json.loads((tmp_path/'s.json').read_text())['address']
+            except (OSError, ValueError, KeyError): return None
+        _wait(address, 60, 'the scheduler file')
+        addr = address()
         with pytest.raises(ExecutorError, match='no Dask scheduler with workers'):
             DaskExecutor(addr, timeout_s=1)                     # no worker yet
         procs.append(subprocess.Popen([dask, 'worker', addr, '--nthreads', '2', '--resources', 'CPU=2', '--no-dashboard'],
