@@ -44,12 +44,16 @@ class TrainConfig:
 @dataclass
 class Placement:
     "Where and how a run is computed: recorded as provenance, never part of what the run is."
-    precision: str = 'auto'       # 'auto' (bf16 where the CPU or GPU computes it natively, else fp32), 'bf16', 'fp16' (CUDA) or 'fp32'
+    # 'auto' (bf16 where the CPU or GPU computes it natively, else fp32), 'bf16', 'fp16' (CUDA) or 'fp32'
+    precision: str = 'auto'
     channels_last: bool = True    # NHWC memory format for images and convolution weights
-    compile: str = 'auto'         # torch.compile: 'auto' (off: measured slower for this network, see 03a_learner), 'yes' or 'no'
-    step: str = 'auto'            # the training step: 'auto' (a CUDA graph on CUDA, eager elsewhere), 'graph' or 'eager'
+    # torch.compile: 'auto' (off: measured slower for this network, see 03a_learner), 'yes' or 'no'
+    compile: str = 'auto'
+    # the training step: 'auto' (a CUDA graph on CUDA, eager elsewhere), 'graph' or 'eager'
+    step: str = 'auto'
     device: str = 'auto'          # 'auto', 'cpu', 'cuda', 'cuda:1', ...
-    threads: int|None = None      # intra-op CPU threads of this run (results depend on it on the CPU); None: torch's default
+    # intra-op CPU threads of this run (results depend on it on the CPU); None: torch's default
+    threads: int|None = None
     data_path: str|None = None    # CIFAR-10 location; None searches (see cifar_nb.data)
     out_dir: str|None = None      # the run folder; None makes a fresh one under runs/
 
@@ -72,7 +76,8 @@ def _in(lo, hi, lo_open=False, hi_open=False, none=False):
         try: finite = math.isfinite(v)
         except OverflowError: return False  # an int beyond any float
         return finite and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    return ok, f"must be {'None or ' if none else ''}in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    return ok, (f"must be {'None or ' if none else ''}"
+                f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
 
 def _one_of(*choices):
     return (lambda v: v in choices), f"must be one of {', '.join(map(repr, choices))}"
@@ -85,9 +90,10 @@ _RULES = dict(
     lr=_in(0, 100, lo_open=True), momentum=_in(0, 1, hi_open=True), batch_size=_in(1, 65536), epochs=_in(1, 10000),
     lr_schedule=_one_of('piecewise', 'none'), lr_drop_factor=_in(0, 1, lo_open=True), lr_drop_period=_in(1, 10000),
     l2=_in(0, 1), dropout=_in(0, 1, hi_open=True), bn_after=_one_of('conv1', 'conv2', 'conv3'),
-    dropout_before=_one_of('fc1', 'fc2'), init=_one_of('glorot', 'torch'), val_fraction=_in(0, 1, lo_open=True, hi_open=True),
-    patience=_in(1, 10000, none=True), seed=_in(0, 2**63 - 1), n_train=_in(10, 10**7, none=True),
-    precision=_one_of('auto', 'bf16', 'fp16', 'fp32'), compile=_one_of('auto', 'yes', 'no'), step=_one_of('auto', 'graph', 'eager'),
+    dropout_before=_one_of('fc1', 'fc2'), init=_one_of('glorot', 'torch'),
+    val_fraction=_in(0, 1, lo_open=True, hi_open=True), patience=_in(1, 10000, none=True), seed=_in(0, 2**63 - 1),
+    n_train=_in(10, 10**7, none=True), precision=_one_of('auto', 'bf16', 'fp16', 'fp32'),
+    compile=_one_of('auto', 'yes', 'no'), step=_one_of('auto', 'graph', 'eager'),
     threads=_in(1, 1024, none=True), data_path=_path(), out_dir=_path(),
 )
 
@@ -100,7 +106,8 @@ def validate(obj, # a `TrainConfig` or a `Placement`
     for f in fields(obj):
         v = getattr(obj, f.name)
         if not _type_ok(v, hints[f.name]):
-            raise ConfigError(f"parameter {f.name}={show_value(v)} has type {type(v).__name__}; expected {getattr(hints[f.name], '__name__', hints[f.name])}")
+            raise ConfigError(f"parameter {f.name}={show_value(v)} has type {type(v).__name__}; "
+                              f"expected {getattr(hints[f.name], '__name__', hints[f.name])}")
         ok, msg = _RULES.get(f.name, (lambda v: True, ''))
         if not ok(v): raise ConfigError(f"parameter {f.name}={show_value(v)} {msg}")
     if check_device and isinstance(obj, Placement):
@@ -119,10 +126,12 @@ def split_params(d:dict, # flat parameters: fields of `TrainConfig` and `Placeme
                  check_device:bool=True, # check that `device` exists here
                 ) -> tuple[TrainConfig, Placement]:
     "The validated `(TrainConfig, Placement)` of flat parameters; unknown names fail, listing the known ones."
-    if not isinstance(d, dict): raise ConfigError(f"the parameters must be a dict of name -> value, got {type(d).__name__}")
+    if not isinstance(d, dict):
+        raise ConfigError(f"the parameters must be a dict of name -> value, got {type(d).__name__}")
     if unknown := sorted((k for k in d if k not in TRAIN_FIELDS and k not in PLACEMENT_FIELDS), key=str):
         raise ConfigError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; the parameters are: "
-                          f"{', '.join(TRAIN_FIELDS)} (what the run computes) and {', '.join(PLACEMENT_FIELDS)} (where it runs)")
+                          f"{', '.join(TRAIN_FIELDS)} (what the run computes) "
+                          f"and {', '.join(PLACEMENT_FIELDS)} (where it runs)")
     cfg = TrainConfig(**{k: v for k, v in d.items() if k in TRAIN_FIELDS}).validate()
     return cfg, Placement(**{k: v for k, v in d.items() if k in PLACEMENT_FIELDS}).validate(check_device)
 

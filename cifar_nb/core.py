@@ -29,7 +29,8 @@ class ArgumentError(ValueError):
 def show_value(v, width:int=60) -> str:
     "A short `repr` of `v` for messages: long ones are cut, ints too long for `repr` are described."
     try: r = repr(v)
-    except ValueError: r = f'<an int of about {int(abs(v).bit_length() * 0.30103) + 1} digits>'  # beyond Python's int-to-text limit
+    # beyond Python's int-to-text limit
+    except ValueError: r = f'<an int of about {int(abs(v).bit_length() * 0.30103) + 1} digits>'
     return r if len(r) <= width else r[:width - 3] + '...'
 
 def _bound(x) -> str: return str(x) if isinstance(x, int) else f'{x:g}'
@@ -48,25 +49,32 @@ def check_number(name:str, # the argument's name, for the message
     if value is None and none: return value
     kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
     ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_))
-    try: ok = ok and math.isfinite(value) and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+    try: ok = (ok and math.isfinite(value) and (lo < value if lo_open else lo <= value)
+               and (value < hi if hi_open else value <= hi))
     except OverflowError: ok = False  # an int beyond any float
     if not ok:
         rng = f"{'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
-        raise error(f"{name}={show_value(value)} must be {'None or ' if none else ''}{'an int' if integer else 'a number'} in {rng}")
+        raise error(f"{name}={show_value(value)} must be "
+                    f"{'None or ' if none else ''}{'an int' if integer else 'a number'} in {rng}")
     return value
 
 # %% ../nbs/00_core.ipynb #ff5403bc
 def get_device(device: str|torch.device = 'auto') -> torch.device:
-    "Resolve `'auto'` to CUDA when available, else CPU; any other value must name the CPU or a CUDA device that exists here."
+    ("Resolve `'auto'` to CUDA when available, else CPU; any other value must name the CPU or a "
+     "CUDA device that exists here.")
     if isinstance(device, str) and device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: dev = device if isinstance(device, torch.device) else None if isinstance(device, bool) else torch.device(device)
+    try:
+        dev = device if isinstance(device, torch.device) else None if isinstance(device, bool) else torch.device(device)
     except (RuntimeError, TypeError, ValueError): dev = None
     if dev is None or dev.type not in ('cpu', 'cuda'):
-        raise ArgumentError(f"device={show_value(device)} is not a device cifar_nb runs on: use 'auto', 'cpu' or 'cuda'")
+        raise ArgumentError(f"device={show_value(device)} is not a device cifar_nb runs on: "
+                            "use 'auto', 'cpu' or 'cuda'")
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ArgumentError(f"device={show_value(device)} asked for CUDA but torch sees no GPU here: use device='auto' or 'cpu'")
+        raise ArgumentError(f"device={show_value(device)} asked for CUDA but torch sees no GPU "
+                            "here: use device='auto' or 'cpu'")
     if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ArgumentError(f"device={show_value(device)} names GPU {dev.index}, but torch sees {torch.cuda.device_count()} here: use 'cuda' or 'cuda:0'")
+        raise ArgumentError(f"device={show_value(device)} names GPU {dev.index}, but torch sees "
+                            f"{torch.cuda.device_count()} here: use 'cuda' or 'cuda:0'")
     return dev
 
 # %% ../nbs/00_core.ipynb #33371fe0
@@ -82,13 +90,15 @@ def atomic_path(path: str|Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
         os.close(fd)
-    except OSError as e: raise WriteError(f"cannot write {path}: {e.strerror or e} (is the folder writable, is the disk full?)") from e
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e} (is the folder writable, is the disk full?)") from e
     tmp = Path(tmp)
     try:
         yield tmp
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp (or a writer that recreates the file) makes 0600; finished files get the usual mode
+        # mkstemp (or a writer that recreates the file) makes 0600; finished files get the usual mode
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -122,7 +132,8 @@ def save_json(path: str|Path, obj) -> Path:
         if isinstance(o, dict): return {k: clean(v) for k,v in o.items()}
         if isinstance(o, (list, tuple)): return [clean(v) for v in o]
         return o
-    return atomic_write_text(path, json.dumps(clean(json.loads(json.dumps(obj, default=_json_default))), indent=2) + '\n')
+    return atomic_write_text(path,
+                             json.dumps(clean(json.loads(json.dumps(obj, default=_json_default))), indent=2) + '\n')
 
 # %% ../nbs/00_core.ipynb #248304fc
 class DataError(ValueError):
@@ -137,11 +148,14 @@ def regular_file(path: str|Path,           # the file to read
     if root is not None:
         real, top = path.resolve(), Path(root).resolve()
         if real != top and top not in real.parents:
-            raise DataError(f"{path} is a link to {real}, outside {root}: {advice or 'copy the file into the folder instead of linking it'}")
+            raise DataError(f"{path} is a link to {real}, outside {root}: "
+                            f"{advice or 'copy the file into the folder instead of linking it'}")
     try: mode = path.stat().st_mode
-    except OSError as e: raise DataError(f"{path} cannot be read ({e.strerror or e})" + (f": {advice}" if advice else '')) from None
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e.strerror or e})" + (f": {advice}" if advice else '')) from None
     if not stat.S_ISREG(mode):
-        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): {advice or 'remove it; only regular files are read'}")
+        raise DataError(f"{path} is not a regular file (a FIFO, device or folder): "
+                        f"{advice or 'remove it; only regular files are read'}")
     return path
 
 # %% ../nbs/00_core.ipynb #7f6172bf
@@ -157,7 +171,8 @@ def load_json(path: str|Path,              # the JSON file
     if not path.exists(): raise FileNotFoundError(f"{path} does not exist")
     try: return json.loads(regular_file(path, root, advice).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e}): {advice or 'delete it and rerun what wrote it'}") from e
+        raise CorruptFileError(f"{path} is not valid JSON ({e}): "
+                               f"{advice or 'delete it and rerun what wrote it'}") from e
 
 # %% ../nbs/00_core.ipynb #ab880df9
 def file_digest(path: str|Path,    # a regular file
@@ -180,7 +195,8 @@ def git_commit(path: str|Path|None = None) -> str|None:
     try:
         sha = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True, text=True, timeout=10)
         if sha.returncode: return None
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=cwd, capture_output=True,
+                               text=True, timeout=10)
         return sha.stdout.strip() + ('-dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 

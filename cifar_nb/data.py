@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 from .core import sha256_file, project_root, regular_file, DataError, WriteError
-from .sources import (default_cache_dir, listed_digest, verify_file, read_verified, archive_members, folder_files,
-                              decode_images, cached_arrays, arrays_sha256)
+from .sources import (default_cache_dir, listed_digest, verify_file, read_verified, archive_members,
+                              folder_files, decode_images, cached_arrays, arrays_sha256)
 
 # %% auto #0
 __all__ = ['CLASSES', 'CIFAR10_JPEG_SHA256', 'JPEG_COPY_NAME', 'CIFAR10_BATCH_MD5', 'ImageSet', 'CIFAR10Data',
@@ -21,12 +21,16 @@ __all__ = ['CLASSES', 'CIFAR10_JPEG_SHA256', 'JPEG_COPY_NAME', 'CIFAR10_BATCH_MD
 
 # %% ../nbs/01a_data.ipynb #797b5b61
 CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-CIFAR10_JPEG_SHA256 = '1fab6e733a06cc26af0ccd8cfea06054bfe6fe3f0a1a296b26aac44a058c45ac'  # ../shared/data/cifar10-jpeg.tar.gz
+# ../shared/data/cifar10-jpeg.tar.gz
+CIFAR10_JPEG_SHA256 = '1fab6e733a06cc26af0ccd8cfea06054bfe6fe3f0a1a296b26aac44a058c45ac'
 JPEG_COPY_NAME = 'CIFAR-10 (JPEG q75 copy)'  # how results measured on the JPEG copy must name their data
 # the canonical python batches, as torchvision checks them (https://www.cs.toronto.edu/~kriz/cifar.html)
-CIFAR10_BATCH_MD5 = {'data_batch_1': 'c99cafc152244af753f735de768cd75f', 'data_batch_2': 'd4bba439e000b95fd0a9bffe97cbabec',
-                     'data_batch_3': '54ebc095f3ab1f0389bbae665268c751', 'data_batch_4': '634d18415352ddfa80567beed471001a',
-                     'data_batch_5': '482c414d41f54cd18b22e5b47cb7c3cb', 'test_batch': '40351d587109b95175f43aff81a1287e'}
+CIFAR10_BATCH_MD5 = {'data_batch_1': 'c99cafc152244af753f735de768cd75f',
+                     'data_batch_2': 'd4bba439e000b95fd0a9bffe97cbabec',
+                     'data_batch_3': '54ebc095f3ab1f0389bbae665268c751',
+                     'data_batch_4': '634d18415352ddfa80567beed471001a',
+                     'data_batch_5': '482c414d41f54cd18b22e5b47cb7c3cb',
+                     'test_batch': '40351d587109b95175f43aff81a1287e'}
 
 # %% ../nbs/01a_data.ipynb #0c8a55ac
 @dataclass
@@ -35,7 +39,8 @@ class ImageSet:
     x: torch.Tensor  # uint8 (N,3,32,32)
     y: torch.Tensor  # int64 (N,)
     def __len__(self): return len(self.y)
-    def __repr__(self): return f"ImageSet(x={self.x.dtype} {tuple(self.x.shape)}, y={self.y.dtype} {tuple(self.y.shape)})"
+    def __repr__(self):
+        return f"ImageSet(x={self.x.dtype} {tuple(self.x.shape)}, y={self.y.dtype} {tuple(self.y.shape)})"
 
 # %% ../nbs/01a_data.ipynb #bcbf234a
 @dataclass
@@ -44,7 +49,8 @@ class CIFAR10Data:
     train: ImageSet  # 50,000 images in the real data
     test: ImageSet  # 10,000 images in the real data
     classes: tuple = CLASSES  # label i is classes[i]
-    source: dict = field(default_factory=dict)  # kind, path, sha256, cache, from_cache, name, arrays_sha256 (the data's identity)
+    # kind, path, sha256, cache, from_cache, name, arrays_sha256 (the data's identity)
+    source: dict = field(default_factory=dict)
 
 # %% ../nbs/01a_data.ipynb #c64c2ed2
 _PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -63,7 +69,8 @@ def _fake_image(label:int, # class index, picks the colour
 def make_fake_cifar10(dest:str|Path, # folder to write into (created when missing)
                       n_train:int=3, # images per class in train/
                       n_test:int=1, # images per class in test/
-                      archive:bool=False, # pack it as `cifar10-jpeg.tar.gz` (with `SHA256SUMS` beside) and return the archive
+                      # pack it as `cifar10-jpeg.tar.gz` (with `SHA256SUMS` beside) and return the archive
+                      archive:bool=False,
                       seed:int=0, # seed of the pictures
                      ) -> Path:
     "Write a tiny `cifar10-jpeg/{train,test}/<class>/NNNN.jpg` tree for tests; return it (or its archive)."
@@ -96,10 +103,12 @@ def _check_source(path:str|Path, # what the user gave
                  ) -> tuple[str, Path]:
     "`(kind, path)` of a source the user named, or a DataError saying why it is not one."
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip() or '\x00' in str(path):
-        raise DataError(f"{what}={path!r:.60} is not a path: point it at cifar10-jpeg.tar.gz, an image folder or cifar-10-batches-py")
+        raise DataError(f"{what}={path!r:.60} is not a path: point it at cifar10-jpeg.tar.gz, "
+                        "an image folder or cifar-10-batches-py")
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"{what}={str(path)!r} does not exist: point it at cifar10-jpeg.tar.gz, an image folder or cifar-10-batches-py")
+        raise DataError(f"{what}={str(path)!r} does not exist: point it at cifar10-jpeg.tar.gz, "
+                        "an image folder or cifar-10-batches-py")
     if (found := _classify(p)) is None:
         raise DataError(f"{what}={str(path)!r} is not a CIFAR-10 source: give cifar10-jpeg.tar.gz, a folder with "
                         "train/<class>/ and test/<class>/ images, or a cifar-10-batches-py folder")
@@ -118,7 +127,8 @@ def _download_torchvision(root:Path, # torchvision's root folder; the batches la
 
 # %% ../nbs/01a_data.ipynb #bde2fbb5
 def find_cifar10(path:str|Path|None=None, # an archive, image folder or batches folder; None searches
-                 cache_dir:str|Path|None=None, # torchvision's copy lives in `<cache_dir>/torchvision`; None: `default_cache_dir()`
+                 # torchvision's copy lives in `<cache_dir>/torchvision`; None: `default_cache_dir()`
+                 cache_dir:str|Path|None=None,
                  download:bool=True, # let torchvision download as the last resort
                 ) -> tuple[str, Path]:
     "`(kind, path)` of the first CIFAR-10 found: `path`, `$CIFAR_NB_DATA`, the shared archive, torchvision's copy."
@@ -149,7 +159,8 @@ def _archive_entries(archive:Path, # a tar.gz holding .../train/<class>/<file> a
     out = []
     for name, blob in archive_members(archive):
         parts = name.split('/')
-        if len(parts) >= 3 and parts[-3] in ('train', 'test'): out.append((parts[-3], parts[-2], parts[-1], f'{archive}:{name}', blob))
+        if len(parts) >= 3 and parts[-3] in ('train', 'test'):
+            out.append((parts[-3], parts[-2], parts[-1], f'{archive}:{name}', blob))
     return out
 
 def _folder_entries(root:Path, # a folder holding train/<class>/<file> and test/<class>/<file>
@@ -157,7 +168,8 @@ def _folder_entries(root:Path, # a folder holding train/<class>/<file> and test/
     "`(split, class, file, path, path)` for each file in the image folder (hidden files skipped)."
     out = []
     for split in ('train', 'test'):
-        if not (root/split).is_dir(): raise DataError(f"{root} has no {split}/ folder: add {split}/<class>/ images or use the archive")
+        if not (root/split).is_dir():
+            raise DataError(f"{root} has no {split}/ folder: add {split}/<class>/ images or use the archive")
         for rel, p in folder_files(root/split):
             parts = rel.split('/')
             if len(parts) == 2: out.append((split, parts[0], parts[1], str(p), p))
@@ -167,15 +179,18 @@ def _folder_entries(root:Path, # a folder holding train/<class>/<file> and test/
 def _layout(entries:list[tuple], # from `_archive_entries` or `_folder_entries`
             where:str|Path, # the source, for messages
            ) -> tuple[list, list]:
-    "`(items, labels)` ordered by split, class and file name, with items `(display name, payload)`; checks every class is there."
+    ("`(items, labels)` ordered by split, class and file name, with items `(display name, payload)`; "
+     "checks every class is there.")
     by = {'train': {}, 'test': {}}
     for split, cls, fname, shown, payload in entries:
-        if cls not in CLASSES: raise DataError(f"{where}: {split}/{cls}/ is not a CIFAR-10 class: rename or remove it (classes: {', '.join(CLASSES)})")
+        if cls not in CLASSES: raise DataError(f"{where}: {split}/{cls}/ is not a CIFAR-10 class: "
+                                               f"rename or remove it (classes: {', '.join(CLASSES)})")
         by[split].setdefault(cls, []).append((fname, shown, payload))
     items, labels = [], []
     for split in ('train', 'test'):
         if missing := [c for c in CLASSES if c not in by[split]]:
-            raise DataError(f"{where}: {split}/ has no images of {', '.join(missing)}: add a {split}/<class>/ folder for each, or use the full archive")
+            raise DataError(f"{where}: {split}/ has no images of {', '.join(missing)}: add a {split}/<class>/ folder "
+                            "for each, or use the full archive")
         for label, cls in enumerate(CLASSES):
             files = sorted(by[split][cls], key=lambda t: t[0])
             items += [(shown, payload) for _, shown, payload in files]
@@ -215,12 +230,13 @@ def _load_images(kind:str, # 'jpeg-archive' or 'image-folder'
     name, cache = JPEG_COPY_NAME if jpeg else 'CIFAR-10', cache_dir/f'cifar10-{key[:12]}-v2.npz'
     make = lambda: _decode_splits(_archive_entries(path) if entries is None else entries, path, progress)
     arrays, info = cached_arrays(cache, key, make, dict(kind=kind, path=str(path), name=name))
-    return arrays, dict(kind=kind, path=str(path), sha256=sha, cache=str(cache), from_cache=info['from_cache'], name=name,
-                        arrays_sha256=info['arrays_sha256'])
+    return arrays, dict(kind=kind, path=str(path), sha256=sha, cache=str(cache), from_cache=info['from_cache'],
+                        name=name, arrays_sha256=info['arrays_sha256'])
 
 # %% ../nbs/01a_data.ipynb #cf9281e4
 def _read_python_batches(folder:Path, # a cifar-10-batches-py folder
-                         md5s:dict|None=None, # file name -> expected MD5; None: the canonical ones (`CIFAR10_BATCH_MD5`)
+                         # file name -> expected MD5; None: the canonical ones (`CIFAR10_BATCH_MD5`)
+                         md5s:dict|None=None,
                         ) -> dict:
     "Verify, then unpickle, `data_batch_1..5` and `test_batch` into numpy arrays."
     md5s = md5s or CIFAR10_BATCH_MD5
@@ -228,12 +244,16 @@ def _read_python_batches(folder:Path, # a cifar-10-batches-py folder
         xs, ys = [], []
         for name in names:
             f = folder/name
-            if not f.is_file(): raise DataError(f"{folder} lacks {name}: download CIFAR-10 (python version) again or pass path=... to a complete copy")
-            raw = read_verified(f, md5s[name], 'md5', advice='it is not the canonical CIFAR-10 batch and is not unpickled: download it again')
+            if not f.is_file(): raise DataError(f"{folder} lacks {name}: download CIFAR-10 (python version) "
+                                                "again or pass path=... to a complete copy")
+            raw = read_verified(f, md5s[name], 'md5',
+                                advice='it is not the canonical CIFAR-10 batch and is not unpickled: download it again')
             try:
                 d = pickle.loads(raw, encoding='latin1')  # the bytes that were checked, not the file read a second time
-                xs.append(np.asarray(d['data'], np.uint8).reshape(-1, 3, 32, 32)); ys.append(np.asarray(d['labels'], np.int64))
-            except Exception as e: raise DataError(f"{f} is not a CIFAR-10 python batch ({type(e).__name__}: {' '.join(str(e).split())}): download it again") from None
+                xs.append(np.asarray(d['data'], np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(d['labels'], np.int64))
+            except Exception as e: raise DataError(f"{f} is not a CIFAR-10 python batch ({type(e).__name__}: "
+                                                   f"{' '.join(str(e).split())}): download it again") from None
         return np.concatenate(xs), np.concatenate(ys)
     (xtr, ytr), (xte, yte) = read([f'data_batch_{i}' for i in range(1, 6)]), read(['test_batch'])
     return dict(x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
@@ -258,7 +278,8 @@ def load_cifar10(path:str|Path|None=None, # archive, image folder or cifar-10-ba
 def cifar10_identity(path:str|Path|None=None, # as for `load_cifar10`
                      cache_dir:str|Path|None=None, # as for `load_cifar10`
                     ) -> str:
-    "The `arrays_sha256` of the CIFAR-10 that `load_cifar10(path)` would load, from its cache's record when there is one."
+    ("The `arrays_sha256` of the CIFAR-10 that `load_cifar10(path)` would load, "
+     "from its cache's record when there is one.")
     from cifar_nb.core import load_json
     cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
     kind, p = find_cifar10(path, cache_dir=cache_dir, download=False)
@@ -267,7 +288,8 @@ def cifar10_identity(path:str|Path|None=None, # as for `load_cifar10`
         side = cache_dir/f'cifar10-{key[:12]}-v2.json'
         try:
             meta = load_json(side)
-            if meta.get('key') == key and (cache_dir/f'cifar10-{key[:12]}-v2.npz').is_file(): return meta['arrays_sha256']
+            if meta.get('key') == key and (cache_dir/f'cifar10-{key[:12]}-v2.npz').is_file():
+                return meta['arrays_sha256']
         except (OSError, ValueError, KeyError): pass
     return load_cifar10(path, cache_dir, progress=False).source['arrays_sha256']
 
@@ -280,32 +302,39 @@ def _image_root(folder:Path, # an extracted archive
     raise DataError(f"{folder} holds no train/ and test/ folders: delete it and extract again")
 
 # %% ../nbs/01a_data.ipynb #df65b630
-def extract_cifar10_jpeg(path:str|Path|None=None, # the archive (an image folder is returned as is); None searches like `find_cifar10`
-                         dest:str|Path|None=None, # where to extract; None: `<default_cache_dir()>/cifar10-jpeg-<sha12>`
-                        ) -> Path:
+def extract_cifar10_jpeg(
+    path:str|Path|None=None, # the archive (an image folder is returned as is); None searches like `find_cifar10`
+    dest:str|Path|None=None, # where to extract; None: `<default_cache_dir()>/cifar10-jpeg-<sha12>`
+) -> Path:
     "Extract the JPEG archive once and return the folder holding `train/` and `test/`."
     kind, p = find_cifar10(path, download=False)
     if kind == 'image-folder': return p
-    if kind != 'jpeg-archive': raise DataError(f"{p} is {kind}, not the JPEG archive: pass path=... or set CIFAR_NB_DATA=... to cifar10-jpeg.tar.gz")
+    if kind != 'jpeg-archive': raise DataError(f"{p} is {kind}, not the JPEG archive: pass path=... "
+                                               "or set CIFAR_NB_DATA=... to cifar10-jpeg.tar.gz")
     sha = _verify_archive(p)
     dest = Path(dest).expanduser() if dest else default_cache_dir()/f'cifar10-jpeg-{sha[:12]}'
     marker = dest/'.extracted'
     if marker.is_file() and marker.read_text().strip() == sha: return _image_root(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise DataError(f"{dest} exists and is not an extraction of {p}: delete it or choose another dest (nothing was written)")
+        raise DataError(f"{dest} exists and is not an extraction of {p}: "
+                        "delete it or choose another dest (nothing was written)")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
-    except OSError as e: raise WriteError(f"cannot extract into {dest}: {e.strerror or e} (is the folder writable?)") from None
+    except OSError as e:
+        raise WriteError(f"cannot extract into {dest}: {e.strerror or e} (is the folder writable?)") from None
     try:
-        with tarfile.open(p) as tf: tf.extractall(tmp, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+        with tarfile.open(p) as tf:
+            tf.extractall(tmp, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
         (tmp/'.extracted').write_text(sha + '\n')
         if dest.exists(): dest.rmdir()
         os.replace(tmp, dest)
     except (OSError, tarfile.TarError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, tarfile.TarError): raise DataError(f"{p} cannot be extracted ({type(e).__name__}: {e}): copy it again") from None
-        raise WriteError(f"cannot extract {p} into {dest}: {e.strerror or e} (is the disk full?); nothing was left there") from None
+        if isinstance(e, tarfile.TarError):
+            raise DataError(f"{p} cannot be extracted ({type(e).__name__}: {e}): copy it again") from None
+        raise WriteError(f"cannot extract {p} into {dest}: {e.strerror or e} (is the disk full?); "
+                         "nothing was left there") from None
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
     return _image_root(dest)
 

@@ -45,15 +45,18 @@ def layer_activations(model: nn.Module,   # the network (its device is used)
 def mean_activation_scores(model: nn.Module, x: torch.Tensor,
                            layers: tuple = RELUS,    # the layers to score
                            batch_size: int = 1000,   # images per forward pass
-                           prep=None,                # applied to each batch first, e.g. `run.normalise` for uint8 images
+                           # applied to each batch first, e.g. `run.normalise` for uint8 images
+                           prep=None,
                           ) -> dict[str, np.ndarray]:
     "Per layer, each sample's mean activation over all of the layer's features (the report's OOD score)."
     dev = _device_of(model)
-    with torch.inference_mode(), capture(model, list(layers), reduce=lambda o: o.float().flatten(1).mean(1).cpu()) as store:
+    with torch.inference_mode(), capture(model, list(layers),
+                                         reduce=lambda o: o.float().flatten(1).mean(1).cpu()) as store:
         for xb in _batches(x, batch_size, dev, prep): model(xb)
     return {k: torch.cat(v).double().numpy() for k, v in store.items()}
 
-def mean_activation_score(model: nn.Module, x: torch.Tensor, layer: str = 'relu4', batch_size: int = 1000, prep=None) -> np.ndarray:
+def mean_activation_score(model: nn.Module, x: torch.Tensor, layer: str = 'relu4', batch_size: int = 1000,
+                          prep=None) -> np.ndarray:
     "Each sample's mean activation in `layer` (higher = more in-distribution)."
     return mean_activation_scores(model, x, (layer,), batch_size, prep)[layer]
 
@@ -64,8 +67,10 @@ def as_detectors(detectors) -> tuple:
     "Detector names from a tuple or list, or a comma-separated string; anything else, or an unknown name, is refused."
     if isinstance(detectors, str): detectors = [d.strip() for d in detectors.split(',') if d.strip()]
     if not isinstance(detectors, (list, tuple)) or not all(isinstance(d, str) for d in detectors):
-        raise ArgumentError(f"detectors={show_value(detectors)} must be detector names (a tuple, or a string like 'msp,energy'); the detectors are: {', '.join(DETECTORS)}")
-    if bad := [d for d in detectors if d not in DETECTORS]: raise ArgumentError(f"unknown detector(s) {bad}; the detectors are: {', '.join(DETECTORS)}")
+        raise ArgumentError(f"detectors={show_value(detectors)} must be detector names (a tuple, or a string like "
+                            f"'msp,energy'); the detectors are: {', '.join(DETECTORS)}")
+    if bad := [d for d in detectors if d not in DETECTORS]:
+        raise ArgumentError(f"unknown detector(s) {bad}; the detectors are: {', '.join(DETECTORS)}")
     return tuple(dict.fromkeys(detectors))
 
 @dataclass
@@ -123,17 +128,21 @@ def fit_detectors(model: nn.Sequential,   # the trained network, in eval mode
     C, D = logits.shape[1], feats.shape[1]
     y = np.asarray(y_train.cpu() if isinstance(y_train, torch.Tensor) else y_train)
     if y.shape != (len(feats),) or y.dtype.kind not in 'iu' or (len(y) and (y.min() < 0 or y.max() >= C)):
-        raise ArgumentError(f"y_train must hold one integer label in 0..{C-1} per training image ({len(feats)}); got {y.dtype} of shape {y.shape}")
-    if vim_dim is not None and vim_dim >= D: raise ArgumentError(f"vim_dim={vim_dim} must be below the feature size ({D})")
+        raise ArgumentError(f"y_train must hold one integer label in 0..{C-1} per training image ({len(feats)}); "
+                            f"got {y.dtype} of shape {y.shape}")
+    if vim_dim is not None and vim_dim >= D:
+        raise ArgumentError(f"vim_dim={vim_dim} must be below the feature size ({D})")
     y = torch.as_tensor(y, device=feats.device).long()
-    if missing := [c for c in range(C) if not (y == c).any()]: raise ValueError(f"the training images have no samples of class(es) {missing}: Mahalanobis needs every class")
+    if missing := [c for c in range(C) if not (y == c).any()]:
+        raise ValueError(f"the training images have no samples of class(es) {missing}: Mahalanobis needs every class")
     f64 = feats.double()
     means = torch.stack([f64[y == c].mean(0) for c in range(C)])
     centred = f64 - means[y]
     cov = centred.T @ centred / len(f64)
     cov = cov + ridge * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(D, dtype=cov.dtype, device=cov.device)
     try: precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
-    except torch.linalg.LinAlgError: raise ArgumentError(f"the training features' covariance is singular with ridge={ridge}: use a larger ridge (e.g. 1e-4)") from None
+    except torch.linalg.LinAlgError: raise ArgumentError("the training features' covariance is singular with "
+                                                         f"ridge={ridge}: use a larger ridge (e.g. 1e-4)") from None
     bank = F.normalize(feats, dim=1)
     clip = float(np.percentile(feats.cpu().numpy(), react_percentile))
     u, null, alpha = _fit_vim(feats, logits, _head(model), vim_dim or D // 2)
@@ -160,7 +169,8 @@ def _score_batch(f: torch.Tensor, logits: torch.Tensor, head: nn.Linear, st: Det
     if name == 'mahalanobis': return _mahalanobis_score(f, st.means, st.precision)
     if name == 'knn': return _knn_score(f, st.bank, st.k)
     if name == 'react': return head(f.clamp(max=st.clip)).logsumexp(1)
-    if name == 'vim': return logits.double().logsumexp(1) - st.vim_alpha * ((f.double() - st.vim_origin) @ st.vim_null).norm(dim=1)
+    if name == 'vim':
+        return logits.double().logsumexp(1) - st.vim_alpha * ((f.double() - st.vim_origin) @ st.vim_null).norm(dim=1)
     raise ValueError(f"unknown detector {name!r}; the detectors are: {', '.join(DETECTORS)}")
 
 # %% ../nbs/05a_detectors.ipynb #21737751

@@ -29,14 +29,16 @@ def split_threads(jobs: int,                # runs at once
                   threads: int|None = None, # intra-op threads per run; None: the cores split between the runs
                   cores: int|None = None,   # cores available; None: `cpu_cores()`
                  ) -> int|None:
-    "Threads per run for `jobs` runs at once: `threads` (jobs*threads <= cores), else cores // jobs; None for one run (torch's default)."
+    ("Threads per run for `jobs` runs at once: `threads` (jobs*threads <= cores), else cores // jobs; "
+     "None for one run (torch's default).")
     cores = cores or cpu_cores()
     if not isinstance(jobs, int) or jobs < 1: raise ExecutorError(f"jobs must be an integer >= 1, got {jobs!r}")
     if threads is None: return None if jobs == 1 else max(1, cores // jobs)
-    if not isinstance(threads, int) or threads < 1: raise ExecutorError(f"threads must be an integer >= 1, got {threads!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ExecutorError(f"threads must be an integer >= 1, got {threads!r}")
     if jobs * threads > cores:
-        raise ExecutorError(f"{jobs} runs x {threads} threads = {jobs*threads} threads exceed the {cores} CPU cores here: "
-                            f"lower the jobs or the threads (runs that share cores are slower, not faster)")
+        raise ExecutorError(f"{jobs} runs x {threads} threads = {jobs*threads} threads exceed the {cores} CPU cores "
+                            f"here: lower the jobs or the threads (runs that share cores are slower, not faster)")
     return threads
 
 def with_threads(params: dict, threads: int|None) -> dict:
@@ -55,14 +57,16 @@ def guard_cmd(cmd: list) -> list:
     return [sys.executable, '-c', _GUARD, str(os.getpid()), *map(str, cmd)]
 
 class GuardedKernelManager(AsyncKernelManager):
-    "A Jupyter kernel manager whose kernels die with the process that started them (papermill's `kernel_manager_class`)."
+    ("A Jupyter kernel manager whose kernels die with the process that started them "
+     "(papermill's `kernel_manager_class`).")
     def format_kernel_cmd(self, extra_arguments=None) -> list:
         return guard_cmd(super().format_kernel_cmd(extra_arguments))
 
 # %% ../nbs/06a_executors.ipynb #1b9b1ba9
 @contextlib.contextmanager
 def study_lock(study_dir: str|Path):
-    "Hold `study_dir` for this study driver for the duration of the block; a second driver fails at once with `RunLocked`."
+    ("Hold `study_dir` for this study driver for the duration of the block; "
+     "a second driver fails at once with `RunLocked`.")
     with contextlib.ExitStack() as stack:
         try: stack.enter_context(run_lock(study_dir))
         except RunLocked:
@@ -72,7 +76,8 @@ def study_lock(study_dir: str|Path):
 
 # %% ../nbs/06a_executors.ipynb #2812f8d3
 class Executor:
-    "Where a study's runs execute: `map(fn, tasks)` runs `fn(path, params)` per task and yields `(index, seconds)` as each finishes."
+    ("Where a study's runs execute: `map(fn, tasks)` runs `fn(path, params)` per task and yields "
+     "`(index, seconds)` as each finishes.")
     jobs: int = 1               # runs at once
     threads: int|None = None    # intra-op threads each run gets (None: torch's default)
     def describe(self) -> str: return type(self).__name__
@@ -84,7 +89,8 @@ class Executor:
 
 # %% ../nbs/06a_executors.ipynb #56d8e4b8
 class LocalExecutor(Executor):
-    "`jobs` runs at once on this machine, each its own papermill kernel process with `threads` intra-op threads (jobs*threads <= cores)."
+    ("`jobs` runs at once on this machine, each its own papermill kernel process with `threads` intra-op "
+     "threads (jobs*threads <= cores).")
     def __init__(self, jobs: int = 1,               # runs at once
                  threads: int|None = None):         # threads per run; None: the cores split between the runs
         self.jobs, self.threads = jobs, split_threads(jobs, threads)
@@ -118,8 +124,10 @@ def wait_unlocked(path: str|Path, timeout_s: float, poll_s: float = 0.25) -> boo
             time.sleep(poll_s)
 
 def _run_on_worker(fn, path: Path, params: dict, lock_wait_s: float) -> float:
-    "A run as a task: wait for the folder's lock to be free (a killed worker's kernel may still be exiting), run it, return its seconds."
-    os.environ.pop('MALLOC_TRIM_THRESHOLD_', None)  # Dask's setting for its workers; inherited by the run's kernel it slows training (below)
+    ("A run as a task: wait for the folder's lock to be free (a killed worker's kernel may still be exiting), "
+     "run it, return its seconds.")
+    # Dask's setting for its workers; inherited by the run's kernel it slows training (below)
+    os.environ.pop('MALLOC_TRIM_THRESHOLD_', None)
     wait_unlocked(path, lock_wait_s)
     t = time.perf_counter(); fn(path, params)
     return time.perf_counter() - t
@@ -134,7 +142,8 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 def _probe_worker(check_file: str, token: str, fingerprint: str|None = None) -> str|None:
-    "On a worker: None when it reads `token` in `check_file`, can write beside it and runs the same code; else what is wrong."
+    ("On a worker: None when it reads `token` in `check_file`, can write beside it and runs the "
+     "same code; else what is wrong.")
     p = Path(check_file)
     try: seen = p.read_text()
     except OSError as e: return f"cannot read {p} ({e.strerror or e}): this worker does not see the study folder"
@@ -142,7 +151,8 @@ def _probe_worker(check_file: str, token: str, fingerprint: str|None = None) -> 
     try: q = p.with_name(f'{p.name}.{os.getpid()}'); q.write_text(token); q.unlink()
     except OSError as e: return f"cannot write into {p.parent} ({e.strerror or e})"
     if fingerprint and code_fingerprint() != fingerprint:
-        return f"runs other cifar_nb code ({code_fingerprint()[:12]} at {project_root()}, the driver {fingerprint[:12]}): install the same commit on every worker"
+        return (f"runs other cifar_nb code ({code_fingerprint()[:12]} at {project_root()}, "
+                f"the driver {fingerprint[:12]}): install the same commit on every worker")
     return None
 
 # %% ../nbs/06a_executors.ipynb #cdde0b22
@@ -156,16 +166,20 @@ def local_cluster(jobs: int,                      # worker processes (one run ea
                   allowed_failures: int = 3,      # times a run may lose its worker before the study fails
                   gpus: int|None = None,          # GPUs to pin workers to round-robin; None: those torch sees
                  ):
-    "A Dask cluster on this machine: `jobs` workers, each one run slot with `CPU=threads` (and `GPU=1` where there are GPUs)."
+    ("A Dask cluster on this machine: `jobs` workers, each one run slot with `CPU=threads` "
+     "(and `GPU=1` where there are GPUs).")
     import dask
     from distributed import SpecCluster, Scheduler, Nanny
     threads = split_threads(jobs, threads) or cpu_cores()
     gpus = _cuda_count() if gpus is None else gpus
     env = {k: str(threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')}
     def spec(i):
-        res, e = ({'CPU': threads, 'GPU': 1}, {**env, 'CUDA_VISIBLE_DEVICES': str(i % gpus)}) if gpus else ({'CPU': threads}, env)
-        return {'cls': Nanny, 'options': dict(nthreads=1, resources=res, env=e, host='127.0.0.1', dashboard_address=None, silence_logs=logging.WARN)}
-    with dask.config.set({'distributed.scheduler.allowed-failures': allowed_failures}):  # read when the scheduler starts
+        res, e = (({'CPU': threads, 'GPU': 1}, {**env, 'CUDA_VISIBLE_DEVICES': str(i % gpus)}) if gpus
+                  else ({'CPU': threads}, env))
+        return {'cls': Nanny, 'options': dict(nthreads=1, resources=res, env=e, host='127.0.0.1',
+                                              dashboard_address=None, silence_logs=logging.WARN)}
+    # read when the scheduler starts
+    with dask.config.set({'distributed.scheduler.allowed-failures': allowed_failures}):
         return SpecCluster(workers={i: spec(i) for i in range(jobs)}, name='cifar_nb', silence_logs=logging.WARN,
                            scheduler={'cls': Scheduler, 'options': dict(host='127.0.0.1', dashboard_address=None)})
 
@@ -177,11 +191,13 @@ def run_request(workers: dict,               # `client.scheduler_info()['workers
     res = lambda w: w.get('resources') or {}
     if any(res(w).get('GPU', 0) >= 1 for w in workers.values()): return {'GPU': 1}, threads
     shares = [res(w)['CPU'] / max(1, w.get('nthreads', 1)) for w in workers.values() if res(w).get('CPU')]
-    hint = "start each worker with its cores as a resource: dask worker ADDRESS --nthreads RUNS --resources CPU=CORES (or GPU=1 per GPU)"
+    hint = ("start each worker with its cores as a resource: dask worker ADDRESS --nthreads RUNS --resources "
+            "CPU=CORES (or GPU=1 per GPU)")
     if not shares: raise ExecutorError(f"no worker offers a CPU or GPU resource, so no run could be placed; {hint}")
     threads = threads or max(1, int(min(shares)))
     if not any(res(w).get('CPU', 0) >= threads for w in workers.values()):
-        raise ExecutorError(f"no worker offers CPU={threads} for one run (the most is CPU={max(res(w).get('CPU', 0) for w in workers.values())}); "
+        raise ExecutorError(f"no worker offers CPU={threads} for one run "
+                            f"(the most is CPU={max(res(w).get('CPU', 0) for w in workers.values())}); "
                             f"ask for fewer --threads or {hint}")
     return {'CPU': threads}, threads
 
@@ -191,29 +207,36 @@ def _slots(w: dict, request: dict) -> int:
 
 # %% ../nbs/06a_executors.ipynb #1fada06b
 class DaskExecutor(Executor):
-    "Runs as tasks on a Dask cluster (a local one, or the one at `address`): each asks for its resources; a run whose worker dies is rerun and resumes."
+    ("Runs as tasks on a Dask cluster (a local one, or the one at `address`): each asks for its resources; "
+     "a run whose worker dies is rerun and resumes.")
     def __init__(self, address: str|None = None,   # scheduler address (tcp://host:8786); None: a local cluster
                  jobs: int|None = None,             # local cluster only: worker processes (default 1)
-                 threads: int|None = None,          # threads per run; None: the cores split between the local workers, or the workers' CPU share
+                 # threads per run; None: the cores split between the local workers, or the workers' CPU share
+                 threads: int|None = None,
                  retries: int = 2,                  # reruns of a run that raised (its kernel died, say)
                  allowed_failures: int = 3,         # local cluster only: reruns of a run whose worker died
                  lock_wait_s: float = 120.,         # how long a rerun waits for the old kernel to free the run folder
                  timeout_s: float = 60.):           # how long to wait for the scheduler and a first worker
         try: import distributed
         except ImportError:
-            raise ExecutorError("the dask executor needs the cluster extra: pip install -c constraints.txt -e '.[cluster]'") from None
-        self.address, self.retries, self.lock_wait_s, self.allowed_failures = address, retries, lock_wait_s, allowed_failures
+            raise ExecutorError("the dask executor needs the cluster extra: "
+                                "pip install -c constraints.txt -e '.[cluster]'") from None
+        self.address, self.retries, self.lock_wait_s, self.allowed_failures = (address, retries, lock_wait_s,
+                                                                               allowed_failures)
         self.cluster = None
         if address is None: self.cluster = local_cluster(jobs or 1, threads, allowed_failures)
         elif jobs is not None:
-            raise ExecutorError("--jobs sets the workers of a local cluster; on a cluster each worker's --nthreads and resources decide")
+            raise ExecutorError("--jobs sets the workers of a local cluster; on a cluster each worker's "
+                                "--nthreads and resources decide")
         try:
             self.client = distributed.Client(self.cluster or address, timeout=timeout_s)
             self.client.wait_for_workers(1, timeout=timeout_s)
         except (OSError, TimeoutError) as e:
             self.close()
-            raise ExecutorError(f"no Dask scheduler with workers at {address or 'the local cluster'} within {timeout_s:.0f} s ({e})") from None
-        try: self.request, self.threads = run_request(self.workers(), threads if address else split_threads(jobs or 1, threads) or cpu_cores())
+            raise ExecutorError(f"no Dask scheduler with workers at {address or 'the local cluster'} within "
+                                f"{timeout_s:.0f} s ({e})") from None
+        try: self.request, self.threads = run_request(self.workers(), threads if address
+                                                      else split_threads(jobs or 1, threads) or cpu_cores())
         except ExecutorError: self.close(); raise
         self.jobs = sum(_slots(w, self.request) for w in self.workers().values())
 
@@ -244,8 +267,9 @@ def _check_folder(self: DaskExecutor, study_dir: str|Path) -> None:
     finally: f.unlink(missing_ok=True)
     bad = {w: a for w, a in answers.items() if a}
     if bad:
-        raise ExecutorError(f"{len(bad)} of {len(answers)} workers cannot run this study; runs write into {study_dir}, which every worker "
-                            f"must reach at the same path (a shared file system), with the same code:\n" +
+        raise ExecutorError(f"{len(bad)} of {len(answers)} workers cannot run this study; "
+                            f"runs write into {study_dir}, which every worker must reach at the same path "
+                            "(a shared file system), with the same code:\n" +
                             '\n'.join(f"  {w}: {a}" for w, a in sorted(bad.items())))
 
 DaskExecutor.describe, DaskExecutor.check_folder = _describe, _check_folder
@@ -258,14 +282,16 @@ def _map(self: DaskExecutor, fn, tasks: list, on_start=None):
     for i, (path, params) in enumerate(tasks):
         path = Path(path)
         f = self.client.submit(_run_on_worker, fn, path, with_threads(params, self.threads), self.lock_wait_s,
-                               key=f"run-{path.parent.name}-{path.name}-{tag}", resources=self.request, retries=self.retries, pure=False)
+                               key=f"run-{path.parent.name}-{path.name}-{tag}", resources=self.request,
+                               retries=self.retries, pure=False)
         futs[f] = i
         if on_start: on_start(i)
     try:
         for f in completed(list(futs)):
             try: yield futs[f], f.result()
             except KilledWorker as e:
-                raise ExecutorError(f"run {tasks[futs[f]][0]} lost its worker too many times (distributed.scheduler.allowed-failures, "
+                raise ExecutorError(f"run {tasks[futs[f]][0]} lost its worker too many times "
+                                    "(distributed.scheduler.allowed-failures, "
                                     f"{self.allowed_failures} on a local cluster): {e}") from None
     finally: self.client.cancel([f for f in futs if not f.done()])
 

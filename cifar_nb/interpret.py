@@ -32,9 +32,12 @@ def _check_preds(logits, labels, classes=None) -> tuple[np.ndarray, np.ndarray, 
     logits, labels = _np(logits), _np(labels)
     if logits.ndim != 2: raise ValueError(f"logits must be (N, C) scores, one row per image; got shape {logits.shape}")
     n, c = logits.shape
-    if labels.shape != (n,): raise ValueError(f"labels must have shape ({n},) to match logits {logits.shape}; got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer): raise ValueError(f"labels must be integer class indices; got {labels.dtype}")
-    if n and (labels.min() < 0 or labels.max() >= c): raise ValueError(f"labels must be in 0..{c-1} for {c} classes; got {labels.min()}..{labels.max()}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match logits {logits.shape}; got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices; got {labels.dtype}")
+    if n and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must be in 0..{c-1} for {c} classes; got {labels.min()}..{labels.max()}")
     if classes is None:
         from cifar_nb.data import CLASSES
         classes = CLASSES if c == len(CLASSES) else [str(i) for i in range(c)]
@@ -43,7 +46,8 @@ def _check_preds(logits, labels, classes=None) -> tuple[np.ndarray, np.ndarray, 
 
 # %% ../nbs/04_interpret.ipynb #4509f038
 def _as_run_arrays(src) -> tuple[np.ndarray, np.ndarray, list, Run|None]:
-    "(logits, labels, classes, run) from a `Run`, a run folder, or a tuple `(logits, labels[, classes])` (run is then None)."
+    ("(logits, labels, classes, run) from a `Run`, a run folder, or a tuple `(logits, labels[, "
+     "classes])` (run is then None).")
     if isinstance(src, Run): return src.logits, src.labels, list(src.classes), src
     if isinstance(src, (str, Path)):
         run = load_run(src)
@@ -64,7 +68,8 @@ def _save_fig(fig, save, run: Run|None, name: str) -> Path|None:
     "Save `fig` as PNG (atomically) to the path `save`, or for `save=True` to `<run folder>/interpret/<name>.png`."
     if save is None or save is False: return None
     if save is True:
-        if run is None: raise ValueError(f"save=True saves into a run folder, but this figure was drawn from arrays: pass save='path/to/{name}.png'")
+        if run is None: raise ValueError("save=True saves into a run folder, but this figure was drawn from arrays: "
+                                         f"pass save='path/to/{name}.png'")
         save = run_subfolder(run.path, 'interpret')/f'{name}.png'
     save = Path(save)
     with atomic_path(save) as tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
@@ -95,7 +100,8 @@ def confusion_matrix(labels,         # true classes (N,)
     if labels.ndim != 1 or labels.shape != preds.shape:
         raise ValueError(f"labels and preds must both have shape (N,); got {labels.shape} and {preds.shape}")
     for name, v in (('labels', labels), ('preds', preds)):
-        if v.size and (v.min() < 0 or v.max() >= n_classes): raise ValueError(f"{name} must be in 0..{n_classes-1}; got {v.min()}..{v.max()}")
+        if v.size and (v.min() < 0 or v.max() >= n_classes):
+            raise ValueError(f"{name} must be in 0..{n_classes-1}; got {v.min()}..{v.max()}")
     return _sk_confusion(labels, preds, labels=np.arange(n_classes))  # scikit-learn's, with our checks in front
 
 # %% ../nbs/04_interpret.ipynb #20bb940c
@@ -112,7 +118,8 @@ def most_confused(cm: np.ndarray,  # counts from `confusion_matrix`
     check_number('k', k, 1, 10**6)
     off = np.array(cm, dtype=np.int64); np.fill_diagonal(off, 0)
     order = np.argsort(-off, axis=None, kind='stable')[:k]
-    return [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+    return [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape))
+            if off[i, j] > 0]
 
 # %% ../nbs/04_interpret.ipynb #112a002d
 def plot_confusion(src,                   # a run folder, a `Run` or `(logits, labels[, classes])`
@@ -128,9 +135,11 @@ def plot_confusion(src,                   # a run folder, a `Run` or `(logits, l
     if ax is None: _, ax = plt.subplots(figsize=(7.5, 6.5), layout='constrained')
     m = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
     sns.heatmap(m, annot=True, fmt='.2f' if normalize else 'd', cmap='Blues', square=True, cbar=True, ax=ax,
-                xticklabels=classes, yticklabels=classes, annot_kws=dict(fontsize=7), vmin=0, vmax=1 if normalize else None)
+                xticklabels=classes, yticklabels=classes, annot_kws=dict(fontsize=7), vmin=0,
+                vmax=1 if normalize else None)
     ax.set_xlabel('predicted class'); ax.set_ylabel('true class')
-    ax.set_title(_title(run, f"{'row-normalised ' if normalize else ''}confusion matrix, accuracy {acc:.1%}"), fontsize=9)
+    ax.set_title(_title(run, f"{'row-normalised ' if normalize else ''}confusion matrix, accuracy {acc:.1%}"),
+                 fontsize=9)
     ax.tick_params(axis='x', rotation=45); ax.tick_params(axis='y', rotation=0)
     _save_fig(ax.figure, save, run, 'confusion_norm' if normalize else 'confusion')
     return ax.figure
@@ -148,7 +157,8 @@ def _grid_axes(n: int, ncols: int, axs=None, rows_per_item: int = 1, size=(1.35,
         return axs[0].figure, axs
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols)) * rows_per_item
-    fig, axs = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.4), squeeze=False, layout='constrained')
+    fig, axs = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.4), squeeze=False,
+                            layout='constrained')
     return fig, list(axs.ravel())
 
 # %% ../nbs/04_interpret.ipynb #7c21520f
@@ -164,8 +174,10 @@ def plot_gallery(images,             # uint8 images (N,3,H,W)
     "Images with true class, predicted class (✓ right, ✗ wrong) and confidence; green titles are right, red wrong."
     idx, probs = _np(idx).astype(np.int64).ravel(), to_probs(probs)
     check_number('ncols', ncols, 1, 64)
-    if len(images) != len(probs): raise ValueError(f"images ({len(images)}) and probs ({len(probs)}) must have one row per image")
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(images)): raise ArgumentError(f"idx must be image indices in 0..{len(images) - 1}; got {idx.min()}..{idx.max()}")
+    if len(images) != len(probs):
+        raise ValueError(f"images ({len(images)}) and probs ({len(probs)}) must have one row per image")
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(images)):
+        raise ArgumentError(f"idx must be image indices in 0..{len(images) - 1}; got {idx.min()}..{idx.max()}")
     fig, axs = _grid_axes(max(len(idx), 1), ncols, axs, size=(1.6, 1.75))  # room for "✗ pred: automobile 97%" at 9 pt
     for ax in axs: ax.axis('off')
     if not len(idx): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
@@ -175,7 +187,8 @@ def plot_gallery(images,             # uint8 images (N,3,H,W)
         if labels is None: ax.set_title(f"pred: {classes[p]}\n{probs[i, p]:.0%}", fontsize=9)
         else:  # right or wrong is said by a mark (✓/✗), not by the colour alone
             y = int(_np(labels)[i])
-            ax.set_title(f"true: {classes[y]}\n{'✓' if p == y else '✗'} pred: {classes[p]} {probs[i, p]:.0%}", fontsize=9, color='green' if p == y else 'red')
+            ax.set_title(f"true: {classes[y]}\n{'✓' if p == y else '✗'} pred: {classes[p]} {probs[i, p]:.0%}",
+                         fontsize=9, color='green' if p == y else 'red')
     if title: fig.suptitle(title, fontsize=9)
     return fig
 
@@ -206,8 +219,10 @@ def show_predictions(src,                 # a run folder, a `Run` or `(logits, l
     "A random sample of right or wrong test predictions, with true and predicted class and confidence."
     logits, labels, classes, run = _as_run_arrays(src)
     idx = _pick((logits.argmax(1) == labels) == correct, n, seed)
-    what = f"{len(idx)} {'right' if correct else 'wrong'} predictions (of {int(((logits.argmax(1) == labels) == correct).sum())})"
-    fig = plot_gallery(_images(run, data, images), labels, logits, classes, idx, ncols=ncols, title=_title(run, what), axs=axs)
+    what = (f"{len(idx)} {'right' if correct else 'wrong'} predictions "
+            f"(of {int(((logits.argmax(1) == labels) == correct).sum())})")
+    fig = plot_gallery(_images(run, data, images), labels, logits, classes, idx, ncols=ncols, title=_title(run, what),
+                       axs=axs)
     _save_fig(fig, save, run, 'correct' if correct else 'wrong')
     return fig
 
@@ -253,7 +268,8 @@ def _targets(target, logits: torch.Tensor) -> torch.Tensor:
     if target is None: return logits.argmax(1)
     t = torch.as_tensor(_np(target), dtype=torch.long).flatten().to(logits.device)
     if t.numel() == 1: t = t.expand(B)
-    if t.shape != (B,): raise ValueError(f"target must be None, one class, or one class per image ({B}); got {t.numel()} values")
+    if t.shape != (B,):
+        raise ValueError(f"target must be None, one class, or one class per image ({B}); got {t.numel()} values")
     if t.min() < 0 or t.max() >= C: raise ValueError(f"target classes must be in 0..{C-1}; got {t.tolist()}")
     return t
 
@@ -274,7 +290,8 @@ def grad_cam(model: nn.Module,       # the network (any device)
             A = store[layer][-1]
             if not isinstance(A, torch.Tensor) or A.ndim != 4:
                 raise ValueError(f"Grad-CAM needs a layer with a spatial output (B,K,h,w); {layer!r} gives "
-                                 f"{tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__}: try one of {', '.join(layer_names(model, nn.Conv2d))}")
+                                 f"{tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__}: "
+                                 f"try one of {', '.join(layer_names(model, nn.Conv2d))}")
             g, = torch.autograd.grad(logits.gather(1, tgt[:, None]).sum(), A)
     finally: model.train(was_training)
     cam = F.relu((g.mean((2, 3), keepdim=True) * A.detach()).sum(1, keepdim=True))
@@ -304,13 +321,16 @@ def plot_cam_overlay(images,          # uint8 images (B,3,H,W)
     if not len(images): axs[0].text(0.5, 0.5, 'no images to show', ha='center', va='center', transform=axs[0].transAxes)
     for i in range(len(images)):
         top, bottom = axs[(i // ncols) * 2 * ncols + i % ncols], axs[(i // ncols) * 2 * ncols + ncols + i % ncols]
-        top.imshow(_hwc(images[i])); bottom.imshow(_hwc(images[i])); bottom.imshow(cams[i], cmap='jet', alpha=alpha, vmin=0, vmax=1)
+        top.imshow(_hwc(images[i]))
+        bottom.imshow(_hwc(images[i]))
+        bottom.imshow(cams[i], cmap='jet', alpha=alpha, vmin=0, vmax=1)
         if titles is not None: top.set_title(titles[i], fontsize=9, color=colors[i] if colors is not None else 'black')
     if colorbar and len(images):
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
         cb = fig.colorbar(ScalarMappable(Normalize(0, 1), 'jet'), ax=axs, shrink=0.8, pad=0.01, aspect=30)
-        cb.set_label("Grad-CAM: evidence for the class,\nrelative to the image's peak", fontsize=9); cb.ax.tick_params(labelsize=9)
+        cb.set_label("Grad-CAM: evidence for the class,\nrelative to the image's peak", fontsize=9)
+        cb.ax.tick_params(labelsize=9)
     return fig
 
 # %% ../nbs/04_interpret.ipynb #7ca059f2
@@ -327,7 +347,8 @@ def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs
                   alpha: float = 0.5,  # opacity of the heatmap
                   ncols: int = 8,      # images per row
                   axs=None,            # axes (2 per image); None makes a figure
-                  save=None,           # True: `<run>/interpret/gradcam_correct.png` or `gradcam_wrong.png`; a path: there
+                  # True: `<run>/interpret/gradcam_correct.png` or `gradcam_wrong.png`; a path: there
+                  save=None,
                  ) -> plt.Figure:
     "Grad-CAM heatmaps over test images (picked, or given by index) or over images of your own."
     check_number('alpha', alpha, 0, 1, integer=False); check_number('ncols', ncols, 1, 64); get_device(device)
@@ -335,19 +356,25 @@ def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs
     own = which is not None and _np(which).ndim == 4
     if own: images, labels = torch.as_tensor(_np(which)), None
     else:
-        idx = _pick((run.logits.argmax(1) == run.labels) == correct, n, seed) if which is None else _np(which).astype(np.int64).ravel()
+        idx = (_pick((run.logits.argmax(1) == run.labels) == correct, n, seed) if which is None
+               else _np(which).astype(np.int64).ravel())
         if len(idx) and (idx.min() < 0 or idx.max() >= len(run.labels)):
-            raise ArgumentError(f"which must be test indices in 0..{len(run.labels) - 1} (or uint8 images (B,3,H,W)); got {idx.min()}..{idx.max()}")
+            raise ArgumentError(f"which must be test indices in 0..{len(run.labels) - 1} (or uint8 images (B,3,H,W)); "
+                                f"got {idx.min()}..{idx.max()}")
         images, labels = torch.as_tensor(_np(_images(run, data, images))[idx]), run.labels[idx]
     res = grad_cam(run.model(device), run.normalise(images), layer, target)
     p, cls = torch.softmax(res.logits, 1), run.classes
     pred = res.logits.argmax(1)
-    mark = lambda i: '' if labels is None else ('✓ ' if pred[i] == labels[i] else '✗ ')  # right/wrong not by colour alone
-    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + mark(i) + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
+    # right/wrong not by colour alone
+    mark = lambda i: '' if labels is None else ('✓ ' if pred[i] == labels[i] else '✗ ')
+    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + mark(i)
+              + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
               + ('' if target is None else f"\ncam: {cls[res.target[i]]}") for i in range(len(images))]
     colors = None if labels is None else ['green' if pred[i] == labels[i] else 'red' for i in range(len(images))]
     fig = plot_cam_overlay(images, res.cam, titles, colors, alpha=alpha, ncols=ncols, axs=axs)
-    fig.suptitle(_title(run, f"Grad-CAM at {layer}" + ('' if which is not None else f", {'right' if correct else 'wrong'} predictions")), fontsize=9)
+    fig.suptitle(_title(run, f"Grad-CAM at {layer}"
+                        + ('' if which is not None else f", {'right' if correct else 'wrong'} predictions")),
+                 fontsize=9)
     _save_fig(fig, save, run, f"gradcam_{'correct' if correct else 'wrong'}")
     return fig
 
@@ -390,7 +417,8 @@ def plot_reliability(src,                # a run folder, a `Run` or `(logits, la
     lo, w = r['edges'][:-1], 1 / n_bins
     acc, cf = np.nan_to_num(r['acc']), np.nan_to_num(r['conf'])
     ax.bar(lo, acc, width=w, align='edge', color='C0', edgecolor='k', lw=0.5, label='accuracy')
-    ax.bar(lo, np.abs(cf - acc), bottom=np.minimum(acc, cf), width=w, align='edge', fill=False, hatch='///', edgecolor='C3', lw=0.5, label='gap to confidence')
+    ax.bar(lo, np.abs(cf - acc), bottom=np.minimum(acc, cf), width=w, align='edge', fill=False, hatch='///',
+           edgecolor='C3', lw=0.5, label='gap to confidence')
     ax.plot([0, 1], [0, 1], 'k--', lw=1, label='calibrated')
     share = r['count'] / max(r['count'].sum(), 1)
     ax.step(np.r_[lo, 1], np.r_[share, share[-1]], where='post', color='grey', lw=1, label='share of predictions')
@@ -401,13 +429,15 @@ def plot_reliability(src,                # a run folder, a `Run` or `(logits, la
     return ax.figure
 
 # %% ../nbs/04_interpret.ipynb #56e371b4
-INTERPRET_FIGURES = ('confusion', 'confusion_norm', 'correct', 'wrong', 'top_losses', 'gradcam_correct', 'gradcam_wrong', 'reliability')
+INTERPRET_FIGURES = ('confusion', 'confusion_norm', 'correct', 'wrong', 'top_losses', 'gradcam_correct',
+                     'gradcam_wrong', 'reliability')
 
 def interpret_summary(run: Run, n_bins: int = 15, k: int = 5) -> dict:
     "The numbers: accuracy, ECE, per-class accuracy and the `k` most-confused (true, predicted) pairs."
     cm = confusion_matrix(run.labels, run.logits.argmax(1), len(run.classes))
     return dict(run=str(run.path), data=run.config.get('data', {}).get('name'), n_test=int(cm.sum()),
-                accuracy=float(np.trace(cm) / max(cm.sum(), 1)), ece=expected_calibration_error(to_probs(run.logits), run.labels, n_bins),
+                accuracy=float(np.trace(cm) / max(cm.sum(), 1)),
+                ece=expected_calibration_error(to_probs(run.logits), run.labels, n_bins),
                 per_class_accuracy=dict(zip(run.classes, per_class_accuracy(cm).tolist())),
                 most_confused=[dict(true=t, pred=p, count=c) for t, p, c in most_confused(cm, run.classes, k)])
 
@@ -425,14 +455,17 @@ def interpret_run(run_dir,              # a run folder (or a loaded `Run`)
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     if save: run_subfolder(run.path, 'interpret')  # a file or a link in its place is refused before any work
     images = run.test_images(data)
-    grad_cam(run.model(device), run.normalise(images[:1]), layer)  # a layer Grad-CAM cannot explain fails before any figure
+    # a layer Grad-CAM cannot explain fails before any figure
+    grad_cam(run.model(device), run.normalise(images[:1]), layer)
     out = interpret_summary(run)
     draw = dict(confusion=lambda: plot_confusion(run), confusion_norm=lambda: plot_confusion(run, normalize=True),
                 correct=lambda: show_predictions(run, True, n, images=images, seed=seed),
                 wrong=lambda: show_predictions(run, False, n, images=images, seed=seed),
                 top_losses=lambda: plot_top_losses(run, n, images=images),
-                gradcam_correct=lambda: plot_grad_cam(run, correct=True, n=max(1, n // 2), layer=layer, images=images, device=device, seed=seed),
-                gradcam_wrong=lambda: plot_grad_cam(run, correct=False, n=max(1, n // 2), layer=layer, images=images, device=device, seed=seed),
+                gradcam_correct=lambda: plot_grad_cam(run, correct=True, n=max(1, n // 2), layer=layer, images=images,
+                                                      device=device, seed=seed),
+                gradcam_wrong=lambda: plot_grad_cam(run, correct=False, n=max(1, n // 2), layer=layer, images=images,
+                                                    device=device, seed=seed),
                 reliability=lambda: plot_reliability(run))
     figs = {}
     for name in INTERPRET_FIGURES:
@@ -440,5 +473,6 @@ def interpret_run(run_dir,              # a run folder (or a loaded `Run`)
         if save: figs[name] = _save_fig(fig, True, run, name); plt.close(fig)
         else: figs[name] = fig
     out['figures'] = figs
-    if save: out['json'] = save_json(run_subfolder(run.path, 'interpret')/'interpret.json', {k: v for k, v in out.items() if k != 'figures'} | {'layer': layer})
+    if save: out['json'] = save_json(run_subfolder(run.path, 'interpret')/'interpret.json',
+                                     {k: v for k, v in out.items() if k != 'figures'} | {'layer': layer})
     return out

@@ -48,7 +48,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype|None:
     "The autocast dtype for `precision` on `device` (None means float32)."
     if precision == 'fp32': return None
     if precision == 'fp16':
-        if device.type != 'cuda': raise ConfigError("parameter precision='fp16' needs a CUDA device; use 'bf16' or 'fp32'")
+        if device.type != 'cuda':
+            raise ConfigError("parameter precision='fp16' needs a CUDA device; use 'bf16' or 'fp32'")
         return torch.float16
     if precision == 'bf16': return torch.bfloat16
     if device.type == 'cuda': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -88,7 +89,8 @@ class TrainStep:
 
     def _compute(self, xb, yb, cache: bool = True):
         "Forward, loss, backward, update; the detached loss and correct count."
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None, cache_enabled=cache):
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None,
+                            cache_enabled=cache):
             out = self.forward(xb)
             loss = F.cross_entropy(out.float(), yb)
         self.opt.zero_grad(set_to_none=True)
@@ -113,7 +115,8 @@ class TrainStep:
         for g in self.opt.param_groups: g['lr'] = lr
 
     def read(self) -> tuple[list, list, int]:
-        "This epoch's per-step losses and accuracies and its number of images (the one read-back per epoch); starts a new epoch."
+        ("This epoch's per-step losses and accuracies and its number of images (the one read-back per epoch); "
+         "starts a new epoch.")
         n, sizes = len(self.sizes), self.sizes
         losses, correct = self.losses[:n].tolist(), self.correct[:n].tolist()
         self.idx.zero_(); self.sizes = []
@@ -153,7 +156,8 @@ class GraphStep(TrainStep):
         if self.graph is None and self.calls > self.warmup and fits and self.static is None:
             try: self._capture(xb, yb)
             except Exception as e:  # an op that cannot be captured: keep training eagerly, say so once
-                print(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); training eagerly", file=sys.stderr)
+                print(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "training eagerly", file=sys.stderr)
                 self.static = (xb, yb)
         if self.graph is not None and fits:
             self.static[0].copy_(xb); self.static[1].copy_(yb); self.graph.replay()
@@ -163,15 +167,19 @@ class GraphStep(TrainStep):
 # %% ../nbs/03a_learner.ipynb #6fa40c5a
 def resolve_step(kind: str, device: torch.device, compiled: bool = False) -> str:
     "'graph' or 'eager': `kind='auto'` is a CUDA graph on CUDA (unless the forward is compiled), else eager."
-    if kind not in ('auto', 'graph', 'eager'): raise ConfigError(f"parameter step={kind!r} must be one of 'auto', 'graph', 'eager'")
-    if kind == 'graph' and compiled: raise ConfigError("parameter step='graph' cannot capture a compiled forward: use compile='no' or step='eager'")
-    if kind == 'graph' and device.type != 'cuda': raise ConfigError(f"parameter step='graph' needs a CUDA device, not {device}: use step='eager' or 'auto'")
+    if kind not in ('auto', 'graph', 'eager'):
+        raise ConfigError(f"parameter step={kind!r} must be one of 'auto', 'graph', 'eager'")
+    if kind == 'graph' and compiled:
+        raise ConfigError("parameter step='graph' cannot capture a compiled forward: use compile='no' or step='eager'")
+    if kind == 'graph' and device.type != 'cuda':
+        raise ConfigError(f"parameter step='graph' needs a CUDA device, not {device}: use step='eager' or 'auto'")
     return 'graph' if kind == 'graph' or (kind == 'auto' and device.type == 'cuda' and not compiled) else 'eager'
 
 def make_step(model, opt, amp=None, n_steps=1, kind: str = 'auto', forward=None) -> TrainStep:
     "The training step `resolve_step` chooses, over `model` (and `forward`, e.g. a compiled model)."
     dev = next(model.parameters()).device
-    return (GraphStep if resolve_step(kind, dev, forward is not None) == 'graph' else TrainStep)(model, opt, amp, n_steps, forward)
+    return (GraphStep if resolve_step(kind, dev, forward is not None) == 'graph'
+            else TrainStep)(model, opt, amp, n_steps, forward)
 
 # %% ../nbs/03a_learner.ipynb #69456f0e
 class Callback:
@@ -227,14 +235,16 @@ class Diverged(FloatingPointError):
 NonFiniteLoss = Diverged  # the name older code used
 
 class DivergenceCB(Callback):
-    "Stop a run whose loss is not finite or far above its start, or that ends at chance with a loss of 1.5 ln C or more."
+    ("Stop a run whose loss is not finite or far above its start, or that ends at chance with "
+     "a loss of 1.5 ln C or more.")
     order = -4
     def __init__(self, factor: float = 10.): self.factor = factor
     def _check(self, L, loss, where):
         start = L.state.initial_loss
         if not math.isfinite(loss) or (start is not None and loss > self.factor * max(start, 1e-3)):
-            raise Diverged(f"the {where} loss became {loss:.4g} in epoch {L.epoch + 1} (the first step's was {start:.4g}): "
-                           f"the run diverged; lower lr (now {L.lr:g})" + ("" if L.amp is None else " or use precision='fp32'"))
+            raise Diverged(f"the {where} loss became {loss:.4g} in epoch {L.epoch + 1} "
+                           f"(the first step's was {start:.4g}): the run diverged; "
+                           f"lower lr (now {L.lr:g})" + ("" if L.amp is None else " or use precision='fp32'"))
     def after_train(self, L):
         bad = [i for i, l in enumerate(L.losses) if not math.isfinite(l)]
         if bad: self._check(L, L.losses[bad[0]], f'training (iteration {L.epoch * L.n_steps + bad[0] + 1})')
@@ -245,8 +255,9 @@ class DivergenceCB(Callback):
         if not n or n < 100 or not C or not L.history['val']['acc']: return
         chance, acc = 1 / C, max(L.history['val']['acc'])
         if acc <= chance + 3 * math.sqrt(chance * (1 - chance) / n) and L.state.best_val_loss >= 1.5 * math.log(C):
-            raise Diverged(f"after {L.state.epoch} epochs the best validation accuracy is {acc:.1%} (chance: {chance:.0%}) and the "
-                           f"best validation loss {L.state.best_val_loss:.3f} is far above a uniform guess's ({math.log(C):.3f}): "
+            raise Diverged(f"after {L.state.epoch} epochs the best validation accuracy is {acc:.1%} (chance: "
+                           f"{chance:.0%}) and the best validation loss {L.state.best_val_loss:.3f} is far above a "
+                           f"uniform guess's ({math.log(C):.3f}): "
                            f"the run is confidently wrong; lower lr ({L.cfg.lr:g}) and check the data")
 
 # %% ../nbs/03a_learner.ipynb #66ac18cf
@@ -285,19 +296,22 @@ def save_checkpoint(path, L):
 
 def load_checkpoint(path, L):
     "Restore what `save_checkpoint` wrote into `L` (model, optimiser, history, state, random states)."
-    try: regular_file(path, advice='delete it to restart this run from its first epoch (train_run does on its next attempt)')
+    try: regular_file(path,
+                      advice='delete it to restart this run from its first epoch (train_run does on its next attempt)')
     except DataError as e: raise CheckpointError(str(e)) from None
     try: ck = torch.load(path, map_location='cpu', weights_only=True)  # weights_only: a pickle carrying code is refused
     except Exception as e:
-        raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); it is truncated, corrupted "
-                              f"or not a checkpoint written by cifar_nb: delete it to restart this run from its first epoch (train_run does on its next attempt)") from None
+        raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "it is truncated, corrupted or not a checkpoint written by cifar_nb: delete it to "
+                              "restart this run from its first epoch (train_run does on its next attempt)") from None
     try:
         L.model.load_state_dict(ck['model']); L.opt.load_state_dict(ck['opt'])
         L.history, L.state = ck['history'], FitState(**ck['state'])
         torch.set_rng_state(ck['rng_cpu']); L.train_dl.generator.set_state(ck['loader_rng'])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path} does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:200]}): "
-                              "it was written by another version or configuration; delete it to restart this run (train_run does on its next attempt)") from None
+                              "it was written by another version or configuration; delete it to restart this run "
+                              "(train_run does on its next attempt)") from None
     if 'rng_cuda' in ck and torch.cuda.is_available(): torch.cuda.set_rng_state_all(ck['rng_cuda'])
 
 class CheckpointCB(Callback):
@@ -314,7 +328,8 @@ class ProgressCB(Callback):
     order = 20
     def before_fit(self, L):
         self.bar = tqdm(total=L.cfg.epochs * L.n_steps, initial=L.state.epoch * L.n_steps, desc='train', unit='step',
-                        mininterval=0.1 if sys.stderr.isatty() else 1.0,  # papermill keeps every update: fewer off a terminal
+                        # papermill keeps every update: fewer off a terminal
+                        mininterval=0.1 if sys.stderr.isatty() else 1.0,
                         dynamic_ncols=True, leave=True)
     def after_step(self, L): self.bar.update(1)
     def after_epoch(self, L):
@@ -338,7 +353,8 @@ class FitResult:
 
 class Learner:
     "The training loop: steps, one read-back and validation per epoch; everything else is a callback."
-    def __init__(self, model, train_dl, val_dl, cfg: TrainConfig, amp=None, step: str = 'auto', compile: bool = False, cbs=()):
+    def __init__(self, model, train_dl, val_dl, cfg: TrainConfig, amp=None, step: str = 'auto', compile: bool = False,
+                 cbs=()):
         self.model, self.train_dl, self.val_dl, self.cfg, self.amp = model, train_dl, val_dl, cfg, amp
         self.opt = make_optimizer(model, cfg)
         self.n_steps, self.step_kind, self.compile = len(train_dl), step, compile
@@ -403,7 +419,8 @@ class TensorBatches:
     def __init__(self, x, y, batch_size, shuffle=True, seed=0, drop_last=False):
         self.x, self.y, self.batch_size, self.shuffle, self.drop_last = x, y, batch_size, shuffle, drop_last
         self.n, self.generator = len(x), torch.Generator().manual_seed(seed)
-    def __len__(self): return len(self.x) // self.batch_size if self.drop_last else math.ceil(len(self.x) / self.batch_size)
+    def __len__(self):
+        return len(self.x) // self.batch_size if self.drop_last else math.ceil(len(self.x) / self.batch_size)
     def __iter__(self):
         idx = torch.randperm(len(self.x), generator=self.generator) if self.shuffle else torch.arange(len(self.x))
         for i in range(len(self)):

@@ -92,7 +92,8 @@ def split_for_run(y, # the training set's labels (N,)
     "`(train_idx, val_idx)` of a run: sorted, disjoint int64 indices into the training set."
     tr, va = stratified_split(y, val_fraction, seed=seed)
     if n_train is not None:
-        if not 1 <= n_train <= len(tr): raise DataError(f"n_train={n_train} is out of range: the training split has {len(tr)} images")
+        if not 1 <= n_train <= len(tr):
+            raise DataError(f"n_train={n_train} is out of range: the training split has {len(tr)} images")
         y = _labels(y)
         tr = tr[stratified_subset(y[tr], n_train, seed=seed)]
         va = va[stratified_subset(y[va], max(10, min(len(va), n_train // 5)), seed=seed)]
@@ -103,7 +104,8 @@ def channel_stats(x:torch.Tensor, # uint8 images (N,C,H,W): the training part on
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "Per-channel mean and standard deviation of `x/255`, float32 of shape (C,)."
     if x.dtype != torch.uint8 or x.ndim != 4 or len(x) == 0:
-        raise DataError(f"channel_stats wants uint8 images (N,C,H,W) with N > 0, got {x.dtype} {tuple(x.shape)}: pass ImageSet.x")
+        raise DataError(f"channel_stats wants uint8 images (N,C,H,W) with N > 0, got {x.dtype} "
+                        f"{tuple(x.shape)}: pass ImageSet.x")
     v = torch.arange(256, dtype=torch.float64)/255
     hist = torch.stack([torch.bincount(x[:, c].flatten(), minlength=256).cpu().double() for c in range(x.shape[1])])
     n = hist.sum(1)
@@ -166,13 +168,17 @@ class DeviceLoader:
                  drop_last:bool=False, # drop the last, smaller batch
                  channels_last:bool=False, # return batches in channels-last memory format
                 ):
-        if x.dtype != torch.uint8 or x.ndim != 4: raise DataError(f"DeviceLoader wants uint8 images (N,C,H,W), got {x.dtype} {tuple(x.shape)}: pass ImageSet.x")
-        if len(y) != len(x): raise DataError(f"DeviceLoader got {len(x)} images but {len(y)} labels: pass the x and y of one split")
-        if not (isinstance(batch_size, int) and batch_size >= 1): raise DataError(f"batch_size={batch_size!r} must be a positive int")
+        if x.dtype != torch.uint8 or x.ndim != 4: raise DataError("DeviceLoader wants uint8 images (N,C,H,W), "
+                                                                  f"got {x.dtype} {tuple(x.shape)}: pass ImageSet.x")
+        if len(y) != len(x):
+            raise DataError(f"DeviceLoader got {len(x)} images but {len(y)} labels: pass the x and y of one split")
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise DataError(f"batch_size={batch_size!r} must be a positive int")
         self.device = get_device(device)
         self.x, self.y = x.to(self.device), torch.as_tensor(y).to(self.device, torch.int64)
         mean, std = (torch.as_tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in (mean, std))
-        if (std <= 0).any(): raise DataError(f"std={std.flatten().tolist()} must be positive: use channel_stats on the training images")
+        if (std <= 0).any():
+            raise DataError(f"std={std.flatten().tolist()} must be positive: use channel_stats on the training images")
         self.scale, self.shift = (1/(255*std)).to(self.device), (-mean/std).to(self.device)  # (x/255 - mean)/std
         self.n, self.batch_size, self.shuffle, self.augment = len(x), batch_size, shuffle, augment
         self.drop_last, self.channels_last = drop_last, channels_last
@@ -180,8 +186,8 @@ class DeviceLoader:
 
     def __len__(self) -> int: return self.n//self.batch_size if self.drop_last else math.ceil(self.n/self.batch_size)
 
-    def __repr__(self): return (f"DeviceLoader(n={self.n}, batch_size={self.batch_size}, batches={len(self)}, device={self.device}, "
-                                f"shuffle={self.shuffle}, augment={self.augment})")
+    def __repr__(self): return (f"DeviceLoader(n={self.n}, batch_size={self.batch_size}, batches={len(self)}, "
+                                f"device={self.device}, shuffle={self.shuffle}, augment={self.augment})")
 
 # %% ../nbs/01b_loader.ipynb #95470342
 @torch.no_grad()

@@ -16,16 +16,22 @@ __all__ = ['auroc', 'aupr_in', 'aupr_out', 'roc_points', 'fpr_at_tpr', 'detectio
 
 # %% ../nbs/05_metrics.ipynb #1c5697d7
 def _as_1d(s, name: str = 'scores') -> np.ndarray:
-    "Scores as a 1-d float64 array, refusing what is not numbers, more than one axis, empty or non-finite; `name` is the argument."
+    ("Scores as a 1-d float64 array, refusing what is not numbers, more than one axis, "
+     "empty or non-finite; `name` is the argument.")
     what = 'ID scores' if 'id' in name else 'OOD scores'
     if isinstance(s, torch.Tensor): s = s.detach().cpu().double().numpy()
     try: a = np.asarray(s)
-    except (ValueError, TypeError, OverflowError) as e: raise ArgumentError(f"{name} must be a 1-d array of numbers ({e})") from None
-    if a.dtype.kind not in 'biuf': raise ArgumentError(f"{name} must be numbers (one score per sample), got an array of {a.dtype}")
-    if sum(d > 1 for d in a.shape) > 1: raise ArgumentError(f"{name} must be 1-d (one score per sample), got shape {a.shape}")
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ArgumentError(f"{name} must be a 1-d array of numbers ({e})") from None
+    if a.dtype.kind not in 'biuf':
+        raise ArgumentError(f"{name} must be numbers (one score per sample), got an array of {a.dtype}")
+    if sum(d > 1 for d in a.shape) > 1:
+        raise ArgumentError(f"{name} must be 1-d (one score per sample), got shape {a.shape}")
     a = a.astype(np.float64).ravel()
-    if len(a) == 0: raise ArgumentError(f"no {what} given ({name} is empty): each of the ID and OOD score sets needs at least one sample")
-    if not np.isfinite(a).all(): raise ArgumentError(f"{(~np.isfinite(a)).sum()} {what} ({name}) are NaN or infinite: check the model and its inputs")
+    if len(a) == 0: raise ArgumentError(f"no {what} given ({name} is empty): each of the ID and OOD score "
+                                        "sets needs at least one sample")
+    if not np.isfinite(a).all(): raise ArgumentError(f"{(~np.isfinite(a)).sum()} {what} ({name}) are NaN or infinite: "
+                                                     "check the model and its inputs")
     return a
 
 def _labelled(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
@@ -77,19 +83,23 @@ def detection_accuracy(id_scores, ood_scores,
                        balanced: bool = True,  # mean of the ID and OOD accuracies (else: share of all samples right)
                       ) -> float:
     "Accuracy of the ID/OOD decision `score >= threshold` means ID."
-    try: t = float(threshold) if isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, (bool, np.bool_)) else math.nan
+    try: t = (float(threshold) if isinstance(threshold, (int, float, np.integer, np.floating))
+              and not isinstance(threshold, (bool, np.bool_)) else math.nan)
     except OverflowError: t = math.nan  # an int beyond any float
-    if t != t: raise ArgumentError(f"threshold={show_value(threshold)} must be a number (inf calls nothing ID, -inf everything)")
+    if t != t: raise ArgumentError(f"threshold={show_value(threshold)} must be a number "
+                                   "(inf calls nothing ID, -inf everything)")
     a, b = _as_1d(id_scores, 'id_scores'), _as_1d(ood_scores, 'ood_scores')
     ok_id, ok_ood = (a >= t), (b < t)
-    return float((ok_id.mean() + ok_ood.mean()) / 2) if balanced else float((ok_id.sum() + ok_ood.sum()) / (len(a) + len(b)))
+    return (float((ok_id.mean() + ok_ood.mean()) / 2) if balanced
+            else float((ok_id.sum() + ok_ood.sum()) / (len(a) + len(b))))
 
 # %% ../nbs/05_metrics.ipynb #f00068fe
 def id_threshold(id_fit_scores, keep: float = 0.95) -> float:
     "The highest threshold that keeps (calls ID) at least the share `keep` of the held-out ID scores."
     check_number('keep', keep, 0, 1, integer=False, lo_open=True)
     a = np.sort(_as_1d(id_fit_scores, 'id_fit_scores'))
-    k = max(1, int(np.ceil(keep * len(a) - 1e-9)))  # how many scores to keep (the tolerance: 0.95 of 100 is 95), at least one
+    # how many scores to keep (the tolerance: 0.95 of 100 is 95), at least one
+    k = max(1, int(np.ceil(keep * len(a) - 1e-9)))
     return float(a[len(a) - k])  # the k-th highest: it and every score above it are kept
 
 def fit_threshold(id_scores, ood_scores) -> float:
@@ -111,7 +121,7 @@ def threshold_accuracy(fit_id, fit_ood,   # held-out scores the thresholds are f
     "Both thresholds fitted on the fit scores only, and what they do on the evaluation scores."
     t = fit_threshold(fit_id, fit_ood); ti = id_threshold(fit_id, keep)
     ev_id, ev_ood = _as_1d(eval_id, 'eval_id'), _as_1d(eval_ood, 'eval_ood')
-    return dict(threshold=t, fit_acc=detection_accuracy(fit_id, fit_ood, t), det_acc=detection_accuracy(ev_id, ev_ood, t),
-                set_id_kept=float((ev_id >= t).mean()), set_ood_flagged=float((ev_ood < t).mean()),
-                id_threshold=ti, id_kept=float((ev_id >= ti).mean()), ood_flagged=float((ev_ood < ti).mean()),
-                id_det_acc=detection_accuracy(ev_id, ev_ood, ti))
+    return dict(threshold=t, fit_acc=detection_accuracy(fit_id, fit_ood, t),
+                det_acc=detection_accuracy(ev_id, ev_ood, t), set_id_kept=float((ev_id >= t).mean()),
+                set_ood_flagged=float((ev_ood < t).mean()), id_threshold=ti, id_kept=float((ev_id >= ti).mean()),
+                ood_flagged=float((ev_ood < ti).mean()), id_det_acc=detection_accuracy(ev_id, ev_ood, ti))

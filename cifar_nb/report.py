@@ -46,13 +46,19 @@ def synthetic_runs(accs: dict,           # {configuration: final test accuracy (
             right = rng.random(n_test) < a + rng.normal(0, 0.01)
             pred = np.where(right, labels, (labels + 1 + rng.integers(0, 9, n_test)) % 10)
             logits = rng.normal(0, 0.1, (n_test, 10)).astype(np.float32); logits[np.arange(n_test), pred] += 3
-            hist = dict(train=dict(iteration=it.tolist(), epoch=ep.tolist(), lr=lr.tolist(), loss=tr_loss.tolist(), acc=tr_acc.tolist()),
-                        val=dict(iteration=(va_ep * iters).tolist(), epoch=va_ep.tolist(), loss=(2.3 * (1 - va_acc) + 0.3).tolist(), acc=va_acc.tolist()))
-            params = dict(seed=s, epochs=epochs, lr=2e-4, lr_schedule='piecewise' if drop_after else 'none', precision='auto')
+            hist = dict(train=dict(iteration=it.tolist(), epoch=ep.tolist(), lr=lr.tolist(), loss=tr_loss.tolist(),
+                                   acc=tr_acc.tolist()),
+                        val=dict(iteration=(va_ep * iters).tolist(), epoch=va_ep.tolist(),
+                                 loss=(2.3 * (1 - va_acc) + 0.3).tolist(), acc=va_acc.tolist()))
+            params = dict(seed=s, epochs=epochs, lr=2e-4, lr_schedule='piecewise' if drop_after else 'none',
+                          precision='auto')
             out.setdefault(name, {})[s] = SimpleNamespace(
-                path=Path(f'runs/{name}/seed{s}'), params=params, classes=list(CLASSES10), history=hist, logits=logits, labels=labels,
-                config=dict(params=params, classes=list(CLASSES10), provenance=dict(git_commit=f'{s:040x}', precision='torch.bfloat16')),
-                metrics=dict(test_acc=float((pred == labels).mean()), best_epoch=epochs, train_seconds=60., total_seconds=70.))
+                path=Path(f'runs/{name}/seed{s}'), params=params, classes=list(CLASSES10), history=hist, logits=logits,
+                labels=labels,
+                config=dict(params=params, classes=list(CLASSES10),
+                            provenance=dict(git_commit=f'{s:040x}', precision='torch.bfloat16')),
+                metrics=dict(test_acc=float((pred == labels).mean()), best_epoch=epochs, train_seconds=60.,
+                             total_seconds=70.))
     return out
 
 # %% ../nbs/08_report.ipynb #a11dbb9c
@@ -62,7 +68,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 def shrink_png(png: bytes, min_psnr: float = 40.0) -> bytes:
-    "The PNG as a 256-colour palette image when that is within `min_psnr` dB of it and smaller, else the PNG re-saved optimised."
+    ("The PNG as a 256-colour palette image when that is within `min_psnr` dB of it and smaller, "
+     "else the PNG re-saved optimised.")
     from PIL import Image
     im = Image.open(io.BytesIO(png)).convert('RGB')
     q = im.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
@@ -90,7 +97,8 @@ def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the pa
     if not alt or not alt.strip(): raise ValueError("every picture needs an alt text that says what it shows")
     from PIL import Image
     from cifar_nb.core import regular_file
-    if isinstance(fig, (str, Path)): png = shrink_png(regular_file(fig).read_bytes(), min_psnr)  # never a FIFO or a device
+    # never a FIFO or a device
+    if isinstance(fig, (str, Path)): png = shrink_png(regular_file(fig).read_bytes(), min_psnr)
     elif isinstance(fig, (bytes, bytearray)): png = shrink_png(bytes(fig), min_psnr)
     else: png = png_bytes(fig, dpi, min_psnr)
     w, h = Image.open(io.BytesIO(png)).size
@@ -131,18 +139,23 @@ def plot_accuracy(acc: dict,            # {configuration: {seed: accuracy in %}}
         ax.errorbar([m], [i], xerr=[[hw if np.isfinite(hw) else 0]], fmt='o', color=c, ms=7, capsize=4, lw=2,
                     label=f'mean, {level:.0%} interval (t)' if i == 0 else None)
         if report and np.isfinite(report.get(n, math.nan)):
-            ax.plot([report[n]], [i], 'D', color='#d62728', mfc='white', mew=2, ms=8, label='the report (one run)' if 'the report (one run)' not in [t.get_label() for t in ax.lines] else None)
+            ax.plot([report[n]], [i], 'D', color='#d62728', mfc='white', mew=2, ms=8,
+                    label='the report (one run)' if 'the report (one run)' not in [t.get_label() for t in ax.lines]
+                    else None)
     ax.set_yticks(range(len(names)), names); ax.invert_yaxis()
     ax.set_xlabel(xlabel); ax.grid(axis='x', alpha=0.3)
-    ax.legend(loc='lower center', bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=10, frameon=False)  # above the plot: covers no point
+    # above the plot: covers no point
+    ax.legend(loc='lower center', bbox_to_anchor=(0.5, 1.0), ncols=3, fontsize=10, frameon=False)
     return ax.figure
 
 # %% ../nbs/08_report.ipynb #8c3bd2e9
 def epoch_history(run) -> pd.DataFrame:
-    "Per epoch: the learning rate at its start, mean training loss and accuracy over its iterations, validation loss and accuracy."
+    ("Per epoch: the learning rate at its start, mean training loss and accuracy over its iterations, "
+     "validation loss and accuracy.")
     t, v = pd.DataFrame(run.history['train']), pd.DataFrame(run.history['val'])
     g = t.groupby('epoch').agg(lr=('lr', 'first'), train_loss=('loss', 'mean'), train_acc=('acc', 'mean'))
-    return g.join(v.set_index('epoch')[['loss', 'acc']].rename(columns=dict(loss='val_loss', acc='val_acc'))).reset_index()
+    return g.join(v.set_index('epoch')[['loss', 'acc']]
+                  .rename(columns=dict(loss='val_loss', acc='val_acc'))).reset_index()
 
 def lr_drops(run) -> list[int]:
     "The epochs after which the recorded learning rate decreased."
@@ -171,15 +184,17 @@ def plot_curves(runs: dict,              # {configuration: {seed: run}}
     for i, (n, by) in enumerate(runs.items()):
         e, m, lo, hi = curve_band(by, column)
         c, ls = config_style(n, i)
-        wide = n == 'Improved'  # the reference: drawn wide and underneath, so the curves that coincide with it stay visible
+        # the reference: drawn wide and underneath, so the curves that coincide with it stay visible
+        wide = n == 'Improved'
         ax.plot(e, m * scale, color=c, ls=ls, lw=3.2 if wide else 1.7, zorder=1.5 if wide else 2.5, label=n)
         ax.fill_between(e, lo * scale, hi * scale, color=c, alpha=0.15, lw=0)
         for d in lr_drops(by[min(by)]): drops.setdefault(d, []).append(n)
     if mark_drops:
         for d, who in drops.items():
             ax.axvline(d, color='grey', lw=1, ls='--')
-            if label_drops: ax.annotate(f'lr × 0.1 after\nepoch {d}', (d, 0), xycoords=('data', 'axes fraction'), xytext=(-4, 4),
-                                        textcoords='offset points', ha='right', va='bottom', fontsize=9, color='dimgrey')
+            if label_drops: ax.annotate(f'lr × 0.1 after\nepoch {d}', (d, 0), xycoords=('data', 'axes fraction'),
+                                        xytext=(-4, 4), textcoords='offset points', ha='right', va='bottom', fontsize=9,
+                                        color='dimgrey')
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('epoch'); ax.set_ylabel(ylabel or column.replace('_', ' ') + (' (%)' if scale == 100 else ''))
@@ -206,16 +221,18 @@ def plot_first_epoch(runs: dict, ax=None, k: int = 20) -> plt.Figure:
         ls_ = [first_epoch_loss(r, k) for r in by.values()]
         L = min(map(len, ls_)); y = np.mean([l[:L] for l in ls_], 0)
         c, ls = config_style(n, i)
-        ax.plot(np.arange(1, L + 1) / L, y, color=c, ls=ls, lw=3.2 if n == 'Improved' else 1.7, zorder=1.5 if n == 'Improved' else 2.5, label=n)
+        ax.plot(np.arange(1, L + 1) / L, y, color=c, ls=ls, lw=3.2 if n == 'Improved' else 1.7,
+                zorder=1.5 if n == 'Improved' else 2.5, label=n)
     ax.axhline(math.log(10), color='grey', lw=0.8, ls=':')
-    ax.annotate('ln 10: chance', (1, math.log(10)), xycoords=('axes fraction', 'data'), xytext=(-3, 3), textcoords='offset points',
-                ha='right', fontsize=9, color='dimgrey')
+    ax.annotate('ln 10: chance', (1, math.log(10)), xycoords=('axes fraction', 'data'), xytext=(-3, 3),
+                textcoords='offset points', ha='right', fontsize=9, color='dimgrey')
     ax.set_xlabel('epoch (first epoch only)'); ax.set_ylabel(f'training loss ({k}-iteration mean)'); ax.grid(alpha=0.3)
     return ax.figure
 
 # %% ../nbs/08_report.ipynb #7a4ffc4a
 def plot_training(runs: dict, figsize=(9.5, 8.2)) -> plt.Figure:
-    "Figure 2 over seeds: (a) validation accuracy, (b) validation loss, (c) first-epoch training loss, (d) train - validation accuracy."
+    ("Figure 2 over seeds: (a) validation accuracy, (b) validation loss, (c) first-epoch training loss, "
+     "(d) train - validation accuracy.")
     fig, axs = plt.subplots(2, 2, figsize=figsize, layout='constrained')
     plot_curves(runs, 'val_acc', axs[0, 0], ylabel='validation accuracy (%)')
     plot_curves(runs, 'val_loss', axs[0, 1], ylabel='validation loss', label_drops=False)
@@ -225,7 +242,8 @@ def plot_training(runs: dict, figsize=(9.5, 8.2)) -> plt.Figure:
         tr = np.array([epoch_history(r).set_index('epoch').loc[e, 'train_acc'].to_numpy() for r in by.values()])
         va = np.array([epoch_history(r).set_index('epoch').loc[e, 'val_acc'].to_numpy() for r in by.values()])
         c, ls = config_style(n, i)
-        axs[1, 1].plot(e, 100 * (tr - va).mean(0), color=c, ls=ls, lw=3.2 if n == 'Improved' else 1.7, zorder=1.5 if n == 'Improved' else 2.5)
+        axs[1, 1].plot(e, 100 * (tr - va).mean(0), color=c, ls=ls, lw=3.2 if n == 'Improved' else 1.7,
+                       zorder=1.5 if n == 'Improved' else 2.5)
         axs[1, 1].fill_between(e, 100 * (tr - va).min(0), 100 * (tr - va).max(0), color=c, alpha=0.15, lw=0)
     axs[1, 1].axhline(0, color='grey', lw=0.8)
     axs[1, 1].set(xlabel='epoch', ylabel='training − validation accuracy (pp)'); axs[1, 1].grid(alpha=0.3)
@@ -250,13 +268,16 @@ def curve_checks(runs: dict, k: int = 20, level: float = 2.0) -> pd.DataFrame:
             t = r.history['train']
             l1 = [l for l, e in zip(t['loss'], t['epoch']) if e == 1]
             sm = _smooth(l1, k)
-            start.append(np.mean(l1[:10])); fall.append(float(np.mean(l1[:10]) - sm[-1])); rise.append(float(np.max(sm - np.minimum.accumulate(sm))))
+            start.append(np.mean(l1[:10]))
+            fall.append(float(np.mean(l1[:10]) - sm[-1]))
+            rise.append(float(np.max(sm - np.minimum.accumulate(sm))))
             fast.append(_first_below(_smooth(t['loss'], k), level))
             eh = epoch_history(r)
             ahead = eh.epoch[eh.train_acc > eh.val_acc]
             over.append(float(ahead.iloc[0]) if len(ahead) else math.nan)
             gap.append(100 * float(eh.train_acc.iloc[-1] - eh.val_acc.iloc[-1]))
-        rows.append({'configuration': n, 'seeds': len(by), 'start loss': np.mean(start), 'first-epoch fall': np.mean(fall), 'largest first-epoch rise': np.max(rise),
+        rows.append({'configuration': n, 'seeds': len(by), 'start loss': np.mean(start),
+                     'first-epoch fall': np.mean(fall), 'largest first-epoch rise': np.max(rise),
                      f'iterations to loss < {level:g}': np.nanmean(fast) if not np.all(np.isnan(fast)) else math.nan,
                      'first epoch train > val': np.nanmedian(over) if not np.all(np.isnan(over)) else math.nan,
                      'seeds with train > val': int(np.sum(np.isfinite(over))), 'final gap (pp)': np.mean(gap)})
@@ -277,7 +298,8 @@ def _precision(run) -> str|None:
     return precision_of(run) if hasattr(run, 'config') else None
 
 def expected_shared_steps(a, b) -> int:
-    "Leading iterations two runs must share when the code is the same: 0 unless they differ only in the optimiser's settings."
+    ("Leading iterations two runs must share when the code is the same: 0 unless they differ only "
+     "in the optimiser's settings.")
     pa, pb = a.params, b.params
     diff = {k for k in set(pa) | set(pb) if k not in _NOT_RECIPE and pa.get(k) != pb.get(k)}
     ra, rb = _precision(a), _precision(b)
@@ -319,17 +341,20 @@ def plot_confusion_grid(runs: dict, ncols: int = 3, cell: float = 0.27) -> plt.F
     "Small multiples of each configuration's row-normalised confusion matrix (mean over seeds), one colour scale."
     names = list(runs); nrows = -(-len(names) // ncols)
     classes = next(iter(runs[names[0]].values())).classes; C = len(classes)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * C * cell + 1.6, nrows * C * cell + 1.0), squeeze=False, layout='constrained')
+    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * C * cell + 1.6, nrows * C * cell + 1.0), squeeze=False,
+                            layout='constrained')
     for k, ax in enumerate(axs.flat):
         if k >= len(names): ax.axis('off'); continue
         n = names[k]; m = mean_confusion(runs[n])
         im = ax.imshow(m, cmap='Blues', vmin=0, vmax=100)
         for i in range(C):
             for j in range(C):
-                ax.text(j, i, f'{m[i, j]:.0f}', ha='center', va='center', fontsize=8, color='white' if m[i, j] > 55 else 'black')
+                ax.text(j, i, f'{m[i, j]:.0f}', ha='center', va='center', fontsize=8,
+                        color='white' if m[i, j] > 55 else 'black')
         acc = 100 * np.mean([r.metrics['test_acc'] for r in runs[n].values()])
         ax.set_title(f'{n}: {acc:.1f}% ({len(runs[n])} seeds)', fontsize=10)
-        ax.set_xticks(range(C), classes if k // ncols == nrows - 1 or k + ncols >= len(names) else [''] * C, rotation=60, ha='right', fontsize=8)
+        ax.set_xticks(range(C), classes if k // ncols == nrows - 1 or k + ncols >= len(names) else [''] * C,
+                      rotation=60, ha='right', fontsize=8)
         ax.set_yticks(range(C), classes if k % ncols == 0 else [''] * C, fontsize=8)
         ax.tick_params(length=0)
     fig.colorbar(im, ax=axs, shrink=0.6, label='share of the true class (%)')
@@ -339,7 +364,8 @@ def plot_confusion_grid(runs: dict, ncols: int = 3, cell: float = 0.27) -> plt.F
 # %% ../nbs/08_report.ipynb #c414b06b
 def _layer_detail(m) -> str:
     from torch import nn
-    if isinstance(m, nn.Conv2d): return f"{m.kernel_size[0]}×{m.kernel_size[1]}, {m.out_channels} filters, stride {m.stride[0]}, padding {m.padding[0]}"
+    if isinstance(m, nn.Conv2d): return (f"{m.kernel_size[0]}×{m.kernel_size[1]}, {m.out_channels} filters, "
+                                         f"stride {m.stride[0]}, padding {m.padding[0]}")
     if isinstance(m, nn.MaxPool2d): return f"{m.kernel_size}×{m.kernel_size}, stride {m.stride}"
     if isinstance(m, nn.Linear): return f"{m.in_features} → {m.out_features}"
     if isinstance(m, nn.BatchNorm2d): return f"{m.num_features} channels"
@@ -365,17 +391,21 @@ def layer_table(model,                       # an nn.Sequential of named layers 
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_report.ipynb #850c51da
-TRAINING_CODE = ('cifar_nb/core.py', 'cifar_nb/data.py', 'cifar_nb/model.py', 'cifar_nb/learner.py', 'cifar_nb/runs.py', 'nbs/train.ipynb')
+TRAINING_CODE = ('cifar_nb/core.py', 'cifar_nb/data.py', 'cifar_nb/model.py', 'cifar_nb/learner.py', 'cifar_nb/runs.py',
+                 'nbs/train.ipynb')
 
 def run_provenance(runs: dict) -> pd.DataFrame:
-    "One row per run: configuration, seed, commit, whether it was dirty, precision, start time, wall and training seconds."
+    ("One row per run: configuration, seed, commit, whether it was dirty, precision, "
+     "start time, wall and training seconds.")
     rows = []
     for n, by in runs.items():
         for s, r in sorted(by.items()):
             c = r.config.get('provenance', {}).get('git_commit') or '?'
             rows.append(dict(configuration=n, seed=s, commit=c.removesuffix('-dirty')[:7], dirty=c.endswith('-dirty'),
-                             precision=precision_of(r), started=r.config.get('provenance', {}).get('started', r.metrics.get('started', '')),
-                             wall_s=r.metrics.get('total_seconds', math.nan), train_s=r.metrics.get('train_seconds', math.nan)))
+                             precision=precision_of(r),
+                             started=r.config.get('provenance', {}).get('started', r.metrics.get('started', '')),
+                             wall_s=r.metrics.get('total_seconds', math.nan),
+                             train_s=r.metrics.get('train_seconds', math.nan)))
     return pd.DataFrame(rows)
 
 def _git(args: list, root) -> str:
@@ -386,7 +416,8 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
                  paths=('nbs', 'cifar_nb'),   # what counts as code
                  watch=TRAINING_CODE,         # files a training run executes
                 ) -> pd.DataFrame:
-    "Between each pair of consecutive commits (oldest first): files changed under `paths`, lines added/removed, and the changed `watch` files."
+    ("Between each pair of consecutive commits (oldest first): files changed under `paths`, lines added/removed, "
+     "and the changed `watch` files.")
     from cifar_nb.core import project_root
     root = root or project_root()
     try:
@@ -400,7 +431,8 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
         num = lambda x: int(x) if x.isdigit() else 0
         touched = [f"{f} (+{num(p)}/−{num(m)})" for p, m, f in stat if f in watch]
         rows.append({'from': a[:7], 'to': b[:7], 'files changed': len(stat), 'lines +': sum(num(p) for p, _, _ in stat),
-                     'lines −': sum(num(m) for _, m, _ in stat), 'training code changed': ', '.join(touched) or 'none'})
+                     'lines −': sum(num(m) for _, m, _ in stat),
+                     'training code changed': ', '.join(touched) or 'none'})
     return pd.DataFrame(rows, columns=['from', 'to', 'files changed', 'lines +', 'lines −', 'training code changed'])
 
 def notebook_code(path) -> str|None:
@@ -410,29 +442,36 @@ def notebook_code(path) -> str|None:
     p = Path(path)
     if not p.exists(): return None
     cells = json.loads(regular_file(p).read_text())['cells']  # never a FIFO or a device
-    src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code' and not {'parameters', 'injected-parameters'} & set(c.get('metadata', {}).get('tags', []))]
+    src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code'
+           and not {'parameters', 'injected-parameters'} & set(c.get('metadata', {}).get('tags', []))]
     return hashlib.sha256('\n'.join(src).encode()).hexdigest()[:10]
 
 # %% ../nbs/08_report.ipynb #49e907cc
 def ood_frame(runs: dict,                # {configuration: {seed: run}}
-              table: str = 'ood_table',  # 'ood_table' (every score) or 'layer_table' (the report's rule on each ReLU layer)
+              # 'ood_table' (every score) or 'layer_table' (the report's rule on each ReLU layer)
+              table: str = 'ood_table',
              ) -> pd.DataFrame:
-    "Every run's OOD table (`<run>/ood/<table>.json`) in one long frame, with the run's configuration, seed and test accuracy (%)."
+    ("Every run's OOD table (`<run>/ood/<table>.json`) in one long frame, with the run's configuration, "
+     "seed and test accuracy (%).")
     import json
     out = []
     for n, by in runs.items():
         for s, r in sorted(by.items()):
             f = Path(r.path)/'ood'/f'{table}.json'
-            if f.exists(): out += [dict(config=n, seed=s, test_acc=100 * r.metrics['test_acc'], **row) for row in json.loads(f.read_text())['rows']]
+            if f.exists(): out += [dict(config=n, seed=s, test_acc=100 * r.metrics['test_acc'], **row)
+                                   for row in json.loads(f.read_text())['rows']]
     return pd.DataFrame(out)
 
 def near_far_frame(df: pd.DataFrame,       # `ood_frame`'s rows
                    kind: dict,              # OOD set -> 'near' or 'far' (sets not named are left out)
                    key: str = 'detector',   # the column naming the score
                   ) -> pd.DataFrame:
-    "OpenOOD's summary: per configuration, score and group, AUROC and FPR@95 (%) as mean and std over seeds, and the ID accuracy."
+    ("OpenOOD's summary: per configuration, score and group, AUROC and FPR@95 (%) as mean and std over "
+     "seeds, and the ID accuracy.")
     d = df.assign(group=df['set'].map(kind)).dropna(subset=['group'])
-    per_run = d.groupby(['config', key, 'group', 'seed'], sort=False)[['auroc', 'fpr95', 'test_acc']].mean().reset_index()
+    per_run = (d.groupby(['config', key, 'group', 'seed'], sort=False)[['auroc', 'fpr95', 'test_acc']]
+               .mean().reset_index())
     g = per_run.groupby(['config', key, 'group'], sort=False)
-    return pd.DataFrame({'auroc': 100 * g['auroc'].mean(), 'auroc_std': 100 * g['auroc'].std(), 'fpr95': 100 * g['fpr95'].mean(),
-                         'fpr95_std': 100 * g['fpr95'].std(), 'id_acc': g['test_acc'].mean(), 'n_seeds': g['seed'].nunique()}).reset_index()
+    return pd.DataFrame({'auroc': 100 * g['auroc'].mean(), 'auroc_std': 100 * g['auroc'].std(),
+                         'fpr95': 100 * g['fpr95'].mean(), 'fpr95_std': 100 * g['fpr95'].std(),
+                         'id_acc': g['test_acc'].mean(), 'n_seeds': g['seed'].nunique()}).reset_index()

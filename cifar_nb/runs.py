@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from safetensors.torch import save_file, load_file
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
-                           machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError, DataError)
+                           machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError,
+                           DataError)
 from .model import report_cnn
 from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params
 from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
@@ -50,7 +51,8 @@ def run_lock(out_dir: str|Path):
     try:
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLocked(f"{out_dir} is in use by another training process; wait for it or choose another out_dir") from None
+            raise RunLocked(f"{out_dir} is in use by another training process; "
+                            "wait for it or choose another out_dir") from None
         yield out_dir
     finally: os.close(fd)
 
@@ -60,8 +62,9 @@ class RunState(NamedTuple):
     state: str    # 'new', 'foreign', 'other', 'complete', 'failed', 'resume' or 'started'
     detail: str = ''
 
-_OURS = {'.lock', 'config.json', 'split.npz', HISTORY, 'history.csv.gz', 'history.csv', 'metrics.json', 'weights.safetensors',
-         'predictions.npz', 'progress.png', CHECKPOINT, FAILED, COMPLETE, 'train.ipynb', 'interpret', 'ood'}
+_OURS = {'.lock', 'config.json', 'split.npz', HISTORY, 'history.csv.gz', 'history.csv', 'metrics.json',
+         'weights.safetensors', 'predictions.npz', 'progress.png', CHECKPOINT, FAILED, COMPLETE, 'train.ipynb',
+         'interpret', 'ood'}
 _BEFORE_CONFIG = {'.lock', 'train.ipynb', FAILED}  # FAILED.json: a failure while writing config.json
 _TMP = re.compile(r'^\.(?P<name>[^/]+?)\.[^./]+\.tmp$')  # what `atomic_path` leaves when a writer is killed
 
@@ -71,10 +74,12 @@ def _is_ours(name: str) -> bool:
     return name in _OURS or (m is not None and m['name'] in _OURS)
 
 def _users_notebook(p: Path) -> bool:
-    "Whether `p` is a notebook papermill did not write (a user's own `train.ipynb`); one cut short by a kill counts as papermill's."
+    ("Whether `p` is a notebook papermill did not write (a user's own `train.ipynb`); "
+     "one cut short by a kill counts as papermill's.")
     try: nb = load_json(p, root=p.parent)
     except (OSError, ValueError): return False
-    return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict) and isinstance(nb['metadata'].get('papermill'), dict))
+    return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict)
+                and isinstance(nb['metadata'].get('papermill'), dict))
 
 def read_config(path: Path) -> dict|None:
     "The run's config.json, or None when the folder has none written by cifar_nb."
@@ -82,7 +87,8 @@ def read_config(path: Path) -> dict|None:
     if not p.is_file(): return None
     try: c = load_json(p, root=path)
     except (OSError, CorruptFileError, DataError): return None
-    ok = isinstance(c, dict) and {'params', 'classes', 'norm'} <= set(c) and isinstance(c['params'], dict) and isinstance(c.get('data', {}), dict)
+    ok = (isinstance(c, dict) and {'params', 'classes', 'norm'} <= set(c) and isinstance(c['params'], dict)
+          and isinstance(c.get('data', {}), dict))
     return c if ok else None
 
 # %% ../nbs/03b_runs.ipynb #43c82d18
@@ -99,14 +105,15 @@ def _difference(key: str, there, here, c: dict) -> str:
     "One difference between a recorded run and the one asked for, in words."
     if key != 'data_sha256': return f"{key}: {there!r} there, {here!r} here"
     d = c.get('data', {})
-    return (f"data_sha256: other data there ({d.get('name') or '?'} from {d.get('path') or '?'}, checksum {str(there)[:12]}) "
-            f"than here (checksum {str(here)[:12]})")
+    return (f"data_sha256: other data there ({d.get('name') or '?'} from {d.get('path') or '?'}, "
+            f"checksum {str(there)[:12]}) than here (checksum {str(here)[:12]})")
 
 def _read_failed(path: Path) -> dict|None:
     "What FAILED.json says (None when there is none); an unreadable one counts as a failure that starts clean."
     if not (path/FAILED).exists() and not (path/FAILED).is_symlink(): return None
     try: f = load_json(path/FAILED, root=path)
-    except (OSError, ValueError) as e: f = dict(kind='unknown', error=f"{FAILED} cannot be read ({type(e).__name__})", resumable=False)
+    except (OSError, ValueError) as e:
+        f = dict(kind='unknown', error=f"{FAILED} cannot be read ({type(e).__name__})", resumable=False)
     return f if isinstance(f, dict) else dict(kind='unknown', error=f"{FAILED} holds no record", resumable=False)
 
 def run_state(path: str|Path,             # the run folder
@@ -120,11 +127,13 @@ def run_state(path: str|Path,             # the run folder
     try: names, c = sorted(os.listdir(path)), read_config(path)
     except OSError as e: return RunState('foreign', f"{path} cannot be read ({e.strerror or e})")
     if c is None and 'config.json' in names:
-        return RunState('foreign', f"{path} holds a config.json that cifar_nb did not write or cannot read (a damaged run folder or a folder of yours)")
+        return RunState('foreign', f"{path} holds a config.json that cifar_nb did not write or cannot read "
+                                   "(a damaged run folder or a folder of yours)")
     # before its config.json a run folder holds at most its lock and the notebook papermill is writing
     theirs = [n for n in names if not _is_ours(n)] if c is not None else \
              [n for n in names if n not in _BEFORE_CONFIG or n == 'train.ipynb' and _users_notebook(path/n)]
-    if theirs: return RunState('foreign', f"{path} holds files cifar_nb did not write ({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''})")
+    if theirs: return RunState('foreign', f"{path} holds files cifar_nb did not write "
+                                          f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''})")
     if c is None: return RunState('new')
     if cfg is not None:
         want, have = identity(cfg, data_sha), _recorded_identity(c)
@@ -133,7 +142,8 @@ def run_state(path: str|Path,             # the run folder
             return RunState('other', f"{path} holds a run with other parameters or data ({what})")
     if (path/COMPLETE).exists(): return RunState('complete')
     if (f := _read_failed(path)) is not None:
-        return RunState('failed', f"{f.get('kind')}: {f.get('error')}" + (' (resumable)' if f.get('resumable') else ' (starts clean)'))
+        return RunState('failed', f"{f.get('kind')}: {f.get('error')}"
+                                  + (' (resumable)' if f.get('resumable') else ' (starts clean)'))
     if (path/CHECKPOINT).exists(): return RunState('resume')
     return RunState('started')
 
@@ -147,39 +157,48 @@ def write_history_csv(path: str|Path, history: dict) -> Path:
     buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n')
     w.writerow(['split', 'epoch', 'iteration', 'lr', 'loss', 'acc'])
     t, v = history['train'], history['val']
-    for i in range(len(t['loss'])): w.writerow(['train', t['epoch'][i], t['iteration'][i], repr(t['lr'][i]), _f32(t['loss'][i]), repr(t['acc'][i])])
-    for i in range(len(v['loss'])): w.writerow(['val', v['epoch'][i], v['iteration'][i], '', repr(v['loss'][i]), repr(v['acc'][i])])
+    for i in range(len(t['loss'])):
+        w.writerow(['train', t['epoch'][i], t['iteration'][i], repr(t['lr'][i]), _f32(t['loss'][i]), repr(t['acc'][i])])
+    for i in range(len(v['loss'])):
+        w.writerow(['val', v['epoch'][i], v['iteration'][i], '', repr(v['loss'][i]), repr(v['acc'][i])])
     return atomic_write_bytes(path, lzma.compress(buf.getvalue().encode(), preset=9 | lzma.PRESET_EXTREME))
 
 def read_history_csv(path: str|Path) -> dict:
     "Read a history CSV (xz, gzip or plain) back into `fit`'s dict form; a malformed file names itself."
-    h = {'train': dict(iteration=[], epoch=[], lr=[], loss=[], acc=[]), 'val': dict(iteration=[], epoch=[], loss=[], acc=[])}
+    h = {'train': dict(iteration=[], epoch=[], lr=[], loss=[], acc=[]),
+         'val': dict(iteration=[], epoch=[], loss=[], acc=[])}
     try:
         raw = Path(regular_file(path)).read_bytes()
-        raw = lzma.decompress(raw) if raw[:6] == b'\xfd7zXZ\x00' else gzip.decompress(raw) if raw[:2] == b'\x1f\x8b' else raw
+        raw = (lzma.decompress(raw) if raw[:6] == b'\xfd7zXZ\x00' else gzip.decompress(raw) if raw[:2] == b'\x1f\x8b'
+               else raw)
         rows = list(csv.DictReader(io.StringIO(raw.decode())))
         for r in rows:
             d = h[r['split']]
             d['iteration'].append(int(r['iteration'])); d['epoch'].append(int(r['epoch']))
-            d['loss'].append(float(np.float32(r['loss'])) if r['split'] == 'train' else float(r['loss'])); d['acc'].append(float(r['acc']))
+            d['loss'].append(float(np.float32(r['loss'])) if r['split'] == 'train' else float(r['loss']))
+            d['acc'].append(float(r['acc']))
             if r['split'] == 'train': d['lr'].append(float(r['lr']))
     except (KeyError, ValueError, TypeError, csv.Error, OSError, EOFError, UnicodeDecodeError) as e:
-        raise CorruptFileError(f"{path} is not a valid history CSV ({type(e).__name__}: {e}): delete the run folder and rerun it") from None
+        raise CorruptFileError(f"{path} is not a valid history CSV ({type(e).__name__}: {e}): "
+                               "delete the run folder and rerun it") from None
     return h
 
 # %% ../nbs/03b_runs.ipynb #58fe0d44
 def save_predictions(path: str|Path, logits: torch.Tensor|np.ndarray, labels) -> Path:
-    "Test logits and labels, compressed: the logits' bytes as planes, two (bfloat16 bits) when that is lossless, else four."
+    ("Test logits and labels, compressed: the logits' bytes as planes, two (bfloat16 bits) "
+     "when that is lossless, else four.")
     lg = np.ascontiguousarray(np.asarray(logits, dtype=np.float32))
     bits = lg.view(np.uint32)
     k = 2 if not (bits & 0xFFFF).any() else 4
-    planes = np.stack([((bits >> (8 * (3 - i))) & 0xFF).astype(np.uint8) for i in range(k)])  # most significant byte first
+    # most significant byte first
+    planes = np.stack([((bits >> (8 * (3 - i))) & 0xFF).astype(np.uint8) for i in range(k)])
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as f: np.savez_compressed(f, labels=np.asarray(labels, np.int64), logits_planes=planes)
     return Path(path)
 
 def load_predictions(path: str|Path) -> tuple[np.ndarray, np.ndarray]:
-    "`(logits float32 (N, C), labels int64 (N,))` from `save_predictions`' file (or an older one: float32 or bfloat16 arrays)."
+    ("`(logits float32 (N, C), labels int64 (N,))` from `save_predictions`' file (or an older one: "
+     "float32 or bfloat16 arrays).")
     with np.load(regular_file(path), allow_pickle=False) as z:
         if 'logits_planes' in z.files:
             p = z['logits_planes']
@@ -241,13 +260,15 @@ def make_loaders(cfg: TrainConfig, data, device: torch.device, channels_last: bo
     try: tr_idx, va_idx = split_for_run(data.train.y, cfg.val_fraction, cfg.n_train, cfg.seed)
     except DataError as e: raise ConfigError(f"parameter {e}") from None
     if cfg.batch_size > len(tr_idx):
-        raise ConfigError(f"parameter batch_size={cfg.batch_size} is larger than the training split ({len(tr_idx)} images): use at most {len(tr_idx)}")
-    if len(va_idx) == 0: raise ConfigError(f"parameter val_fraction={cfg.val_fraction} leaves no validation image: use a larger one")
+        raise ConfigError(f"parameter batch_size={cfg.batch_size} is larger than the training split "
+                          f"({len(tr_idx)} images): use at most {len(tr_idx)}")
+    if len(va_idx) == 0:
+        raise ConfigError(f"parameter val_fraction={cfg.val_fraction} leaves no validation image: use a larger one")
     mean, std = channel_stats(data.train.x[tr_idx])
     kw = dict(mean=mean, std=std, device=device, channels_last=channels_last)
     return dict(
-        train=DeviceLoader(data.train.x[tr_idx], data.train.y[tr_idx], cfg.batch_size, shuffle=True, augment=cfg.augment,
-                           seed=cfg.seed, drop_last=True, **kw),
+        train=DeviceLoader(data.train.x[tr_idx], data.train.y[tr_idx], cfg.batch_size, shuffle=True,
+                           augment=cfg.augment, seed=cfg.seed, drop_last=True, **kw),
         val=DeviceLoader(data.train.x[va_idx], data.train.y[va_idx], 1000, **kw),
         test=DeviceLoader(data.test.x, data.test.y, 1000, **kw),
         train_idx=tr_idx, val_idx=va_idx, mean=mean, std=std)
@@ -284,7 +305,8 @@ def _write_results(out_dir, res, test, loaders, t_start, started):
     write_history_csv(out_dir/HISTORY, res.history)
     save_json(out_dir/'metrics.json', dict(
         test_acc=test_acc, test_loss=test_loss, best_epoch=res.best_epoch, best_val_loss=res.best_val_loss,
-        best_val_acc=res.history['val']['acc'][res.best_epoch - 1], epochs_run=res.epochs_run, stopped_early=res.stopped_early,
+        best_val_acc=res.history['val']['acc'][res.best_epoch - 1], epochs_run=res.epochs_run,
+        stopped_early=res.stopped_early,
         train_seconds=res.train_seconds, val_seconds=res.val_seconds, images_per_s=res.images_per_s,
         total_seconds=time.perf_counter() - t_start, n_train=len(loaders['train_idx']), n_val=len(loaders['val_idx']),
         n_test=len(loaders['test'].y), started=started, finished=datetime.datetime.now().isoformat(timespec='seconds')))
@@ -296,8 +318,8 @@ def _fail(out_dir: Path, e: Exception):
     resumable = not isinstance(e, (Diverged, CheckpointError, ConfigError))  # resuming these would fail the same way
     try:
         if isinstance(e, Diverged): (out_dir/CHECKPOINT).unlink(missing_ok=True)
-        save_json(out_dir/FAILED, dict(kind=type(e).__name__, error=' '.join(str(e).split())[:2000], resumable=resumable,
-                                       time=datetime.datetime.now().isoformat(timespec='seconds')))
+        save_json(out_dir/FAILED, dict(kind=type(e).__name__, error=' '.join(str(e).split())[:2000],
+                                       resumable=resumable, time=datetime.datetime.now().isoformat(timespec='seconds')))
     except OSError as w:  # the disk may be what failed: say so, and let the original error through
         print(f"could not record the failure in {out_dir/FAILED}: {w}", file=sys.stderr)
 
@@ -306,7 +328,8 @@ def _start(out_dir: Path):
     _clean_tmp(out_dir)
     if (f := _read_failed(out_dir)) is not None:
         if not f.get('resumable'): (out_dir/CHECKPOINT).unlink(missing_ok=True)
-        print(f"{out_dir} failed before ({f.get('kind')}: {f.get('error')}); {'resuming' if (out_dir/CHECKPOINT).exists() else 'starting again'}")
+        print(f"{out_dir} failed before ({f.get('kind')}: {f.get('error')}); "
+              f"{'resuming' if (out_dir/CHECKPOINT).exists() else 'starting again'}")
         (out_dir/FAILED).unlink()
     elif (out_dir/CHECKPOINT).exists(): print(f"resuming {out_dir} from {CHECKPOINT}")
 
@@ -330,7 +353,8 @@ def train_run(cfg: TrainConfig,              # what to train
     "Train one run into its folder (resuming or reusing what is there) and return the folder."
     place = Placement() if place is None else place
     if not isinstance(cfg, TrainConfig) or not isinstance(place, Placement):
-        raise ConfigError(f"train_run wants a TrainConfig and a Placement (see split_params), got {type(cfg).__name__} and {type(place).__name__}")
+        raise ConfigError(f"train_run wants a TrainConfig and a Placement (see split_params), got {type(cfg).__name__} "
+                          f"and {type(place).__name__}")
     cfg.validate(); place.validate()
     out_dir = Path(place.out_dir) if place.out_dir else new_run_dir()
     place = dataclasses.replace(place, out_dir=str(out_dir))
@@ -340,22 +364,27 @@ def train_run(cfg: TrainConfig,              # what to train
     data, device, amp, loaders = _prepare(cfg, place, data, progress)
     with run_lock(out_dir):
         st = run_state(out_dir, cfg, data.source.get('arrays_sha256'))
-        if st.state in ('foreign', 'other'): raise RunError(f"{st.detail}: choose another out_dir or delete that folder; nothing was written")
+        if st.state in ('foreign', 'other'):
+            raise RunError(f"{st.detail}: choose another out_dir or delete that folder; nothing was written")
         if st.state == 'complete':
             print(f"{out_dir} is already complete with these parameters and data: reusing it"); return out_dir
         try:  # from here on every failure is recorded in FAILED.json
             _start(out_dir)
-            if (c := read_config(out_dir)) and (out_dir/CHECKPOINT).exists() and c.get('provenance', {}).get('threads') not in (None, torch.get_num_threads()):
-                print(f"note: {out_dir} started with {c['provenance']['threads']} CPU threads and resumes with {torch.get_num_threads()}: on the "
-                      f"CPU its last digits will differ from an uninterrupted run (pass threads={c['provenance']['threads']} to match it bit for bit)")
+            if ((c := read_config(out_dir)) and (out_dir/CHECKPOINT).exists()
+                    and c.get('provenance', {}).get('threads') not in (None, torch.get_num_threads())):
+                print(f"note: {out_dir} started with {c['provenance']['threads']} CPU threads and resumes with "
+                      f"{torch.get_num_threads()}: on the CPU its last digits will differ from an uninterrupted run "
+                      f"(pass threads={c['provenance']['threads']} to match it bit for bit)")
             seed_everything(cfg.seed)
             model = build_model(cfg).to(device)
             if place.channels_last: model = model.to(memory_format=torch.channels_last)
-            if not (out_dir/CHECKPOINT).exists(): _write_config(out_dir, cfg, place, data, loaders, device, amp, started)
+            if not (out_dir/CHECKPOINT).exists():
+                _write_config(out_dir, cfg, place, data, loaders, device, amp, started)
             save_split(out_dir/'split.npz', len(data.train.y), loaders['train_idx'], loaders['val_idx'])
-            res = fit(model, loaders['train'], loaders['val'], cfg, amp, step=place.step, compile=place.compile == 'yes',
-                      checkpoint=out_dir/CHECKPOINT, progress=progress)
-            if res.best_state is None: raise Diverged("no epoch gave a finite validation loss: the run diverged; lower lr")
+            res = fit(model, loaders['train'], loaders['val'], cfg, amp, step=place.step,
+                      compile=place.compile == 'yes', checkpoint=out_dir/CHECKPOINT, progress=progress)
+            if res.best_state is None:
+                raise Diverged("no epoch gave a finite validation loss: the run diverged; lower lr")
             model.load_state_dict(res.best_state)
             test = evaluate(model, loaders['test'], amp, return_logits=True)
             _write_results(out_dir, res, test, loaders, t_start, started)
@@ -379,7 +408,8 @@ class Run:
     @property
     def classes(self) -> list: return self.config['classes']
     @property
-    def cfg(self) -> TrainConfig: return TrainConfig(**{k: v for k, v in self.params.items() if k in TRAIN_FIELDS}).validate()
+    def cfg(self) -> TrainConfig:
+        return TrainConfig(**{k: v for k, v in self.params.items() if k in TRAIN_FIELDS}).validate()
     @property
     def placement(self) -> dict:
         "Where the run was trained (older folders kept these names in `params`)."
@@ -390,18 +420,21 @@ class Run:
     def name(self) -> str: return self.path.name
 
     def model(self, device='cpu') -> nn.Sequential:
-        "The network with the run's best weights, in eval mode, on `device` (default: the CPU, wherever it was trained)."
+        ("The network with the run's best weights, in eval mode, on `device` (default: "
+         "the CPU, wherever it was trained).")
         w, dev = self.path/'weights.safetensors', get_device(device)
         if not w.exists():
             raise RunError(f"{w} is not in this copy of the run (a lean copy keeps weights for some runs only): "
-                           f"re-run it with the same parameters to regenerate them (bit-identical on the same kind of CPU)")
+                           "re-run it with the same parameters to regenerate them "
+                           "(bit-identical on the same kind of CPU)")
         m = build_model(self.cfg)
         try: regular_file(w, self.path, _DAMAGED)
         except DataError as e: raise RunError(str(e)) from None
         try: sd = load_file(str(w))
         except Exception as e: raise RunError(f"{w} cannot be read ({' '.join(str(e).split())}): {_DAMAGED}") from None
         try: m.load_state_dict(sd)
-        except RuntimeError as e: raise RunError(f"{w} does not fit the network in config.json: {str(e).splitlines()[0]}") from e
+        except RuntimeError as e:
+            raise RunError(f"{w} does not fit the network in config.json: {str(e).splitlines()[0]}") from e
         return m.to(dev).eval()
 
 # %% ../nbs/03b_runs.ipynb #0788e7f4
@@ -416,17 +449,20 @@ def _normalise(self: Run, x) -> torch.Tensor:
 def _check_data(self: Run, data) -> None:
     "Refuse `data` unless it is the data the run was trained on (the same checksum)."
     if not all(hasattr(data, a) for a in ('train', 'test', 'source')) or not isinstance(data.source, dict):
-        raise RunError(f"data={show_value(data)} is not loaded CIFAR-10 data: pass the `load_cifar10(...)` the run was trained on, or None to load it")
+        raise RunError(f"data={show_value(data)} is not loaded CIFAR-10 data: pass the `load_cifar10(...)` the run was "
+                       "trained on, or None to load it")
     have = data.source.get('arrays_sha256')
     if self.data_sha256 is not None and have != self.data_sha256:
         where = self.config.get('data', {}).get('path')
-        raise RunError(f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) is not the data {self.path} "
-                       f"was trained on (checksum {str(have)[:12]} vs {self.data_sha256[:12]}): load " + (where or "the data the run was trained on"))
+        raise RunError(f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) "
+                       f"is not the data {self.path} was trained on (checksum {str(have)[:12]} vs "
+                       f"{self.data_sha256[:12]}): load " + (where or "the data the run was trained on"))
 
 def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
     "`(train_idx, val_idx)` of the training set, as the run used them (from split.npz)."
     p = self.path/'split.npz'
-    if not p.exists(): raise RunError(f"{p} is missing: this run folder was written by an older cifar_nb (format 1); upgrade it with runs.upgrade_run(path, data) or re-run it")
+    if not p.exists(): raise RunError(f"{p} is missing: this run folder was written by an older cifar_nb (format 1); "
+                                      "upgrade it with runs.upgrade_run(path, data) or re-run it")
     try: regular_file(p, self.path, _DAMAGED)
     except DataError as e: raise RunError(str(e)) from None
     try: return load_split(p)
@@ -440,7 +476,8 @@ def _test_images(self: Run, data=None) -> torch.Tensor:
     self.check_data(data)
     x, y = data.test.x, data.test.y.numpy()
     if len(y) != len(self.labels) or not np.array_equal(y, self.labels):
-        raise RunError(f"the test images given ({len(y)}) do not match the labels in {self.path/'predictions.npz'} ({len(self.labels)}): "
+        raise RunError(f"the test images given ({len(y)}) do not match the labels in "
+                       f"{self.path/'predictions.npz'} ({len(self.labels)}): "
                        f"load the data the run was trained on ({self.config.get('data', {}).get('path')})")
     return x
 
@@ -455,12 +492,14 @@ def _verify_files(path: Path) -> dict:
     "Every run file present (weights may be pruned) and matching its checksum in the completion marker; the marker."
     if not path.is_dir(): raise RunError(f"{path} is not a folder")
     if not is_complete(path):
-        raise RunError(f"{path} is incomplete (no {COMPLETE}): it was interrupted or is still running; rerun it with the same out_dir to finish it")
+        raise RunError(f"{path} is incomplete (no {COMPLETE}): it was interrupted or is still running; "
+                       "rerun it with the same out_dir to finish it")
     try: marker = load_json(path/COMPLETE, root=path, advice=_DAMAGED)
     except (OSError, ValueError) as e: raise RunError(str(e)) from None
     sums, pruned = (marker.get('files'), marker.get('pruned', [])) if isinstance(marker, dict) else (None, None)
     if not isinstance(sums, dict) or not isinstance(pruned, list):
-        raise RunError(f"{path/COMPLETE} is not a completion marker written by cifar_nb: the run folder is damaged; delete it and rerun it")
+        raise RunError(f"{path/COMPLETE} is not a completion marker written by cifar_nb: "
+                       "the run folder is damaged; delete it and rerun it")
     pruned = set(map(str, pruned))
     for f, want in sums.items():
         p = path/str(f)
@@ -469,7 +508,8 @@ def _verify_files(path: Path) -> dict:
             raise RunError(f"{p} is missing: the run folder is damaged; delete it and rerun it")
         try: got = sha256_file(regular_file(p, path, _DAMAGED))
         except DataError as e: raise RunError(str(e)) from None
-        if got != want: raise RunError(f"{p} does not match its checksum in {COMPLETE} (truncated or changed): delete the run folder and rerun it")
+        if got != want: raise RunError(f"{p} does not match its checksum in {COMPLETE} (truncated or changed): "
+                                       "delete the run folder and rerun it")
     return marker
 
 def load_run(path: str|Path, verify: bool = True) -> Run:
@@ -478,17 +518,20 @@ def load_run(path: str|Path, verify: bool = True) -> Run:
         raise RunError(f"run folder {show_value(path)} is not a path: give the folder train_run wrote")
     path = Path(path)
     if verify: _verify_files(path)
-    if (cfgj := read_config(path)) is None: raise RunError(f"{path/'config.json'} is missing or was not written by cifar_nb.runs")
+    if (cfgj := read_config(path)) is None:
+        raise RunError(f"{path/'config.json'} is missing or was not written by cifar_nb.runs")
     try:
         met = load_json(path/'metrics.json', root=path, advice=_DAMAGED)
         hist = next((path/h for h in (HISTORY, 'history.csv.gz', 'history.csv') if (path/h).exists()), path/HISTORY)
         for f in (hist, path/'predictions.npz'): regular_file(f, path, _DAMAGED)
     except (OSError, ValueError) as e: raise RunError(str(e)) from None
     try: logits, labels = load_predictions(path/'predictions.npz')
-    except Exception as e: raise RunError(f"{path/'predictions.npz'} cannot be read ({e}): delete the run folder and rerun it") from e
+    except Exception as e:
+        raise RunError(f"{path/'predictions.npz'} cannot be read ({e}): delete the run folder and rerun it") from e
     nc = len(cfgj['classes'])
     if logits.ndim != 2 or logits.shape[1] != nc or labels.shape != (len(logits),):
-        raise RunError(f"{path/'predictions.npz'} holds logits {logits.shape} and labels {labels.shape}; expected (N, {nc}) and (N,) for the {nc} classes in config.json")
+        raise RunError(f"{path/'predictions.npz'} holds logits {logits.shape} and labels {labels.shape}; "
+                       f"expected (N, {nc}) and (N,) for the {nc} classes in config.json")
     if len(labels) and (labels.min() < 0 or labels.max() >= nc):
         raise RunError(f"{path/'predictions.npz'} has labels outside 0..{nc-1}")
     return Run(path, cfgj, met, read_history_csv(hist), logits, labels)
@@ -499,11 +542,13 @@ def find_runs(root: str|Path, warn: bool = True) -> list[Path]:
     found = sorted(p.parent for p in Path(root).rglob('config.json') if read_config(p.parent) is not None)
     done = [p for p in found if is_complete(p)]
     if warn and len(done) < len(found):
-        print(f"skipping {len(found) - len(done)} incomplete run folder(s): {', '.join(str(p) for p in found if p not in done)}")
+        print(f"skipping {len(found) - len(done)} incomplete run folder(s): "
+              f"{', '.join(str(p) for p in found if p not in done)}")
     return done
 
 def prune_weights(path: str|Path) -> Path:
-    "Delete a complete run's weights for a lean copy; their checksum stays in `COMPLETE.json` (re-training restores them)."
+    ("Delete a complete run's weights for a lean copy; their checksum stays in `COMPLETE.json` "
+     "(re-training restores them).")
     path = Path(path); marker = _verify_files(path)
     if 'weights.safetensors' in marker.get('files', {}):
         save_json(path/COMPLETE, {**marker, 'pruned': sorted({*marker.get('pruned', []), 'weights.safetensors'})})
@@ -517,7 +562,8 @@ def run_subfolder(run_dir: str|Path, # a run folder
     "`<run_dir>/<name>` for the run's own outputs; a `RunError` when a file or a link stands in its place."
     d = Path(run_dir)/name
     if d.is_symlink() or (d.exists() and not d.is_dir()):
-        raise RunError(f"{d} is not a folder of this run (a file or a link stands there): remove it; nothing was written")
+        raise RunError(f"{d} is not a folder of this run (a file or a link stands there): "
+                       "remove it; nothing was written")
     return d
 
 # %% ../nbs/03b_runs.ipynb #8c7ead54
@@ -531,39 +577,50 @@ def synthetic_cifar(n_train=500, n_test=200, seed=0):
         x = (torch.rand(n, 3, 32, 32, generator=g) * 100 + y[:, None, None, None] * 15).to(torch.uint8)
         return ImageSet(x, y)
     tr, te = make(n_train), make(n_test)
-    sha = arrays_sha256({'x_train': tr.x.numpy(), 'y_train': tr.y.numpy(), 'x_test': te.x.numpy(), 'y_test': te.y.numpy()})
+    sha = arrays_sha256({'x_train': tr.x.numpy(), 'y_train': tr.y.numpy(), 'x_test': te.x.numpy(),
+                         'y_test': te.y.numpy()})
     return CIFAR10Data(train=tr, test=te, classes=CLASSES,
-                       source=dict(kind='synthetic', path=None, sha256=None, cache=None, from_cache=False, name='synthetic', arrays_sha256=sha))
+                       source=dict(kind='synthetic', path=None, sha256=None, cache=None, from_cache=False,
+                                   name='synthetic', arrays_sha256=sha))
 
 # %% ../nbs/03b_runs.ipynb #5e399fa1
 RUN_FILES_V1 = ('config.json', 'history.csv', 'metrics.json', 'weights.safetensors', 'predictions.npz', 'progress.png')
 
 def run_format(path: str|Path) -> int:
-    "The format of a complete run folder: the number in `COMPLETE.json`, 1 for folders written before formats were numbered."
+    ("The format of a complete run folder: the number in `COMPLETE.json`, 1 for folders written "
+     "before formats were numbered.")
     return int(load_json(regular_file(Path(path)/COMPLETE, path)).get('format', 1))
 
 def _recorded_data(path: Path, c: dict, data, labels: np.ndarray) -> tuple:
-    "`(train_idx, val_idx)` of a format-1 run recomputed from `data`, after checking that it reproduces the run's normalisation and test labels."
+    ("`(train_idx, val_idx)` of a format-1 run recomputed from `data`, after checking that it reproduces the run's "
+     "normalisation and test labels.")
     from cifar_nb.loader import split_for_run, channel_stats
     p = c['params']
-    what = f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) is not the data {path} was trained on"
+    what = (f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) "
+            f"is not the data {path} was trained on")
     try: tr, va = split_for_run(data.train.y, p['val_fraction'], p['n_train'], p['seed'])
     except DataError as e: raise RunError(f"{what} ({e})") from None
     mean, std = channel_stats(data.train.x[tr])
     if mean.tolist() != c['norm']['mean'] or std.tolist() != c['norm']['std']:
-        raise RunError(f"{what}: its training split's mean and std differ from config.json's norm; load {c.get('data', {}).get('path') or 'the data the run was trained on'}")
-    if not np.array_equal(data.test.y.numpy(), labels): raise RunError(f"{what}: its test labels differ from those in predictions.npz")
+        raise RunError(f"{what}: its training split's mean and std differ from config.json's norm; "
+                       f"load {c.get('data', {}).get('path') or 'the data the run was trained on'}")
+    if not np.array_equal(data.test.y.numpy(), labels):
+        raise RunError(f"{what}: its test labels differ from those in predictions.npz")
     return tr, va
 
 def _format2_config(c: dict, data, replaced: dict) -> dict:
-    "A format-1 config.json in format 2: `params` split into the `TrainConfig` and the placement; the data's checksum added."
+    ("A format-1 config.json in format 2: `params` split into the `TrainConfig` and the "
+     "placement; the data's checksum added.")
     p = c['params']
     if missing := [k for k in TRAIN_FIELDS if k not in p]:
-        raise RunError(f"config.json's params lack {', '.join(missing)}: this folder cannot be upgraded (its parameters are unknown); re-run it")
-    note = dict(from_format=1, commit=git_commit(), time=datetime.datetime.now().isoformat(timespec='seconds'), replaced=replaced)
+        raise RunError(f"config.json's params lack {', '.join(missing)}: this folder cannot be upgraded "
+                       "(its parameters are unknown); re-run it")
+    note = dict(from_format=1, commit=git_commit(), time=datetime.datetime.now().isoformat(timespec='seconds'),
+                replaced=replaced)
     return dict(format=FORMAT, params={k: p[k] for k in TRAIN_FIELDS}, classes=c['classes'],
                 data={**c.get('data', {}), 'arrays_sha256': data.source.get('arrays_sha256')}, norm=c['norm'],
-                placement={k: p[k] for k in PLACEMENT_FIELDS if k in p}, provenance={**c.get('provenance', {}), 'upgraded': note})
+                placement={k: p[k] for k in PLACEMENT_FIELDS if k in p},
+                provenance={**c.get('provenance', {}), 'upgraded': note})
 
 # %% ../nbs/03b_runs.ipynb #a0538144
 def _same_history(old: Path, h: dict) -> bool:
@@ -571,14 +628,17 @@ def _same_history(old: Path, h: dict) -> bool:
     rows = list(csv.DictReader(io.StringIO(regular_file(old).read_text())))
     t = [r for r in rows if r['split'] == 'train']; v = [r for r in rows if r['split'] == 'val']
     col = lambda rs, k, f=float: [f(r[k]) for r in rs]
-    return (col(t, 'loss') == h['train']['loss'] and col(t, 'acc') == h['train']['acc'] and col(t, 'lr') == h['train']['lr']
-            and col(t, 'iteration', int) == h['train']['iteration'] and col(v, 'loss') == h['val']['loss'] and col(v, 'acc') == h['val']['acc']
-            and col(v, 'iteration', int) == h['val']['iteration'] and col(t, 'epoch', int) == h['train']['epoch'] and col(v, 'epoch', int) == h['val']['epoch'])
+    return (col(t, 'loss') == h['train']['loss'] and col(t, 'acc') == h['train']['acc']
+            and col(t, 'lr') == h['train']['lr'] and col(t, 'iteration', int) == h['train']['iteration']
+            and col(v, 'loss') == h['val']['loss'] and col(v, 'acc') == h['val']['acc']
+            and col(v, 'iteration', int) == h['val']['iteration'] and col(t, 'epoch', int) == h['train']['epoch']
+            and col(v, 'epoch', int) == h['val']['epoch'])
 
 def upgrade_run(path: str|Path,  # a complete run folder, format 1 or 2
                 data,            # the `CIFAR10Data` the run was trained on (checked)
                ) -> Path:
-    "Convert a format-1 run folder to format 2 in place, losslessly, after checking `data` is the run's; a format-2 folder is only checked."
+    ("Convert a format-1 run folder to format 2 in place, losslessly, after checking `data` is the run's; "
+     "a format-2 folder is only checked.")
     path = Path(path)
     with run_lock(path):
         marker = _verify_files(path)
@@ -591,21 +651,27 @@ def upgrade_run(path: str|Path,  # a complete run folder, format 1 or 2
         tr, va = _recorded_data(path, c, data, labels)
         m = load_json(regular_file(path/'metrics.json', path))
         if (m.get('n_train'), m.get('n_val')) not in ((None, None), (len(tr), len(va))):
-            raise RunError(f"{path}: the recomputed split ({len(tr)} + {len(va)} images) differs from metrics.json's ({m['n_train']} + {m['n_val']})")
+            raise RunError(f"{path}: the recomputed split ({len(tr)} + {len(va)} images) differs from metrics.json's "
+                           f"({m['n_train']} + {m['n_val']})")
         h = read_history_csv(path/'history.csv')
         if not _same_history(path/'history.csv', h):
-            raise RunError(f"{path/'history.csv'} holds values that are not float32 training losses: it cannot be stored losslessly in format 2")
-        new_cfg = _format2_config(c, data, {f: marker['files'][f] for f in ('config.json', 'history.csv', 'predictions.npz')})
+            raise RunError(f"{path/'history.csv'} holds values that are not float32 training losses: "
+                           "it cannot be stored losslessly in format 2")
+        new_cfg = _format2_config(c, data,
+                                  {f: marker['files'][f] for f in ('config.json', 'history.csv', 'predictions.npz')})
         # everything is checked: write the new files, each atomically, then the completion marker
         save_split(path/'split.npz', len(data.train.y), tr, va)
         write_history_csv(path/HISTORY, h)
-        if read_history_csv(path/HISTORY) != h: raise RunError(f"{path/HISTORY} does not read back as history.csv: nothing was replaced")
+        if read_history_csv(path/HISTORY) != h:
+            raise RunError(f"{path/HISTORY} does not read back as history.csv: nothing was replaced")
         save_predictions(path/'predictions.npz', logits, labels)
         lg2, y2 = load_predictions(path/'predictions.npz')
-        if lg2.tobytes() != logits.tobytes() or not np.array_equal(y2, labels): raise RunError(f"{path/'predictions.npz'} changed when re-stored")
+        if lg2.tobytes() != logits.tobytes() or not np.array_equal(y2, labels):
+            raise RunError(f"{path/'predictions.npz'} changed when re-stored")
         save_json(path/'config.json', new_cfg)
         save_json(path/COMPLETE, {'format': FORMAT, 'files': {f: sha256_file(path/f) for f in RUN_FILES},
-                                  'upgraded': dict(from_format=1, replaced=new_cfg['provenance']['upgraded']['replaced'])})
+                                  'upgraded': dict(from_format=1,
+                                                   replaced=new_cfg['provenance']['upgraded']['replaced'])})
         (path/'history.csv').unlink()
     return path
 
@@ -619,13 +685,15 @@ def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100) -> 
     acc = rng.uniform(0.5, 0.7) if acc is None else acc
     labels = np.arange(n) % 10
     logits = np.eye(10, dtype=np.float32)[np.where(np.arange(n) < acc*n, labels, (labels + 1) % 10)]
-    save_json(path/'config.json', dict(format=FORMAT, params=asdict(cfg), placement=asdict(place), classes=list(CLASSES),
-                                       norm=dict(mean=[0.5]*3, std=[0.25]*3), data=dict(name='fake', arrays_sha256=None), provenance={}))
+    save_json(path/'config.json', dict(format=FORMAT, params=asdict(cfg), placement=asdict(place),
+                                       classes=list(CLASSES), norm=dict(mean=[0.5]*3, std=[0.25]*3),
+                                       data=dict(name='fake', arrays_sha256=None), provenance={}))
     save_split(path/'split.npz', 10 * n, np.arange(0, 9 * n), np.arange(9 * n, 10 * n))
     write_history_csv(path/HISTORY, {'train': dict(iteration=[1], epoch=[1], lr=[cfg.lr], loss=[2.0], acc=[0.1]),
                                               'val': dict(iteration=[1], epoch=[1], loss=[1.5], acc=[acc])})
-    save_json(path/'metrics.json', dict(test_acc=float((logits.argmax(1) == labels).mean()), test_loss=1.0, best_epoch=1,
-                                        best_val_loss=1.5, train_seconds=1.0, val_seconds=0.1, total_seconds=2.0, images_per_s=1000.))
+    save_json(path/'metrics.json', dict(test_acc=float((logits.argmax(1) == labels).mean()), test_loss=1.0,
+                                        best_epoch=1, best_val_loss=1.5, train_seconds=1.0, val_seconds=0.1,
+                                        total_seconds=2.0, images_per_s=1000.))
     with atomic_path(path/'weights.safetensors') as t: save_file(build_model(cfg).state_dict(), str(t))
     save_predictions(path/'predictions.npz', logits, labels)
     save_json(path/COMPLETE, {'format': FORMAT, 'files': {f: sha256_file(path/f) for f in RUN_FILES}})

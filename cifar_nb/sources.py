@@ -61,7 +61,8 @@ def read_verified(path:str|Path, # the file to read
 
 # %% ../nbs/01_sources.ipynb #4f336455
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
-MAX_ARCHIVE = 1 << 30  # bytes once decompressed: ten times the CIFAR-10 JPEG copy; more is refused, not read into memory
+# bytes once decompressed: ten times the CIFAR-10 JPEG copy; more is refused, not read into memory
+MAX_ARCHIVE = 1 << 30
 
 def archive_members(archive:str|Path, # a .tar.gz
                     exts:tuple|None=None, # keep names ending with one of these (case-insensitive); None keeps all
@@ -70,8 +71,10 @@ def archive_members(archive:str|Path, # a .tar.gz
     archive = Path(archive)
     try:
         with gzip.open(regular_file(archive)) as f: data = f.read(MAX_ARCHIVE + 1)
-    except (OSError, EOFError) as e: raise DataError(f"{archive} is not a readable tar.gz ({e}): copy it again") from None
-    if len(data) > MAX_ARCHIVE: raise DataError(f"{archive} decompresses to more than {MAX_ARCHIVE / 2**20:,.0f} MiB: give a smaller archive, or a folder of images")
+    except (OSError, EOFError) as e:
+        raise DataError(f"{archive} is not a readable tar.gz ({e}): copy it again") from None
+    if len(data) > MAX_ARCHIVE: raise DataError(f"{archive} decompresses to more than {MAX_ARCHIVE / 2**20:,.0f} MiB: "
+                                                "give a smaller archive, or a folder of images")
     out = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tf:
@@ -98,27 +101,35 @@ def folder_files(root:str|Path, # a folder
 
 # %% ../nbs/01_sources.ipynb #7e7d6479
 RESIZE = 'PIL Image.resize((32, 32), Image.BILINEAR) (antialiased when shrinking); grey -> RGB by channel copy'
-MAX_PIXELS = 4096 * 4096  # larger images are refused: shrinking them to 32x32 would hide a wrong file or a decompression bomb
+# larger images are refused: shrinking them to 32x32 would hide a wrong file or a decompression bomb
+MAX_PIXELS = 4096 * 4096
 
 def _refuse_change(name:str, # the file's display name
                    im:Image.Image, # the opened, not yet decoded image
                   ) -> None:
-    "A `DataError` when converting `im` to one 8-bit RGB picture would silently change it: size, frames, bit depth, transparency."
+    ("A `DataError` when converting `im` to one 8-bit RGB picture would silently change it: "
+     "size, frames, bit depth, transparency.")
     w, h = im.size
     if w * h > MAX_PIXELS:
-        raise DataError(f"{name} is {w}x{h} pixels, more than {MAX_PIXELS:,} (4096x4096): shrink it (e.g. to 32x32) or remove it")
+        raise DataError(f"{name} is {w}x{h} pixels, more than {MAX_PIXELS:,} (4096x4096): "
+                        "shrink it (e.g. to 32x32) or remove it")
     if (frames := getattr(im, 'n_frames', 1)) > 1:
-        raise DataError(f"{name} is animated or has {frames} frames, and only the first would be read: save that frame as a still PNG or remove it")
+        raise DataError(f"{name} is animated or has {frames} frames, and only the first would be read: "
+                        "save that frame as a still PNG or remove it")
     if im.mode in ('I', 'F') or im.mode.startswith('I;'):
-        raise DataError(f"{name} has {'floating-point' if im.mode == 'F' else '16/32-bit integer'} pixels (mode {im.mode}), which 8-bit RGB would clip: save it as an 8-bit image or remove it")
-    if (im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info) and im.convert('RGBA').getchannel('A').getextrema()[0] < 255:
-        raise DataError(f"{name} has transparent pixels, which RGB would flatten onto black: save it without transparency (flattened onto the background you mean) or remove it")
+        raise DataError(f"{name} has {'floating-point' if im.mode == 'F' else '16/32-bit integer'} pixels "
+                        f"(mode {im.mode}), which 8-bit RGB would clip: save it as an 8-bit image or remove it")
+    if ((im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or 'transparency' in im.info)
+            and im.convert('RGBA').getchannel('A').getextrema()[0] < 255):
+        raise DataError(f"{name} has transparent pixels, which RGB would flatten onto black: "
+                        "save it without transparency (flattened onto the background you mean) or remove it")
 
 def decode_image(name:str, # the file's display name, for messages
                  src:bytes|str|Path, # its bytes or its path
                  resize:bool=False, # resize other sizes to 32x32 (else they are an error)
                 ) -> np.ndarray:
-    "One image file as uint8 `(3,32,32)` RGB; a `DataError` names a file that is not a readable image or that RGB would change."
+    ("One image file as uint8 `(3,32,32)` RGB; a `DataError` names a file that is not a readable "
+     "image or that RGB would change.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)  # PIL's warning for huge images stops here
@@ -131,9 +142,11 @@ def decode_image(name:str, # the file's display name, for messages
                 return np.asarray(im).transpose(2, 0, 1)
     except DataError: raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise DataError(f"{name} is too large to decode safely ({' '.join(str(e).split())}): shrink it or remove it") from None
+        raise DataError(f"{name} is too large to decode safely ({' '.join(str(e).split())}): "
+                        "shrink it or remove it") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"{name} is not a readable image ({type(e).__name__}: {' '.join(str(e).split())}): remove or replace it") from None
+        raise DataError(f"{name} is not a readable image ({type(e).__name__}: {' '.join(str(e).split())}): "
+                        "remove or replace it") from None
 
 # %% ../nbs/01_sources.ipynb #e451ff7a
 _CHUNK = 1000  # images per task in the decoding pool
@@ -181,22 +194,27 @@ def _read_cache(path:Path, key:str) -> tuple[dict, dict]|None:
     if not path.exists() and not sidecar.exists(): return None
     try:
         meta = load_json(sidecar)
-        if meta.get('version') != _CACHE_VERSION or meta.get('key') != key: raise ValueError('written for another source or version')
-        with open(regular_file(path), 'rb') as fh, np.load(fh, allow_pickle=False) as z: arrays = {k: z[k] for k in z.files}
+        if meta.get('version') != _CACHE_VERSION or meta.get('key') != key:
+            raise ValueError('written for another source or version')
+        with open(regular_file(path), 'rb') as fh, np.load(fh, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
         if arrays_sha256(arrays) != meta.get('arrays_sha256'): raise ValueError('the arrays do not match the checksum')
         return arrays, meta
     except Exception as e:  # any failure to read the cache means: rebuild it
-        warnings.warn(f"cache {path} is stale or corrupt ({type(e).__name__}: {' '.join(str(e).split())}); deleted it, rebuilding from the source")
+        warnings.warn(f"cache {path} is stale or corrupt ({type(e).__name__}: {' '.join(str(e).split())}); "
+                      "deleted it, rebuilding from the source")
         path.unlink(missing_ok=True); sidecar.unlink(missing_ok=True)
         return None
 
 # %% ../nbs/01_sources.ipynb #db14a42a
 def cached_arrays(path:str|Path, # the `.npz` to read or write; the sidecar is the same name with `.json`
-                  key:str, # what the arrays were made from (e.g. the source's SHA-256); a cache for another key is rebuilt
+                  # what the arrays were made from (e.g. the source's SHA-256); a cache for another key is rebuilt
+                  key:str,
                   make, # `make() -> dict of arrays`, called when there is no sound cache
                   meta:dict|None=None, # extra facts to record in the sidecar
                  ) -> tuple[dict, dict]:
-    "`(arrays, info)`: the arrays cached at `path` for `key`, else `make()`'s, cached; `info` has `arrays_sha256` and `from_cache`."
+    ("`(arrays, info)`: the arrays cached at `path` for `key`, else `make()`'s, cached; "
+     "`info` has `arrays_sha256` and `from_cache`.")
     path = Path(path)
     if (got := _read_cache(path, key)) is not None: return got[0], dict(got[1], from_cache=True)
     arrays = make()

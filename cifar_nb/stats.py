@@ -17,7 +17,8 @@ __all__ = ['REPORT_ACC', 'REPORT_CLAIMS', 'REPORT_OOD', 'mean_ci', 'dz_interval'
            'markdown_table', 'table1_frame', 'table_markdown', 'save_table']
 
 # %% ../nbs/06b_stats.ipynb #89582b87
-REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65, 'No DropOut': 62.48}
+REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65,
+              'No DropOut': 62.48}
 
 # %% ../nbs/06b_stats.ipynb #ed5acb22
 def mean_ci(x, level: float = 0.95) -> tuple:
@@ -54,11 +55,13 @@ def dz_interval(dz: float,            # Cohen's d_z: mean difference / sd of the
 
 # %% ../nbs/06b_stats.ipynb #4df6dc95
 def paired_diff(a: dict, b: dict) -> dict:
-    "Paired comparison of two {seed: value} dicts on their common seeds: mean of a-b, 95% half-width, p-value, d_z with its interval."
+    ("Paired comparison of two {seed: value} dicts on their common seeds: mean of a-b, 95% half-width, "
+     "p-value, d_z with its interval.")
     seeds = sorted(set(a) & set(b))
     d = np.array([a[s] - b[s] for s in seeds], dtype=float)
     m, sd, hw = mean_ci(d)
-    p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(seeds) >= 2 and sd > 0 else math.nan
+    p = (float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue) if len(seeds) >= 2 and sd > 0
+         else math.nan)
     dz = m / sd if len(seeds) >= 2 and sd > 0 else math.nan
     lo, hi = dz_interval(dz, len(seeds))
     return dict(n=len(seeds), diff=m, diff_sd=sd, diff_ci95=hw, p=p, dz=dz, dz_lo=lo, dz_hi=hi)
@@ -88,7 +91,8 @@ def _requested(run, key: str):
 def precision_of(run) -> str:
     "'bf16' or 'fp32' (what the run computed in: the provenance when recorded, else the requested precision)."
     p = str(run.config.get('provenance', {}).get('precision') or _requested(run, 'precision') or '?')
-    return 'bf16' if 'bfloat16' in p or p == 'bf16' else 'fp16' if 'float16' in p or p == 'fp16' else 'fp32' if p in ('fp32', 'torch.float32', 'None') else p
+    return ('bf16' if 'bfloat16' in p or p == 'bf16' else 'fp16' if 'float16' in p or p == 'fp16'
+            else 'fp32' if p in ('fp32', 'torch.float32', 'None') else p)
 
 def precision_twins(runs: dict) -> list[tuple[str, str]]:
     "(reduced-precision configuration, its float32 twin) pairs: the same computation, another precision."
@@ -96,7 +100,8 @@ def precision_twins(runs: dict) -> list[tuple[str, str]]:
     out = []
     for a, ra in first.items():
         for b, rb in first.items():
-            if a != b and _recipe(ra) == _recipe(rb) and _requested(ra, 'precision') != 'fp32' and _requested(rb, 'precision') == 'fp32':
+            if (a != b and _recipe(ra) == _recipe(rb) and _requested(ra, 'precision') != 'fp32'
+                    and _requested(rb, 'precision') == 'fp32'):
                 out.append((a, b))
     return out
 
@@ -106,7 +111,8 @@ def seed_accuracies(runs: dict) -> dict:
     return {n: {s: 100 * r.metrics['test_acc'] for s, r in sorted(by.items())} for n, by in runs.items()}
 
 def study_table(runs: dict, reference: str = 'Improved') -> list[dict]:
-    "One row per configuration: accuracy statistics over seeds, best epoch, time, the report's number, the paired difference to `reference` (Holm-adjusted)."
+    ("One row per configuration: accuracy statistics over seeds, best epoch, time, the report's number, "
+     "the paired difference to `reference` (Holm-adjusted).")
     twins = {b for _, b in precision_twins(runs)}
     acc_all, rows = seed_accuracies(runs), []
     ref, r0 = acc_all.get(reference, {}), f'vs_{reference.lower()}'
@@ -114,8 +120,8 @@ def study_table(runs: dict, reference: str = 'Improved') -> list[dict]:
         if name in twins: continue
         acc = acc_all[name]
         m, sd, hw = mean_ci(list(acc.values()))
-        row = dict(config=name, n_seeds=len(acc), seeds=sorted(acc), acc_mean=m, acc_std=sd, acc_ci95=hw if len(acc) >= 3 else math.nan,
-                   report_acc=REPORT_ACC.get(name, math.nan),
+        row = dict(config=name, n_seeds=len(acc), seeds=sorted(acc), acc_mean=m, acc_std=sd,
+                   acc_ci95=hw if len(acc) >= 3 else math.nan, report_acc=REPORT_ACC.get(name, math.nan),
                    best_epoch_mean=float(np.mean([r.metrics['best_epoch'] for r in by_seed.values()])),
                    epochs=by_seed[min(by_seed)].params['epochs'],
                    train_seconds_mean=float(np.mean([r.metrics['train_seconds'] for r in by_seed.values()])),
@@ -130,14 +136,16 @@ def study_table(runs: dict, reference: str = 'Improved') -> list[dict]:
 
 # %% ../nbs/06b_stats.ipynb #20fbf008
 def precision_table(runs: dict) -> list[dict]:
-    "One row per precision twin: both precisions' accuracy over their common seeds and the paired difference (reduced - fp32)."
+    ("One row per precision twin: both precisions' accuracy over their common seeds and the paired "
+     "difference (reduced - fp32).")
     acc, rows = seed_accuracies(runs), []
     for a, b in precision_twins(runs):
         seeds = sorted(set(acc[a]) & set(acc[b]))
         ma, sa, _ = mean_ci([acc[a][s] for s in seeds]); mb, sb, _ = mean_ci([acc[b][s] for s in seeds])
         d = paired_diff(acc[a], acc[b])
         rows.append(dict(config=a, twin=b, precision=precision_of(runs[a][min(runs[a])]), seeds=seeds, n=len(seeds),
-                         acc_mean=ma, acc_std=sa, fp32_mean=mb, fp32_std=sb, diff=d['diff'], diff_ci95=d['diff_ci95'], p=d['p']))
+                         acc_mean=ma, acc_std=sa, fp32_mean=mb, fp32_std=sb, diff=d['diff'], diff_ci95=d['diff_ci95'],
+                         p=d['p']))
     return rows
 
 # %% ../nbs/06b_stats.ipynb #3ee49afe
@@ -159,18 +167,21 @@ def claim_verdicts(rows: list[dict],          # `study_table`'s rows
                    claims: list = REPORT_CLAIMS,  # the report's claims
                    reference: str = 'Improved',  # what each difference is taken against
                    alpha: float = 0.05,       # family-wise error level of the Holm-corrected test
-                   same_data: bool = False,   # True when the test set is the report's own (then absolute claims are testable)
+                   # True when the test set is the report's own (then absolute claims are testable)
+                   same_data: bool = False,
                   ) -> list[dict]:
     "A verdict (holds / reversed / not supported / not comparable) for each claim, computed from the study's rows."
     by, r0, out = {r['config']: r for r in rows}, f'vs_{reference.lower()}', []
     for c in claims:
         r = by.get(c['config'], {})
         if c['kind'] == 'level':
-            lo, hi = r.get('acc_mean', math.nan) - r.get('acc_ci95', math.nan), r.get('acc_mean', math.nan) + r.get('acc_ci95', math.nan)
+            lo, hi = (r.get('acc_mean', math.nan) - r.get('acc_ci95', math.nan),
+                      r.get('acc_mean', math.nan) + r.get('acc_ci95', math.nan))
             rep = REPORT_ACC.get(c['config'], math.nan)
             inside = bool(lo <= rep <= hi) if np.isfinite(lo) else None
             v = ('holds' if inside else 'not supported') if same_data and inside is not None else 'not comparable'
-            out.append(dict(claim=c['claim'], config=c['config'], kind='level', report=rep, ours=r.get('acc_mean', math.nan), ours_ci95=r.get('acc_ci95', math.nan),
+            out.append(dict(claim=c['claim'], config=c['config'], kind='level', report=rep,
+                            ours=r.get('acc_mean', math.nan), ours_ci95=r.get('acc_ci95', math.nan),
                             p_holm=math.nan, verdict=v, report_inside_ci=inside, unit='%'))
         else:
             # the report states "reference beats config", i.e. config - reference < 0; we compare config - reference
@@ -178,15 +189,17 @@ def claim_verdicts(rows: list[dict],          # `study_table`'s rows
             d, hw = r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci95', math.nan)
             ph = r.get(f'{r0}_p_holm', math.nan) if r.get(f'{r0}_n', 0) >= 2 else math.nan
             inside = bool(d - hw <= rep <= d + hw) if np.isfinite(hw) and np.isfinite(rep) else None
-            out.append(dict(claim=c['claim'], config=c['config'], kind='diff', report=rep, ours=d, ours_ci95=hw, p_holm=ph,
-                            verdict=_verdict(d, rep, ph, alpha), report_inside_ci=inside, unit='pp'))
+            out.append(dict(claim=c['claim'], config=c['config'], kind='diff', report=rep, ours=d, ours_ci95=hw,
+                            p_holm=ph, verdict=_verdict(d, rep, ph, alpha), report_inside_ci=inside, unit='pp'))
     return out
 
 # %% ../nbs/06b_stats.ipynb #389eba3d
-REPORT_OOD = {'relu_9': 99.3, 'relu_10': 100.0}  # the report's Table 2: accuracy (%) of its mean-activation rule, two layers of its "bignet"
+# the report's Table 2: accuracy (%) of its mean-activation rule, two layers of its "bignet"
+REPORT_OOD = {'relu_9': 99.3, 'relu_10': 100.0}
 
 def _p_vs_half(x) -> float:
-    "Two-sided p of a one-sample t-test of the AUROCs `x` against 0.5 (0 or 1 when they do not vary; NaN for fewer than two)."
+    ("Two-sided p of a one-sample t-test of the AUROCs `x` against 0.5 "
+     "(0 or 1 when they do not vary; NaN for fewer than two).")
     x = np.asarray(x, dtype=float)
     if len(x) < 2: return math.nan
     if x.std(ddof=1) == 0: return 0.0 if x[0] != 0.5 else 1.0
@@ -196,7 +209,8 @@ def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each
                  layer: str = 'relu4',     # the layer whose mean activation is the report's rule (our last ReLU)
                  alpha: float = 0.05,      # family-wise error level of the Holm-corrected tests
                 ) -> list[dict]:
-    "Verdicts on the report's Table 2: its two numbers (not comparable) and its rule on each OOD set, computed from the runs' tables."
+    ("Verdicts on the report's Table 2: its two numbers (not comparable) and its rule on each OOD set, "
+     "computed from the runs' tables.")
     df = pd.DataFrame([r for r in rows if r['layer'] == layer])
     sets = list(dict.fromkeys(df['set']))
     ph = dict(zip(sets, holm([_p_vs_half(df[df['set'] == s]['auroc']) for s in sets])))
@@ -208,10 +222,12 @@ def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each
         elif ph[s] < alpha and all(m > 0.5 for m in means.values()): v = 'holds'
         elif ph[s] < alpha and all(m < 0.5 for m in means.values()): v = 'reversed'
         else: v = 'not supported'
-        out.append(dict(kind='rule', set=s, layer=layer, verdict=v, auroc=float(g['auroc'].mean()), auroc_by_config=means,
-                        auroc_min=float(g['auroc'].min()), auroc_max=float(g['auroc'].max()), p_holm=ph[s],
-                        det_acc=100 * float(g['det_acc'].mean()), id_det_acc=100 * float(g['id_det_acc'].mean()),
-                        ood_flagged=100 * float(g['ood_flagged'].mean()), id_kept=100 * float(g['id_kept'].mean()), n_runs=len(g)))
+        out.append(dict(kind='rule', set=s, layer=layer, verdict=v, auroc=float(g['auroc'].mean()),
+                        auroc_by_config=means, auroc_min=float(g['auroc'].min()), auroc_max=float(g['auroc'].max()),
+                        p_holm=ph[s], det_acc=100 * float(g['det_acc'].mean()),
+                        id_det_acc=100 * float(g['id_det_acc'].mean()),
+                        ood_flagged=100 * float(g['ood_flagged'].mean()), id_kept=100 * float(g['id_kept'].mean()),
+                        n_runs=len(g)))
     best = max((r['det_acc'] for r in out), default=math.nan)
     levels = [dict(kind='level', layer=l, report=v, verdict='not comparable', best_det_acc=best,
                    reached=bool(best >= v) if np.isfinite(best) else None) for l, v in REPORT_OOD.items()]
@@ -232,7 +248,8 @@ def markdown_table(rows, floatfmt: str = '.2f') -> str:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if df.empty: return ''
     out = pd.DataFrame({str(c).replace('|', '\\|'): [_cell(v, floatfmt) for v in df[c]] for c in df.columns})
-    numeric = lambda col: any(col) and all(_NUMBER.match(v) for v in col if v)  # numbers, also written as '62.31 ± 0.46' or '± 2.48'
+    # numbers, also written as '62.31 ± 0.46' or '± 2.48'
+    numeric = lambda col: any(col) and all(_NUMBER.match(v) for v in col if v)
     return out.to_markdown(index=False, disable_numparse=True,
                            colalign=['right' if numeric(out[c].tolist()) else 'left' for c in out.columns]) + '\n'
 
@@ -248,7 +265,8 @@ def _interval(lo, hi, nd=1) -> str:
     return f"[{lo:.{nd}f}, {hi:.{nd}f}]" if np.isfinite(lo) and np.isfinite(hi) else ''
 
 def table1_frame(rows: list[dict], reference: str = 'Improved', timing: bool = True) -> pd.DataFrame:
-    "Table 1 for readers: accuracy (mean ± std; 95% CI ± half-width), the report's, and the paired comparison with `reference`."
+    ("Table 1 for readers: accuracy (mean ± std; 95% CI ± half-width), the report's, and the paired "
+     "comparison with `reference`.")
     r0 = f'vs_{reference.lower()}'
     out = []
     for r in rows:
@@ -256,11 +274,14 @@ def table1_frame(rows: list[dict], reference: str = 'Improved', timing: bool = T
              'accuracy (%), mean ± std': _pm(r['acc_mean'], r['acc_std']),
              '95% CI of the mean (± half-width)': f"± {_fmt(r['acc_ci95'])}" if np.isfinite(r['acc_ci95']) else '',
              'report (%)': _fmt(r['report_acc']),
-             f'Δ vs {reference} (pp, ± 95% half-width)': _pm(r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci95', math.nan), sign=True),
+             f'Δ vs {reference} (pp, ± 95% half-width)': _pm(r.get(f'{r0}_diff', math.nan),
+                                                             r.get(f'{r0}_diff_ci95', math.nan), sign=True),
              'p (paired t)': _fmt(r.get(f'{r0}_p', math.nan), 3), 'p (Holm)': _fmt(r.get(f'{r0}_p_holm', math.nan), 3),
-             'd_z [95% CI]': (_fmt(r.get(f'{r0}_dz', math.nan), 1, True) + ' ' + _interval(r.get(f'{r0}_dz_lo', math.nan), r.get(f'{r0}_dz_hi', math.nan))).strip(),
+             'd_z [95% CI]': (_fmt(r.get(f'{r0}_dz', math.nan), 1, True) + ' '
+                              + _interval(r.get(f'{r0}_dz_lo', math.nan), r.get(f'{r0}_dz_hi', math.nan))).strip(),
              "report's Δ (pp)": _fmt(r.get(f'report_{r0}', math.nan), 2, True)}
-        if timing: d.update({'best epoch': _fmt(r['best_epoch_mean'], 1), 'train s/run': _fmt(r['train_seconds_mean'], 0)})
+        if timing:
+            d.update({'best epoch': _fmt(r['best_epoch_mean'], 1), 'train s/run': _fmt(r['train_seconds_mean'], 0)})
         out.append(d)
     return pd.DataFrame(out)
 
@@ -275,5 +296,6 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
     keys = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=keys); w.writeheader()
     for r in rows: w.writerow({k: (' '.join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
-    return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()), json=save_json(out_dir/f'{stem}.json', rows),
+    return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()),
+                json=save_json(out_dir/f'{stem}.json', rows),
                 md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from .core import project_root, save_json, load_json, atomic_write_text, machine_info, get_device
-from .config import TrainConfig, Placement, split_params, PRESETS_VERSION, PRESETS, EXTRA_PRESETS, SCALES, preset_params
+from .config import (TrainConfig, Placement, split_params, PRESETS_VERSION, PRESETS, EXTRA_PRESETS, SCALES,
+                             preset_params)
 from .runs import is_complete, load_run, run_state, fake_run, RunError
-from .stats import REPORT_ACC, mean_ci, paired_diff, study_table, table_markdown, save_table, markdown_table  # statistics: 06b_stats
+# statistics: 06b_stats
+from .stats import REPORT_ACC, mean_ci, paired_diff, study_table, table_markdown, save_table, markdown_table
 
 # %% auto #0
 __all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
@@ -32,7 +34,8 @@ def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
 def run_status(path: Path, params: dict, data_sha: str|None) -> str:
     "'done', 'resume' or 'todo' for a run folder (`runs.run_state`); a folder that is not this run's stops the study."
     st = run_state(path, split_params(params, check_device=False)[0], data_sha)
-    if st.state in ('foreign', 'other'): raise RunError(f"{st.detail}: delete it or choose another --study-dir; nothing was trained")
+    if st.state in ('foreign', 'other'):
+        raise RunError(f"{st.detail}: delete it or choose another --study-dir; nothing was trained")
     if st.state == 'complete': return 'done'
     if st.state == 'resume' or (st.state == 'failed' and (path/'checkpoint.pt').exists()): return 'resume'
     return 'todo'
@@ -46,9 +49,11 @@ def check_own_folder(path: str|Path, allowed: set, what: str = 'study folder') -
     path = Path(path)
     if path.exists() and not path.is_dir(): raise RunError(f"{what} {path} is a file: choose a folder")
     if path.is_dir():
-        theirs = sorted(n for n in os.listdir(path) if n not in allowed and not any(n.startswith(f'.{a}.') for a in allowed))
+        theirs = sorted(n for n in os.listdir(path) if n not in allowed
+                        and not any(n.startswith(f'.{a}.') for a in allowed))
         if theirs:
-            raise RunError(f"{what} {path} holds files cifar_nb did not write ({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
+            raise RunError(f"{what} {path} holds files cifar_nb did not write "
+                           f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
                            "choose an empty or new folder; nothing was written")
     return path
 
@@ -57,7 +62,8 @@ def _fmt_s(s: float) -> str:
     s = int(round(s)); return f"{s//3600}h{s%3600//60:02d}m" if s >= 3600 else f"{s//60}m{s%60:02d}s"
 
 def compact_progress(nb_path: str|Path) -> Path:
-    "Keep only the last state of each progress bar in an executed notebook (papermill stores every update as an output)."
+    ("Keep only the last state of each progress bar in an executed notebook "
+     "(papermill stores every update as an output).")
     import nbformat
     from cifar_nb.core import atomic_write_text
     nb = nbformat.read(str(nb_path), as_version=4)
@@ -65,10 +71,13 @@ def compact_progress(nb_path: str|Path) -> Path:
         outs, keep = c.get('outputs', []), []
         for i, o in enumerate(outs):
             nxt = outs[i + 1] if i + 1 < len(outs) else None
-            partial = o.get('output_type') == 'stream' and not o.get('text', '').endswith('\n')  # a bar redrawn in place
-            redrawn = nxt is not None and nxt.get('output_type') == 'stream' and nxt.get('name') == o.get('name') and not nxt.get('text', '').endswith('\n')
+            # a bar redrawn in place
+            partial = o.get('output_type') == 'stream' and not o.get('text', '').endswith('\n')
+            redrawn = (nxt is not None and nxt.get('output_type') == 'stream' and nxt.get('name') == o.get('name')
+                       and not nxt.get('text', '').endswith('\n'))
             if partial and redrawn: continue  # the next output redraws this bar
-            if o.get('output_type') == 'stream': o['text'] = '\n'.join(l.rsplit('\r', 1)[-1] for l in o['text'].split('\n'))
+            if o.get('output_type') == 'stream':
+                o['text'] = '\n'.join(l.rsplit('\r', 1)[-1] for l in o['text'].split('\n'))
             keep.append(o)
         if 'outputs' in c: c['outputs'] = keep
     return atomic_write_text(nb_path, nbformat.writes(nb))
@@ -81,12 +90,16 @@ def execute_run(path: Path, params: dict, log=print) -> None:
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'train.ipynb'), str(path/'train.ipynb'),
                             parameters={**params, 'out_dir': str(path.resolve())}, kernel_name='python3',
-                            kernel_manager_class=GuardedKernelManager,  # the kernel dies with this process (a killed worker leaves no orphan)
-                            progress_bar=False,  # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
-                            shutdown_kernel='immediate')  # every run file is written atomically before the last cell ends; a graceful
-                                                          # stop of a kernel holding torch cost 1-4 s per run (bench.py --only overhead)
+                            # the kernel dies with this process (a killed worker leaves no orphan)
+                            kernel_manager_class=GuardedKernelManager,
+                            # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
+                            progress_bar=False,
+                            # every run file is written atomically before the last cell ends; a graceful
+                            # stop of a kernel holding torch cost 1-4 s per run (bench.py --only overhead)
+                            shutdown_kernel='immediate')
     except pm.PapermillExecutionError as e:
-        raise RuntimeError(f"run {path} failed: {e.ename}: {e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
+        raise RuntimeError(f"run {path} failed: {e.ename}: "
+                           f"{e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
     finally:
         if (path/'train.ipynb').exists(): compact_progress(path/'train.ipynb')
 
@@ -114,10 +127,12 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
     with study_lock(study_dir):  # a second driver on this folder fails here
         jobs_ = _study_jobs(study_dir, presets, seeds, scale)
         if data_sha == 'auto': data_sha = _data_sha(jobs_)
-        status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]  # a folder that is not this run's stops here
+        # a folder that is not this run's stops here
+        status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]
         todo = [i for i, st in enumerate(status) if st != 'done']
         log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
-            f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train" + (f" on {ex.describe()}" if todo else ''))
+            f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train"
+            + (f" on {ex.describe()}" if todo else ''))
         if todo: ex.check_folder(study_dir)  # every worker reaches the folder, before anything trains
         t0, done_w, n_done = time.perf_counter(), 0., 0
         total_w = sum(_run_weight(jobs_[i][3]) for i in todo)
@@ -132,18 +147,21 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             log(f"[done {n_done}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(el * (total_w - done_w) / done_w)} left")
         st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
-        inv = st.get('invocations', [st] if 'wall_seconds' in st else []) + [dict(  # a study.json from before invocations were listed is the first
-            presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=ex.jobs, threads=ex.threads,
-            executor=ex.describe(), trained=len(todo), wall_seconds=time.perf_counter() - t0,
+        # a study.json from before invocations were listed is the first
+        inv = st.get('invocations', [st] if 'wall_seconds' in st else []) + [dict(
+            presets=list(presets), seeds=seeds, scale=scale, presets_version=PRESETS_VERSION, jobs=ex.jobs,
+            threads=ex.threads, executor=ex.describe(), trained=len(todo), wall_seconds=time.perf_counter() - t0,
             finished=datetime.datetime.now().isoformat(timespec='seconds'))]
-        save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
+        save_json(study_dir/'study.json',
+                  dict(inv[-1], invocations=inv, wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
     return [p for _, _, p, _ in jobs_]
 
 def _data_sha(jobs_) -> str|None:
     "The identity of the data the study's runs will load (their `data_path`, else the default search)."
     from cifar_nb.data import cifar10_identity
     paths = {params.get('data_path') for *_, params in jobs_}
-    if len(paths) > 1: raise RunError(f"the study's runs name different data ({', '.join(map(str, paths))}): one study uses one data set")
+    if len(paths) > 1: raise RunError(f"the study's runs name different data ({', '.join(map(str, paths))}): "
+                                      "one study uses one data set")
     return cifar10_identity(paths.pop()) if paths else None
 
 def _run_weight(params: dict) -> float:
@@ -167,7 +185,8 @@ def collect_runs(study_dir: str|Path, presets=None) -> dict:
 
 # %% ../nbs/06_study.ipynb #1d1634ec
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
-    "Training images/s of the report's Improved network on `device`: the learner's own step, a few times after a warm-up."
+    ("Training images/s of the report's Improved network on `device`: the learner's own step, "
+     "a few times after a warm-up.")
     import torch
     from cifar_nb.runs import build_model
     from cifar_nb.learner import make_optimizer, resolve_precision, make_step
@@ -207,16 +226,19 @@ def plan_study(study_dir: str|Path, presets=tuple(PRESETS), seeds: int|list = 1,
 def format_plan(plan: dict) -> str:
     "The plan as a few lines for the terminal."
     m = machine_info()
-    lines = [f"study {plan['study_dir']} (scale {plan['scale']}): {len(plan['presets'])} configurations x {len(plan['seeds'])} seeds "
-             f"= {plan['n_runs']} runs; {plan['n_runs'] - plan['n_todo']} complete and reused, {plan['n_todo']} to train",
+    lines = [f"study {plan['study_dir']} (scale {plan['scale']}): {len(plan['presets'])} configurations x "
+             f"{len(plan['seeds'])} seeds = {plan['n_runs']} runs; {plan['n_runs'] - plan['n_todo']} complete and "
+             f"reused, {plan['n_todo']} to train",
              f"  configurations: {', '.join(plan['presets'])}; seeds: {', '.join(map(str, plan['seeds']))}",
              f"  machine: {m.get('gpu') or m.get('cpu')} ({m.get('cores', '?')} cores), torch {m.get('torch')}"]
     if plan['n_todo']:
-        lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: estimated {_fmt_s(plan['estimate_s'])} for the runs left")
+        lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: "
+                     f"estimated {_fmt_s(plan['estimate_s'])} for the runs left")
     return '\n'.join(lines)
 
 # %% ../nbs/06_study.ipynb #e9a750d3
-ANALYSED = ('Base', 'Improved', 'Improved @ lr 0.001')  # OOD on every seed; interpretation numbers and kept weights: the first seed
+# OOD on every seed; interpretation numbers and kept weights: the first seed
+ANALYSED = ('Base', 'Improved', 'Improved @ lr 0.001')
 
 # %% ../nbs/06_study.ipynb #d8b566bd
 def study_provenance(study_dir: str|Path, runs: dict) -> dict:
@@ -225,15 +247,21 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
     c, prov = first.config, first.config.get('provenance', {})
     m = prov.get('machine', {})
     st = load_json(Path(study_dir)/'study.json') if (Path(study_dir)/'study.json').exists() else {}
-    secs = [dict(configuration=n, seed=s, seconds=r.metrics.get('total_seconds', math.nan)) for n, by in runs.items() for s, r in sorted(by.items())]
-    return dict(data=c.get('data', {}).get('name', '?'), data_path=c.get('data', {}).get('path'), data_sha256=c.get('data', {}).get('sha256'),
-                machine=f"{m.get('gpu') or m.get('cpu', '?')} ({m.get('cores', '?')} cores, device {m.get('device', '?')})",
+    secs = [dict(configuration=n, seed=s, seconds=r.metrics.get('total_seconds', math.nan)) for n, by in runs.items()
+            for s, r in sorted(by.items())]
+    return dict(data=c.get('data', {}).get('name', '?'), data_path=c.get('data', {}).get('path'),
+                data_sha256=c.get('data', {}).get('sha256'),
+                machine=f"{m.get('gpu') or m.get('cpu', '?')} ({m.get('cores', '?')} cores, "
+                        f"device {m.get('device', '?')})",
                 torch=m.get('torch', '?'), precision=prov.get('precision', '?'),
-                git_commit=', '.join(sorted({r.config.get('provenance', {}).get('git_commit') or '?' for by in runs.values() for r in by.values()})),
+                git_commit=', '.join(sorted({r.config.get('provenance', {}).get('git_commit') or '?'
+                                             for by in runs.values() for r in by.values()})),
                 n_configs=len(runs), seeds=', '.join(map(str, sorted({s for by in runs.values() for s in by}))),
                 n_runs=sum(len(by) for by in runs.values()), run_seconds=secs,
                 train_hours=sum(r.metrics.get('train_seconds', 0) for by in runs.values() for r in by.values())/3600,
-                wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) of the study command" if 'invocations' in st else _fmt_s(st['wall_seconds']) if 'wall_seconds' in st else 'unknown'))
+                wall=(f"{_fmt_s(st['wall_seconds_all'])} over {len(st['invocations'])} invocation(s) "
+                      "of the study command" if 'invocations' in st
+                      else _fmt_s(st['wall_seconds']) if 'wall_seconds' in st else 'unknown'))
 
 # %% ../nbs/06_study.ipynb #44bb2e9d
 def _ood_done(path: Path) -> bool:
@@ -243,8 +271,10 @@ def _ood_done(path: Path) -> bool:
     rows = load_json(f).get('rows', [])
     return bool(rows) and 'id_threshold' in rows[0]
 
-def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None, log=print) -> dict:
-    "OOD evaluation of every seed of `names` and interpretation numbers of their first seed, skipped where done; {name: {seed: folder}}."
+def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', n_per_set: int|None = None,
+                  log=print) -> dict:
+    ("OOD evaluation of every seed of `names` and interpretation numbers of their first seed, skipped where "
+     "done; {name: {seed: folder}}.")
     from cifar_nb.interpret import interpret_summary
     from cifar_nb.ood import evaluate_ood
     runs, out = collect_runs(study_dir, names), {}
@@ -265,18 +295,22 @@ def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', 
 
 # %% ../nbs/06_study.ipynb #134281c2
 def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
-    "Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` (self-contained), plus the tables."
+    ("Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` "
+     "(self-contained), plus the tables.")
     import papermill as pm
     from cifar_nb.publish import render_html
-    study_dir, out_dir = Path(study_dir).resolve(), check_own_folder(Path(out_dir).resolve(), REPORT_FILES, 'report folder')
+    study_dir, out_dir = (Path(study_dir).resolve(),
+                          check_own_folder(Path(out_dir).resolve(), REPORT_FILES, 'report folder'))
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir/'report.ipynb'
     try:
-        pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed), parameters=dict(study_dir=str(study_dir), smoke=smoke),
+        pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed),
+                            parameters=dict(study_dir=str(study_dir), smoke=smoke),
                             kernel_name='python3', progress_bar=False, cwd=str(out_dir))
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
-    html = render_html(executed, out_dir/'report.html', exclude_input=True, title='cifar_nb: the CIFAR-10 ablation study')
+    html = render_html(executed, out_dir/'report.html', exclude_input=True,
+                       title='cifar_nb: the CIFAR-10 ablation study')
     rows = study_table(collect_runs(study_dir))
     save_table(rows, out_dir, stem='table1')
     log(f"report: {html}")
@@ -284,14 +318,18 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
 
 # %% ../nbs/06_study.ipynb #6bdf584f
 LEAN_DROPPED = ('train.ipynb', 'progress.png')  # per run: the executed notebook and the old progress figure
-FIGURES_FROM = 'Improved'  # the configuration whose first seed the report draws its run-level figures from (galleries, Grad-CAM, OOD)
-REGENERATE = ("weights: train the run again into a new study folder (python -m cifar_nb.study --study-dir <new> --seeds 3 --presets '<configuration>') "
-              "on the same kind of CPU and compare the SHA-256 of its weights.safetensors with the one in this run's COMPLETE.json; "
+# the configuration whose first seed the report draws its run-level figures from (galleries, Grad-CAM, OOD)
+FIGURES_FROM = 'Improved'
+REGENERATE = ("weights: train the run again into a new study folder (python -m cifar_nb.study --study-dir <new> "
+              "--seeds 3 --presets '<configuration>') on the same kind of CPU and compare the SHA-256 of its "
+              "weights.safetensors with the one in this run's COMPLETE.json; "
               "figures: they are drawn by the report (nbs/report.ipynb) and by cifar_nb.interpret from the run folders")
 
 def _lean_files(run: Path, figures: bool) -> list[Path]:
-    "The files of one run folder a lean copy removes, weights apart (`figures`: the report draws from this run, keep its OOD summaries)."
-    out = [run/f for f in LEAN_DROPPED] + sorted((run/'interpret').glob('*.png')) + sorted((run/'ood').glob('*.png')) + [run/'ood'/'splits.npz']
+    ("The files of one run folder a lean copy removes, weights apart (`figures`: the report draws from this "
+     "run, keep its OOD summaries).")
+    out = ([run/f for f in LEAN_DROPPED] + sorted((run/'interpret').glob('*.png')) + sorted((run/'ood').glob('*.png'))
+           + [run/'ood'/'splits.npz'])
     out += sorted((run/'ood').glob('*.csv'))
     if not figures: out.append(run/'ood'/'summaries.json')
     return [p for p in out if p.is_file()]
@@ -300,36 +338,45 @@ def _first_seeds(runs: list[Path], names) -> set:
     "The run folder of the lowest seed of each configuration in `names`."
     slugs, out = {slug(n) for n in names}, {}
     for p in runs:
-        if p.parent.name in slugs and p.name[4:].isdigit() and (p.parent not in out or int(p.name[4:]) < int(out[p.parent].name[4:])): out[p.parent] = p
+        if p.parent.name in slugs and p.name[4:].isdigit() and (p.parent not in out
+                                                                or int(p.name[4:]) < int(out[p.parent].name[4:])):
+            out[p.parent] = p
     return set(out.values())
 
 # %% ../nbs/06_study.ipynb #a65793a9
 def lean_study(study_dir: str|Path,    # a study folder whose run folders are in format 2
                keep: tuple = ANALYSED,  # configurations whose first seed keeps its weights
-               figures: tuple = (FIGURES_FROM,),  # configurations whose first seed keeps its OOD summaries (the report's figures)
+               # configurations whose first seed keeps its OOD summaries (the report's figures)
+               figures: tuple = (FIGURES_FROM,),
                log=print) -> dict:
-    "Remove in place what the report and a re-check do not need (see above), record it in `lean.json`; the sizes before and after."
+    ("Remove in place what the report and a re-check do not need (see above), record it in `lean.json`; "
+     "the sizes before and after.")
     from cifar_nb.runs import find_runs, run_format, prune_weights
     from cifar_nb.report import notebook_code
     study_dir = Path(study_dir)
     size = lambda: sum(p.stat().st_size for p in study_dir.rglob('*') if p.is_file())
     before, runs = size(), find_runs(study_dir/'runs')
     if old := [p for p in runs if run_format(p) < 2]:
-        raise RunError(f"{len(old)} run folder(s) are in format 1 (e.g. {old[0]}): convert them first with runs.upgrade_run(path, data); nothing was removed")
+        raise RunError(f"{len(old)} run folder(s) are in format 1 (e.g. {old[0]}): convert them first with "
+                       "runs.upgrade_run(path, data); nothing was removed")
     first, drawn = _first_seeds(runs, keep), _first_seeds(runs, figures)
     man = load_json(study_dir/'lean.json') if (study_dir/'lean.json').exists() else {}
-    removed, codes, pruned = dict(man.get('removed', {})), dict(man.get('notebook_code', {})), set(man.get('pruned_weights', []))
+    removed, codes, pruned = (dict(man.get('removed', {})), dict(man.get('notebook_code', {})),
+                              set(man.get('pruned_weights', [])))
     for p in runs:
         rel = p.relative_to(study_dir).as_posix()
         if code := notebook_code(p/'train.ipynb'): codes[rel] = code
         for f in _lean_files(p, p in drawn):
             removed[f.relative_to(study_dir).as_posix()] = f.stat().st_size; f.unlink()
         if p not in first and (p/'weights.safetensors').exists(): prune_weights(p); pruned.add(rel)
-    save_json(study_dir/'lean.json', dict(kept_weights=sorted(p.relative_to(study_dir).as_posix() for p in first), pruned_weights=sorted(pruned),
-                                          removed=dict(sorted(removed.items())), notebook_code=dict(sorted(codes.items())), regenerate=REGENERATE))
+    save_json(study_dir/'lean.json', dict(kept_weights=sorted(p.relative_to(study_dir).as_posix() for p in first),
+                                          pruned_weights=sorted(pruned), removed=dict(sorted(removed.items())),
+                                          notebook_code=dict(sorted(codes.items())), regenerate=REGENERATE))
     after = size()
-    log(f"lean study {study_dir}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB; weights kept for {len(first)} of {len(runs)} runs")
-    return dict(before=before, after=after, runs=len(runs), kept_weights=len(first), removed=len(removed), pruned=len(pruned))
+    log(f"lean study {study_dir}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB; "
+        f"weights kept for {len(first)} of {len(runs)} runs")
+    return dict(before=before, after=after, runs=len(runs), kept_weights=len(first), removed=len(removed),
+                pruned=len(pruned))
 
 # %% ../nbs/06_study.ipynb #eabfe5d6
 def default_seeds() -> int:
