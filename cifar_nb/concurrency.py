@@ -27,7 +27,8 @@ def random_data(n_train: int = 12800, n_test: int = 100, seed: int = 0):
     "CIFAR-10-shaped random uint8 images and balanced labels: for timing only."
     from cifar_nb.data import CIFAR10Data, ImageSet
     g = torch.Generator().manual_seed(seed)
-    part = lambda n: ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10)
+    part = lambda n: ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                              torch.arange(n) % 10)
     return CIFAR10Data(part(n_train), part(n_test), source=dict(name='random images (timing only)'))
 
 def _cycle(loader):
@@ -41,14 +42,16 @@ def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
     model = build_model(cfg).to(dev)
     if place.channels_last: model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if place.compile == 'yes' else None
-    step = make_step(model, make_optimizer(model, cfg), resolve_precision(place.precision, dev), n_steps, place.step, fwd)
+    step = make_step(model, make_optimizer(model, cfg), resolve_precision(place.precision, dev), n_steps, place.step,
+                     fwd)
     step.set_lr(lr_at(cfg, 0))
     return model, step, _cycle(L['train'])
 
 def weights_sha256(model: torch.nn.Module) -> str:
     "SHA-256 over the model's state (names and bytes): equal hashes, equal weights."
     h = hashlib.sha256()
-    for k, v in model.state_dict().items(): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for k, v in model.state_dict().items():
+        h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 # %% ../nbs/06c_concurrency.ipynb #5018138d
@@ -59,8 +62,10 @@ def probe_worker(spec: dict) -> None:
     if spec.get('data'):
         from cifar_nb.data import load_cifar10
         data = load_cifar10(spec['data'], progress=False)
-    else: data = random_data(math.ceil(cfg.n_train / (1 - cfg.val_fraction)) + 10 if cfg.n_train else 12800)  # n_train after the split
-    model, step, batches = learner_setup(data, cfg, Placement(device=spec['device']), max(spec['steps'], spec['warmup']))
+    # n_train after the split
+    else: data = random_data(math.ceil(cfg.n_train / (1 - cfg.val_fraction)) + 10 if cfg.n_train else 12800)
+    model, step, batches = learner_setup(data, cfg, Placement(device=spec['device']),
+                                         max(spec['steps'], spec['warmup']))
     for _ in range(spec['warmup']): step(*next(batches))
     step.read()
     print('ready', flush=True)
@@ -74,19 +79,23 @@ def probe_worker(spec: dict) -> None:
 def run_together(specs: list[dict], timeout_s: float = 3600) -> dict:
     "One probe process per spec, released together once all are ready: summed images/s and each process's result."
     import cifar_nb
-    root = str(Path(cifar_nb.__file__).resolve().parents[1])  # the package's parent: importable from a clone, installed or not
+    # the package's parent: importable from a clone, installed or not
+    root = str(Path(cifar_nb.__file__).resolve().parents[1])
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in [root, os.environ.get('PYTHONPATH')] if p)}
     procs = [subprocess.Popen([sys.executable, '-m', 'cifar_nb.concurrency', json.dumps(s)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**env, 'OMP_NUM_THREADS': str(s['threads'])}) for s in specs]
+                              stdout=subprocess.PIPE, text=True,
+                              env={**env, 'OMP_NUM_THREADS': str(s['threads'])}) for s in specs]
     try:
         for pr in procs:
             if (line := pr.stdout.readline()).strip() != 'ready':
-                raise RuntimeError(f"a concurrency probe process failed before training (exit {pr.wait()}): {line.strip()}")
+                raise RuntimeError("a concurrency probe process failed before training "
+                                   f"(exit {pr.wait()}): {line.strip()}")
         for pr in procs: pr.stdin.write('go\n'); pr.stdin.flush()
         out = []
         for pr in procs:
             line = pr.stdout.readline()
-            if pr.wait(timeout=timeout_s) != 0 or not line.strip(): raise RuntimeError("a concurrency probe process failed while training")
+            if pr.wait(timeout=timeout_s) != 0 or not line.strip():
+                raise RuntimeError("a concurrency probe process failed while training")
             out.append(json.loads(line))
     finally:
         for pr in procs:
@@ -106,26 +115,30 @@ def splits(cores: int) -> list[int]:
 def measure_concurrency(cores: int|None = None,     # cores to split; None: `cpu_cores()`
                         preset: str = 'Improved',   # the network trained
                         n_train: int|None = 12800,  # training images (random ones unless `data` is given)
-                        warmup: int = 6,            # untimed steps first (allocator, oneDNN primitives, a graph step's capture)
+                        # untimed steps first (allocator, oneDNN primitives, a graph step's capture)
+                        warmup: int = 6,
                         steps: int = 40,            # timed steps per process
                         rounds: int = 3,            # repetitions; the ratio is the median over them
                         device: str = 'cpu',
                         data: str|None = None,      # a CIFAR-10 source; None: random images
                         max_splits: int|None = None,# measure only the first few splits (a smoke run)
                         log=None) -> dict:
-    "Summed training images/s of J runs x T threads against one run with every core, and whether their weights match a run alone."
+    ("Summed training images/s of J runs x T threads against one run with every core, "
+     "and whether their weights match a run alone.")
     log = log or (lambda s: None)
     cores = cores or cpu_cores()
     base = dict(preset=preset, seed=0, n_train=n_train, steps=steps, warmup=warmup, device=device, data=data)
     js = splits(cores)[:max_splits]
-    log(f"concurrency on {device}, {cores} cores: the {preset} network, {warmup}+{steps} steps per run; summed training "
-        f"images/s, median of {rounds} round{'s' * (rounds != 1)} (each round: one run with every core, then each split)")
+    log(f"concurrency on {device}, {cores} cores: the {preset} network, {warmup}+{steps} steps per "
+        f"run; summed training images/s, median of {rounds} round{'s' * (rounds != 1)} (each round: "
+        "one run with every core, then each split)")
     ones, together = [], {j: [] for j in js}
     for _ in range(rounds):
         ones.append(run_together([dict(base, threads=cores)]))
         for j in js: together[j].append(run_together([dict(base, threads=cores // j)] * j))
     one_ips, one_hashes = [o['images_per_s'] for o in ones], {o['runs'][0]['sha256'] for o in ones}
-    log(f"  1 run  x {cores} threads: {statistics.median(one_ips):8.0f} images/s   weights {', '.join(h[:12] for h in one_hashes)}")
+    log(f"  1 run  x {cores} threads: {statistics.median(one_ips):8.0f} images/s   weights "
+        f"{', '.join(h[:12] for h in one_hashes)}")
     configs = []
     for j in js:
         t = cores // j
@@ -134,13 +147,16 @@ def measure_concurrency(cores: int|None = None,     # cores to split; None: `cpu
         ratios = [x / o for x, o in zip(ips, one_ips)]
         hashes = [r['sha256'] for x in together[j] for r in x['runs']]
         c = dict(jobs=j, threads=t, images_per_s=statistics.median(ips), ratio=statistics.median(ratios), rounds=ips,
-                 round_ratios=ratios, per_run=[r['images'] / (r['t1'] - r['t0']) for x in together[j] for r in x['runs']],
+                 round_ratios=ratios,
+                 per_run=[r['images'] / (r['t1'] - r['t0']) for x in together[j] for r in x['runs']],
                  hashes=hashes, alone=dict(images_per_s=alone['images_per_s'], sha256=alone['runs'][0]['sha256']),
                  bit_identical_to_alone=all(h == alone['runs'][0]['sha256'] for h in hashes))
         configs.append(c)
         log(f"  {j} runs x {t} thread{'s' * (t > 1)}: {c['images_per_s']:8.0f} images/s = {c['ratio']:.2f}x one run "
-            f"(rounds {', '.join(f'{r:.2f}x' for r in ratios)}); one such run alone: {alone['images_per_s']:.0f} images/s")
-        log(f"    weights alone {c['alone']['sha256'][:12]}, concurrently {', '.join(sorted({h[:12] for h in hashes}))}: "
+            f"(rounds {', '.join(f'{r:.2f}x' for r in ratios)}); one such run alone: "
+            f"{alone['images_per_s']:.0f} images/s")
+        log(f"    weights alone {c['alone']['sha256'][:12]}, concurrently "
+            f"{', '.join(sorted({h[:12] for h in hashes}))}: "
             f"{'bit-identical' if c['bit_identical_to_alone'] else 'DIFFERENT'} at {t} thread{'s' * (t > 1)} per run")
     differs = [c['threads'] for c in configs if c['alone']['sha256'] not in one_hashes]
     if differs: log(f"  the weights' bits depend on the thread count ({cores} vs {', '.join(map(str, differs))}): "
@@ -156,7 +172,8 @@ def measure_concurrency(cores: int|None = None,     # cores to split; None: `cpu
 GAIN = 1.15  # the least median gain for which runs are split across the cores
 
 def machine_key(device: str = 'cpu') -> dict:
-    "What a concurrency measurement depends on: CPU model and flags, cores, torch, the kernel limits and OpenMP's wait policy."
+    ("What a concurrency measurement depends on: CPU model and flags, cores, torch, "
+     "the kernel limits and OpenMP's wait policy.")
     flags = ''
     if Path('/proc/cpuinfo').exists():
         flags = next((l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')), '')
@@ -173,7 +190,8 @@ def save_concurrency(m: dict, cache_dir: str|Path|None = None) -> Path:
     "Keep a measurement (with its machine key and date) for `choose_jobs`."
     import datetime
     return save_json(concurrency_file(m['device'], cache_dir),
-                     dict(m, machine=machine_key(m['device']), date=datetime.datetime.now().isoformat(timespec='seconds')))
+                     dict(m, machine=machine_key(m['device']),
+                          date=datetime.datetime.now().isoformat(timespec='seconds')))
 
 def choose_jobs(n_runs: int,                         # runs the study has left to train
                 device: str = 'cpu',                 # where they train
@@ -183,7 +201,8 @@ def choose_jobs(n_runs: int,                         # runs the study has left t
     "`--jobs auto`: runs at once and threads per run for this machine, from its measurement; with the reason."
     dev = get_device(device)
     one = lambda why: dict(jobs=1, threads=None, why=why, measurement=None, ratio=1.0)
-    if dev.type != 'cpu': return one("one run at a time on a GPU (several runs sharing one GPU are not measured): --jobs N to change it")
+    if dev.type != 'cpu':
+        return one("one run at a time on a GPU (several runs sharing one GPU are not measured): --jobs N to change it")
     cores = cpu_cores()
     if cores < 2: return one("one core")
     if n_runs < 2: return one("one run to train")
@@ -200,7 +219,8 @@ def choose_jobs(n_runs: int,                         # runs the study has left t
     best = max(ok, key=lambda c: c['ratio'], default=None)
     if best is None or best['ratio'] < GAIN:
         got = f"{best['jobs']} x {best['threads']} gave {best['ratio']:.2f}x" if best else "no split fits"
-        return dict(one(f"measured on this machine ({m.get('date', '?')}): {got}, under the {GAIN}x worth splitting for"), measurement=str(path))
+        return dict(one(f"measured on this machine ({m.get('date', '?')}): "
+                        f"{got}, under the {GAIN}x worth splitting for"), measurement=str(path))
     return dict(jobs=best['jobs'], threads=best['threads'], measurement=str(path), ratio=best['ratio'],
                 why=f"measured on this machine ({m.get('date', '?')}): {best['jobs']} runs x {best['threads']} thread"
                     f"{'s' * (best['threads'] > 1)} train {best['ratio']:.2f}x the images/s of one run with {cores}")

@@ -398,26 +398,35 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog='python -m cifar_nb.study', description=main.__doc__)
     ap.add_argument('--study-dir', default='reports/study', help='study folder (runs go under runs/)')
     ap.add_argument('--seeds', type=int, default=None, help='seeds per configuration (default: 1 on CPU, 5 on GPU)')
-    ap.add_argument('--scale', default='full', choices=list(SCALES), help="'full' (the report's study) or 'smoke' (minutes)")
+    ap.add_argument('--scale', default='full', choices=list(SCALES),
+                    help="'full' (the report's study) or 'smoke' (minutes)")
     ap.add_argument('--presets', default=','.join(PRESETS), help='comma-separated configuration names')
-    ap.add_argument('--executor', default='local', choices=['local', 'dask'], help="where runs execute: 'local' processes or a 'dask' cluster (pip install -e '.[cluster]')")
-    ap.add_argument('--address', default=None, help='dask: the scheduler to join (tcp://host:8786); none starts a local cluster on this machine')
-    ap.add_argument('--jobs', default=None, help="runs trained at once, each its own process (local cluster: its workers), or 'auto' "
-                    "(the default for a full-scale local study: measured once per machine, see cifar_nb.concurrency; else 1)")
-    ap.add_argument('--threads', type=int, default=None, help='intra-op CPU threads per run (default: the cores split between the runs)')
+    ap.add_argument('--executor', default='local', choices=['local', 'dask'],
+                    help="where runs execute: 'local' processes or a 'dask' cluster (pip install -e '.[cluster]')")
+    ap.add_argument('--address', default=None,
+                    help='dask: the scheduler to join (tcp://host:8786); none starts a local cluster on this machine')
+    ap.add_argument('--jobs', default=None,
+                    help="runs trained at once, each its own process (local cluster: its workers), or 'auto' "
+                    "(the default for a full-scale local study: measured once per machine, "
+                    "see cifar_nb.concurrency; else 1)")
+    ap.add_argument('--threads', type=int, default=None,
+                    help='intra-op CPU threads per run (default: the cores split between the runs)')
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
-    ap.add_argument('--report', default=None, metavar='DIR', help='after training, analyse the ANALYSED configurations present and render DIR/report.html')
+    ap.add_argument('--report', default=None, metavar='DIR',
+                    help='after training, analyse the ANALYSED configurations present and render DIR/report.html')
     a = ap.parse_args(argv)
     presets = list(dict.fromkeys(p.strip() for p in a.presets.split(',') if p.strip()))  # each configuration once
     bad = [p for p in presets if p not in PRESETS and p not in EXTRA_PRESETS]
-    if bad: ap.error(f"unknown configuration(s) {', '.join(map(repr, bad))}; choose from: {', '.join([*PRESETS, *EXTRA_PRESETS])}")
+    if bad: ap.error(f"unknown configuration(s) {', '.join(map(repr, bad))}; choose from: "
+                     f"{', '.join([*PRESETS, *EXTRA_PRESETS])}")
     if not presets: ap.error("--presets names no configuration; choose from: " + ', '.join([*PRESETS, *EXTRA_PRESETS]))
     if a.seeds is not None and not 1 <= a.seeds <= 1000: ap.error(f"--seeds must be in [1, 1000], got {a.seeds}")
     if a.jobs not in (None, 'auto'):
         try: a.jobs = int(a.jobs)
         except ValueError: ap.error(f"--jobs must be an integer in [1, 64] or 'auto', got {a.jobs!r}")
         if not 1 <= a.jobs <= 64: ap.error(f"--jobs must be in [1, 64] or 'auto', got {a.jobs}")
-    if a.threads is not None and not 1 <= a.threads <= 1024: ap.error(f"--threads must be in [1, 1024], got {a.threads}")
+    if a.threads is not None and not 1 <= a.threads <= 1024:
+        ap.error(f"--threads must be in [1, 1024], got {a.threads}")
     seeds = a.seeds or default_seeds()
     from cifar_nb.executors import make_executor, ExecutorError
     from cifar_nb.concurrency import choose_jobs
@@ -429,7 +438,8 @@ def main(argv=None) -> int:
             ch = choose_jobs(plan['n_todo'], 'auto', measure=not a.plan, log=lambda s: print(s, flush=True))
             a.jobs, a.threads, why = ch['jobs'], ch['threads'], f" (--jobs auto: {ch['why']})"
             plan['estimate_s'] /= ch['ratio']  # the runs left, trained that many at once
-        elif a.jobs == 'auto': ap.error("--jobs auto chooses for the local executor: give the dask cluster's workers as a number")
+        elif a.jobs == 'auto':
+            ap.error("--jobs auto chooses for the local executor: give the dask cluster's workers as a number")
         try: executor = make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
         except ExecutorError as e: ap.error(str(e))
         with executor:
@@ -440,9 +450,11 @@ def main(argv=None) -> int:
         print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
         if a.report:
             analyse_study(a.study_dir, names=[n for n in ANALYSED if n in presets], device='auto',
-                          n_per_set=None if a.scale == 'full' else 1000)  # a smoke study evaluates OOD on 1,000 images per set
+                          # a smoke study evaluates OOD on 1,000 images per set
+                          n_per_set=None if a.scale == 'full' else 1000)
             render_report(a.study_dir, a.report, smoke=a.scale != 'full')
-    except (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, RuntimeError) as e:  # the project's errors name the problem
+    # the project's errors name the problem
+    except (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, RuntimeError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr); return 1
     return 0
 
