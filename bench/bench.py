@@ -24,7 +24,7 @@ from __future__ import annotations
 import os, sys
 if '--emulate-avx2' in sys.argv:  # read by ATen, oneDNN and MKL when torch loads: set before importing it (workers inherit)
     os.environ.update(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_ENABLE_INSTRUCTIONS='AVX2')
-import argparse, dataclasses, datetime, itertools, json, re, statistics, subprocess, tempfile, time
+import argparse, dataclasses, datetime, importlib, itertools, json, re, statistics, subprocess, tempfile, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/bench.py` from a clone, installed or not
 from cifar_nb.core import machine_info, save_json, get_device, seed_everything, cpu_model
-from cifar_nb.config import TrainConfig, Placement, PRESETS, preset_params, split_params
+from cifar_nb.config import TrainConfig, Placement, PRESETS, preset_params
 from cifar_nb.model import report_cnn
-from cifar_nb.learner import fit, make_optimizer, make_step, lr_at, resolve_precision, resolve_step, native_bf16_cpu
+from cifar_nb.learner import fit, resolve_precision, resolve_step, native_bf16_cpu
 from cifar_nb.runs import make_loaders, build_model
 from cifar_nb.concurrency import preset_cfg, learner_setup, measure_concurrency, save_concurrency, choose_jobs
 
@@ -229,7 +229,7 @@ def section_choices(a, dev, res, data):
           f"{'' if r['threads'] is None else str(r['threads']) + ' threads':<10}{' compiled' if r.get('compile') else ''} "
           f"{r['images_per_s']:8.0f} images/s{mark}")
     ok = auto_row is not None and auto_row['images_per_s'] >= 0.95 * best['images_per_s']
-    verdict = (f"the defaults are the fastest measured (within 5%)" if ok else
+    verdict = ("the defaults are the fastest measured (within 5%)" if ok else
                f"the defaults are NOT the fastest here: {best['precision']}, {'channels_last' if best['channels_last'] else 'NCHW'}, "
                f"step {best['step']}{'' if best['threads'] is None else ', ' + str(best['threads']) + ' threads'} is "
                f"{best['images_per_s'] / auto_row['images_per_s']:.2f}x the defaults' {auto_row['images_per_s']:.0f} images/s")
@@ -291,7 +291,8 @@ def import_times(code: str = FIRST_CELL, top: int = 6) -> dict:
 def section_overhead(a, dev, res):
     from cifar_nb.data import load_cifar10
     from cifar_nb.study import execute_run
-    import papermill, nbformat  # imported once per study, not per run: not timed
+    # imported once per study, not per run: not timed
+    for mod in ('papermill', 'nbformat'): importlib.import_module(mod)
     imp = import_times()
     loads = []
     for _ in range(3):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_config.ipynb #943c90af
 from __future__ import annotations
-import dataclasses, math, types, typing
+import math, types, typing
 from dataclasses import dataclass, fields, asdict
 from .core import get_device, ArgumentError, show_value
 

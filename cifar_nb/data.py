@@ -4,13 +4,13 @@
 
 # %% ../nbs/01a_data.ipynb #80737c4e
 from __future__ import annotations
-import os, pickle, shutil, tarfile, tempfile
+import hashlib, os, pickle, shutil, tarfile, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .core import sha256_file, project_root, regular_file, DataError, WriteError
+from .core import sha256_file, project_root, load_json, DataError, WriteError
 from .sources import (default_cache_dir, listed_digest, verify_file, read_verified, archive_members,
                               folder_files, decode_images, cached_arrays, arrays_sha256)
 
@@ -201,7 +201,6 @@ def _layout(entries:list[tuple], # from `_archive_entries` or `_folder_entries`
 def _folder_key(entries:list[tuple], # from `_folder_entries`
                ) -> str:
     "A fingerprint of an image folder: SHA-256 of its file names, sizes and modification times."
-    import hashlib
     h = hashlib.sha256()
     for split, cls, fname, _, path in sorted(entries, key=lambda e: e[:3]):
         st = os.stat(path); h.update(f'{split}/{cls}/{fname}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
@@ -280,7 +279,6 @@ def cifar10_identity(path:str|Path|None=None, # as for `load_cifar10`
                     ) -> str:
     ("The `arrays_sha256` of the CIFAR-10 that `load_cifar10(path)` would load, "
      "from its cache's record when there is one.")
-    from cifar_nb.core import load_json
     cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
     kind, p = find_cifar10(path, cache_dir=cache_dir, download=False)
     if kind in ('jpeg-archive', 'image-folder'):

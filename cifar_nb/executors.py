@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib, hashlib, logging, os, secrets, sys, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+import torch
 from jupyter_client.manager import AsyncKernelManager
+import cifar_nb
 from .core import project_root, atomic_write_text
 from .runs import run_lock, RunLocked
 
@@ -136,7 +138,6 @@ def _run_on_worker(fn, path: Path, params: dict, lock_wait_s: float) -> float:
 def code_fingerprint() -> str:
     "SHA-256 over the `cifar_nb` package's modules and `nbs/train.ipynb` (what a run executes)."
     h = hashlib.sha256()
-    import cifar_nb
     files = sorted(Path(cifar_nb.__file__).parent.glob('*.py')) + [project_root()/'nbs'/'train.ipynb']
     for f in files: h.update(f.name.encode() + b'\0' + (f.read_bytes() if f.exists() else b'missing'))
     return h.hexdigest()
@@ -158,7 +159,6 @@ def _probe_worker(check_file: str, token: str, fingerprint: str|None = None) -> 
 # %% ../nbs/06a_executors.ipynb #cdde0b22
 def _cuda_count() -> int:
     "GPUs torch sees on this machine."
-    import torch
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 def local_cluster(jobs: int,                      # worker processes (one run each at a time)

@@ -11,9 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 import matplotlib.pyplot as plt
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+import seaborn as sns
 from sklearn.metrics import confusion_matrix as _sk_confusion
 from .core import atomic_path, save_json, get_device, check_number, ArgumentError
-from .model import get_layer, layer_names, capture
+from .data import CLASSES
+from .model import layer_names, capture
 from .runs import Run, load_run, run_subfolder
 
 # %% auto #0
@@ -39,7 +43,6 @@ def _check_preds(logits, labels, classes=None) -> tuple[np.ndarray, np.ndarray, 
     if n and (labels.min() < 0 or labels.max() >= c):
         raise ValueError(f"labels must be in 0..{c-1} for {c} classes; got {labels.min()}..{labels.max()}")
     if classes is None:
-        from cifar_nb.data import CLASSES
         classes = CLASSES if c == len(CLASSES) else [str(i) for i in range(c)]
     if len(classes) != c: raise ValueError(f"classes has {len(classes)} names but logits have {c} columns")
     return logits.astype(np.float32), labels.astype(np.int64), list(classes)
@@ -128,7 +131,6 @@ def plot_confusion(src,                   # a run folder, a `Run` or `(logits, l
                    save=None,             # True: `<run>/interpret/confusion[_norm].png`; a path: there
                   ) -> plt.Figure:
     "The confusion matrix as an annotated heatmap, true classes down, predicted classes across."
-    import seaborn as sns
     logits, labels, classes, run = _as_run_arrays(src)
     cm = confusion_matrix(labels, logits.argmax(1), len(classes))
     acc = np.trace(cm) / max(cm.sum(), 1)
@@ -326,8 +328,6 @@ def plot_cam_overlay(images,          # uint8 images (B,3,H,W)
         bottom.imshow(cams[i], cmap='jet', alpha=alpha, vmin=0, vmax=1)
         if titles is not None: top.set_title(titles[i], fontsize=9, color=colors[i] if colors is not None else 'black')
     if colorbar and len(images):
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
         cb = fig.colorbar(ScalarMappable(Normalize(0, 1), 'jet'), ax=axs, shrink=0.8, pad=0.01, aspect=30)
         cb.set_label("Grad-CAM: evidence for the class,\nrelative to the image's peak", fontsize=9)
         cb.ax.tick_params(labelsize=9)

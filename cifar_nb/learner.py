@@ -5,7 +5,7 @@
 # %% ../nbs/03a_learner.ipynb #b623736d
 from __future__ import annotations
 import dataclasses, math, sys, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn.functional as F

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .core import (project_root, get_device, atomic_path, atomic_write_text, save_json, sha256_file, DataError,
+from .core import (project_root, get_device, atomic_path, atomic_write_text, sha256_file, DataError,
                            ArgumentError, check_number, show_value)
 from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members,
                               folder_files, decode_images, cached_arrays)
+from .data import load_cifar10
 from .model import RELUS, get_layer, layer_names
 from .metrics import auroc, aupr_in, aupr_out, fpr_at_tpr, roc_points, threshold_accuracy
 from .detectors import DETECTORS, as_detectors, fit_detectors, detector_scores, mean_activation_scores
+from .runs import load_run, run_subfolder
 
 # %% auto #0
 __all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'NOISE_MAX', 'set_title',
@@ -436,13 +438,11 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                 ) -> dict:
     ("Every detector and the report's method on every OOD set, fitted and evaluated on disjoint "
      "images; tables and summaries.")
-    from cifar_nb.runs import load_run, run_subfolder
     sets, detectors = _check_args(n_per_set, batch_size, seed, sets), as_detectors(detectors)
     run = load_run(run_dir); model = run.model(get_device(device))
     out = run_subfolder(run.path, 'ood') if save else None  # a file or a link in its place is refused before any work
     get_layer(model, layer)  # an unknown layer fails before any work, listing the names
     if data is None:
-        from cifar_nb.data import load_cifar10
         data = load_cifar10(run.placement.get('data_path'), progress=False)
     layers = [l for l in RELUS if l in layer_names(model)] + ([layer] if layer not in RELUS else [])
     idp = _id_parts(run, data, n_per_set, seed)

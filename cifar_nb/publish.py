@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_publish.ipynb #84958f8d
 from __future__ import annotations
-import ast, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys
+import ast, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 import nbformat
 from .core import project_root, atomic_write_text, WriteError
@@ -31,7 +31,6 @@ def cell_directives(source:str, # a code cell's source
 
 def _read_nb(path:str|Path) -> nbformat.NotebookNode:
     "Read a notebook; cells without ids (nbdev_clean removes them) are fine."
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return nbformat.read(str(path), as_version=4)

@@ -4,13 +4,20 @@
 
 # %% ../nbs/08_report.ipynb #a23be75c
 from __future__ import annotations
-import base64, html, io, math, subprocess
+import base64, hashlib, html, io, json, math, subprocess
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
+from PIL import Image
 import matplotlib, matplotlib.pyplot as plt
-from .stats import mean_ci, seed_accuracies, precision_of
+from matplotlib.ticker import MaxNLocator
+import seaborn as sns
+from .core import project_root, regular_file
+from .interpret import confusion_matrix, per_class_accuracy
+from .stats import mean_ci, precision_of
 
 # %% auto #0
 __all__ = ['CLASSES10', 'CONFIG_STYLE', 'TRAINING_CODE', 'synthetic_runs', 'shrink_png', 'png_bytes', 'figure_html',
@@ -70,7 +77,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def shrink_png(png: bytes, min_psnr: float = 40.0) -> bytes:
     ("The PNG as a 256-colour palette image when that is within `min_psnr` dB of it and smaller, "
      "else the PNG re-saved optimised.")
-    from PIL import Image
     im = Image.open(io.BytesIO(png)).convert('RGB')
     q = im.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     full, pal = io.BytesIO(), io.BytesIO()
@@ -95,8 +101,6 @@ def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the pa
                ) -> str:
     "An HTML `<figure>`: the picture inline as base64 PNG, its alt text and its caption."
     if not alt or not alt.strip(): raise ValueError("every picture needs an alt text that says what it shows")
-    from PIL import Image
-    from cifar_nb.core import regular_file
     # never a FIFO or a device
     if isinstance(fig, (str, Path)): png = shrink_png(regular_file(fig).read_bytes(), min_psnr)
     elif isinstance(fig, (bytes, bytearray)): png = shrink_png(bytes(fig), min_psnr)
@@ -195,7 +199,6 @@ def plot_curves(runs: dict,              # {configuration: {seed: run}}
             if label_drops: ax.annotate(f'lr × 0.1 after\nepoch {d}', (d, 0), xycoords=('data', 'axes fraction'),
                                         xytext=(-4, 4), textcoords='offset points', ha='right', va='bottom', fontsize=9,
                                         color='dimgrey')
-    from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('epoch'); ax.set_ylabel(ylabel or column.replace('_', ' ') + (' (%)' if scale == 100 else ''))
     ax.grid(alpha=0.3)
@@ -247,7 +250,6 @@ def plot_training(runs: dict, figsize=(9.5, 8.2)) -> plt.Figure:
         axs[1, 1].fill_between(e, 100 * (tr - va).min(0), 100 * (tr - va).max(0), color=c, alpha=0.15, lw=0)
     axs[1, 1].axhline(0, color='grey', lw=0.8)
     axs[1, 1].set(xlabel='epoch', ylabel='training − validation accuracy (pp)'); axs[1, 1].grid(alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
     axs[1, 1].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, t in zip(axs.flat, 'abcd'): ax.set_title(f'({t})', loc='left', fontsize=11, fontweight='bold')
     h, l = axs[0, 0].get_legend_handles_labels()
@@ -311,19 +313,16 @@ def expected_shared_steps(a, b) -> int:
 
 # %% ../nbs/08_report.ipynb #082def3e
 def _confusion(run) -> np.ndarray:
-    from cifar_nb.interpret import confusion_matrix
     return confusion_matrix(run.labels, np.asarray(run.logits).argmax(1), len(run.classes))
 
 def per_class_frame(runs: dict) -> pd.DataFrame:
     "Per-class test accuracy (%), mean over seeds: one row per configuration, one column per class."
-    from cifar_nb.interpret import per_class_accuracy
     rows = {n: 100 * np.mean([per_class_accuracy(_confusion(r)) for r in by.values()], 0) for n, by in runs.items()}
     first = next(iter(runs.values()))
     return pd.DataFrame.from_dict(rows, orient='index', columns=first[min(first)].classes)
 
 def plot_per_class(frame: pd.DataFrame, ax=None, cmap: str = 'viridis') -> plt.Figure:
     "Per-class accuracy as an annotated heatmap (configurations down, classes across)."
-    import seaborn as sns
     if ax is None: _, ax = plt.subplots(figsize=(9.5, 0.5 * len(frame) + 1.6), layout='constrained')
     sns.heatmap(frame, annot=True, fmt='.0f', cmap=cmap, vmin=0, vmax=100, ax=ax, annot_kws=dict(fontsize=9),
                 cbar_kws=dict(label='accuracy (%)', pad=0.01))
@@ -363,7 +362,6 @@ def plot_confusion_grid(runs: dict, ncols: int = 3, cell: float = 0.27) -> plt.F
 
 # %% ../nbs/08_report.ipynb #c414b06b
 def _layer_detail(m) -> str:
-    from torch import nn
     if isinstance(m, nn.Conv2d): return (f"{m.kernel_size[0]}×{m.kernel_size[1]}, {m.out_channels} filters, "
                                          f"stride {m.stride[0]}, padding {m.padding[0]}")
     if isinstance(m, nn.MaxPool2d): return f"{m.kernel_size}×{m.kernel_size}, stride {m.stride}"
@@ -376,7 +374,6 @@ def layer_table(model,                       # an nn.Sequential of named layers 
                 input_shape=(1, 3, 32, 32),  # the dummy batch pushed through
                ) -> pd.DataFrame:
     "Each named layer with its type, settings, output shape (channels × height × width) and parameter count."
-    import torch
     shapes, hooks = {}, []
     for name, m in model.named_children():
         hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: shapes.__setitem__(name, tuple(o.shape[1:]))))
@@ -418,7 +415,6 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
                 ) -> pd.DataFrame:
     ("Between each pair of consecutive commits (oldest first): files changed under `paths`, lines added/removed, "
      "and the changed `watch` files.")
-    from cifar_nb.core import project_root
     root = root or project_root()
     try:
         full = {c: _git(['rev-parse', c.removesuffix('-dirty')], root).strip() for c in commits}
@@ -437,8 +433,6 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
 
 def notebook_code(path) -> str|None:
     "A short SHA-256 of an executed notebook's code cells, papermill's injected parameters left out (None when absent)."
-    import hashlib, json
-    from cifar_nb.core import regular_file
     p = Path(path)
     if not p.exists(): return None
     cells = json.loads(regular_file(p).read_text())['cells']  # never a FIFO or a device
@@ -453,7 +447,6 @@ def ood_frame(runs: dict,                # {configuration: {seed: run}}
              ) -> pd.DataFrame:
     ("Every run's OOD table (`<run>/ood/<table>.json`) in one long frame, with the run's configuration, "
      "seed and test accuracy (%).")
-    import json
     out = []
     for n, by in runs.items():
         for s, r in sorted(by.items()):

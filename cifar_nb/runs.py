@@ -4,7 +4,7 @@
 
 # %% ../nbs/03b_runs.ipynb #d37385a9
 from __future__ import annotations
-import contextlib, csv, dataclasses, datetime, fcntl, gzip, io, json, lzma, math, os, re, secrets, sys, time
+import contextlib, csv, dataclasses, datetime, fcntl, gzip, io, lzma, os, re, secrets, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +15,9 @@ from safetensors.torch import save_file, load_file
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
                            machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError,
                            DataError)
+from .sources import arrays_sha256
+from .data import CIFAR10Data, ImageSet, CLASSES, load_cifar10
+from .loader import split_for_run, channel_stats, DeviceLoader
 from .model import report_cnn
 from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params
 from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
@@ -256,7 +259,6 @@ def build_model(cfg: TrainConfig) -> nn.Sequential:
 
 def make_loaders(cfg: TrainConfig, data, device: torch.device, channels_last: bool = True) -> dict:
     "Training, validation and test loaders (on `device`), the split indices and the normalisation."
-    from cifar_nb.loader import split_for_run, channel_stats, DeviceLoader
     try: tr_idx, va_idx = split_for_run(data.train.y, cfg.val_fraction, cfg.n_train, cfg.seed)
     except DataError as e: raise ConfigError(f"parameter {e}") from None
     if cfg.batch_size > len(tr_idx):
@@ -337,7 +339,6 @@ def _start(out_dir: Path):
 def _prepare(cfg: TrainConfig, place: Placement, data, progress: bool) -> tuple:
     "`(data, device, amp, loaders)`: everything that can be refused is refused here, before the run folder is written."
     if data is None:
-        from cifar_nb.data import load_cifar10
         data = load_cifar10(place.data_path, progress=progress)
     if place.threads is not None: torch.set_num_threads(place.threads)
     device = get_device(place.device)
@@ -471,7 +472,6 @@ def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
 def _test_images(self: Run, data=None) -> torch.Tensor:
     "The run's test images as uint8 (N,3,H,W), from `data` or the data source in config.json, checked against the run."
     if data is None:
-        from cifar_nb.data import load_cifar10
         data = load_cifar10(self.placement.get('data_path'), progress=False)
     self.check_data(data)
     x, y = data.test.x, data.test.y.numpy()
@@ -569,8 +569,6 @@ def run_subfolder(run_dir: str|Path, # a run folder
 # %% ../nbs/03b_runs.ipynb #8c7ead54
 def synthetic_cifar(n_train=500, n_test=200, seed=0):
     "A `CIFAR10Data` of random uint8 images whose brightness encodes the class (for tests)."
-    from cifar_nb.data import CIFAR10Data, ImageSet, CLASSES
-    from cifar_nb.sources import arrays_sha256
     g = torch.Generator().manual_seed(seed)
     def make(n):
         y = torch.arange(n) % 10
@@ -594,7 +592,6 @@ def run_format(path: str|Path) -> int:
 def _recorded_data(path: Path, c: dict, data, labels: np.ndarray) -> tuple:
     ("`(train_idx, val_idx)` of a format-1 run recomputed from `data`, after checking that it reproduces the run's "
      "normalisation and test labels.")
-    from cifar_nb.loader import split_for_run, channel_stats
     p = c['params']
     what = (f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) "
             f"is not the data {path} was trained on")
@@ -678,7 +675,6 @@ def upgrade_run(path: str|Path,  # a complete run folder, format 1 or 2
 # %% ../nbs/03b_runs.ipynb #1f08b8fe
 def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100) -> Path:
     "Write a minimal complete run folder with the given flat parameters (it trains nothing; for tests and examples)."
-    from cifar_nb.data import CLASSES
     cfg, place = split_params(params, check_device=False)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.optimize import brentq
 from .core import save_json, atomic_write_text
 
 # %% auto #0
@@ -32,7 +33,6 @@ def mean_ci(x, level: float = 0.95) -> tuple:
 # %% ../nbs/06b_stats.ipynb #69c5b769
 def _nct_bound(t: float, df: int, q: float) -> float:
     "The noncentrality at which the noncentral t's cdf at `t` equals `q` (bracket widened until it holds)."
-    from scipy.optimize import brentq
     f = lambda ncp: stats.nct.cdf(t, df, ncp) - q
     step = max(1.0, abs(t))
     for _ in range(60):

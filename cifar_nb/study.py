@@ -4,16 +4,19 @@
 
 # %% ../nbs/06_study.ipynb #51c57d0c
 from __future__ import annotations
-import dataclasses, datetime, math, os, sys, time, json
-from dataclasses import dataclass
+import datetime, math, os, re, sys, time
 from pathlib import Path
-import numpy as np
+import torch
 from .core import project_root, save_json, load_json, atomic_write_text, machine_info, get_device
-from .config import (TrainConfig, Placement, split_params, PRESETS_VERSION, PRESETS, EXTRA_PRESETS, SCALES,
-                             preset_params)
-from .runs import is_complete, load_run, run_state, fake_run, RunError
+from .config import TrainConfig, split_params, PRESETS_VERSION, PRESETS, EXTRA_PRESETS, SCALES, preset_params
+from .data import cifar10_identity, load_cifar10
+from .learner import make_optimizer, resolve_precision, make_step
+# fake_run and REPORT_ACC are imported from here by tests and scripts (`from cifar_nb.study import ...`)
+from .runs import (is_complete, load_run, run_state, fake_run, build_model, find_runs, run_format,
+                           prune_weights, RunError)
+from .executors import GuardedKernelManager, LocalExecutor, study_lock
 # statistics: 06b_stats
-from .stats import REPORT_ACC, mean_ci, paired_diff, study_table, table_markdown, save_table, markdown_table
+from .stats import REPORT_ACC, study_table, save_table
 
 # %% auto #0
 __all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
@@ -24,7 +27,6 @@ __all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_F
 # %% ../nbs/06_study.ipynb #b758a00c
 def slug(name: str) -> str:
     "A folder name for a preset: 'No L2' -> 'no-l2'."
-    import re
     return re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')
 
 def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
@@ -65,7 +67,6 @@ def compact_progress(nb_path: str|Path) -> Path:
     ("Keep only the last state of each progress bar in an executed notebook "
      "(papermill stores every update as an output).")
     import nbformat
-    from cifar_nb.core import atomic_write_text
     nb = nbformat.read(str(nb_path), as_version=4)
     for c in nb.cells:
         outs, keep = c.get('outputs', []), []
@@ -85,7 +86,6 @@ def compact_progress(nb_path: str|Path) -> Path:
 def execute_run(path: Path, params: dict, log=print) -> None:
     "Run `nbs/train.ipynb` with papermill into `path` (the executed notebook is kept there)."
     import papermill as pm
-    from cifar_nb.executors import GuardedKernelManager
     path.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'train.ipynb'), str(path/'train.ipynb'),
@@ -119,7 +119,6 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
               executor=None,                # where runs execute (`cifar_nb.executors`); None: `LocalExecutor(jobs)`
              ) -> list[Path]:
     "Train every (preset, seed) run that is not complete yet; return all run folders."
-    from cifar_nb.executors import LocalExecutor, study_lock
     ex = executor or LocalExecutor(jobs)
     study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES)  # absolute: nothing depends on the cwd
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +157,6 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
 
 def _data_sha(jobs_) -> str|None:
     "The identity of the data the study's runs will load (their `data_path`, else the default search)."
-    from cifar_nb.data import cifar10_identity
     paths = {params.get('data_path') for *_, params in jobs_}
     if len(paths) > 1: raise RunError(f"the study's runs name different data ({', '.join(map(str, paths))}): "
                                       "one study uses one data set")
@@ -187,9 +185,6 @@ def collect_runs(study_dir: str|Path, presets=None) -> dict:
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     ("Training images/s of the report's Improved network on `device`: the learner's own step, "
      "a few times after a warm-up.")
-    import torch
-    from cifar_nb.runs import build_model
-    from cifar_nb.learner import make_optimizer, resolve_precision, make_step
     dev = get_device(device); cfg = TrainConfig()
     model = build_model(cfg).to(dev).to(memory_format=torch.channels_last)
     step = make_step(model, make_optimizer(model, cfg), resolve_precision(precision, dev), n_steps=steps + 5)
@@ -286,7 +281,6 @@ def analyse_study(study_dir: str|Path, names=ANALYSED, data=None, device='cpu', 
                 save_json(r.path/'interpret'/'interpret.json', interpret_summary(r)); did.append('interpretation')
             if not _ood_done(r.path):
                 if data is None:
-                    from cifar_nb.data import load_cifar10
                     data = load_cifar10(r.placement.get('data_path'), progress=False)
                 evaluate_ood(r.path, data=data, device=device, n_per_set=n_per_set, progress=False); did.append('OOD')
             out.setdefault(n, {})[s] = r.path
@@ -351,7 +345,6 @@ def lean_study(study_dir: str|Path,    # a study folder whose run folders are in
                log=print) -> dict:
     ("Remove in place what the report and a re-check do not need (see above), record it in `lean.json`; "
      "the sizes before and after.")
-    from cifar_nb.runs import find_runs, run_format, prune_weights
     from cifar_nb.report import notebook_code
     study_dir = Path(study_dir)
     size = lambda: sum(p.stat().st_size for p in study_dir.rglob('*') if p.is_file())

@@ -2,7 +2,6 @@
 JSON file of the documented shape. The numbers are not checked (a benchmark prints them; a test cannot time them), except
 one fact that holds on any machine: runs trained at the same thread count have the same weights, alone or concurrently."""
 import json, os, subprocess, sys
-from pathlib import Path
 import pytest
 from cifar_nb.core import project_root
 from cifar_nb.config import PRESETS

@@ -250,7 +250,7 @@ def test_report_tables_fit_the_printed_page(report_page):
 
 def _printed(b, tmp_path) -> tuple[list[str], list[dict]]:
     "The report printed by Chromium (Page.printToPDF with the page's own @page size and margins): its text per page, and every word with its box."
-    import shutil, html as _html, re
+    import html as _html, re
     if not shutil.which('pdftotext'): pytest.skip('pdftotext is missing (apt-get install poppler-utils)')
     b.call('Emulation.setEmulatedMedia', media='')
     pdf = base64.b64decode(b.call('Page.printToPDF', printBackground=True, preferCSSPageSize=True)['data'])

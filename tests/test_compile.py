@@ -2,7 +2,6 @@
 finished run folder carries the plain model's keys (never `_orig_mod.`) and opens with `load_run`. Slow: torch.compile
 takes tens of seconds the first time on a small CPU (inductor caches what it compiled, so the resumed run is quicker)."""
 import json, os, shutil, signal, subprocess, sys, textwrap
-from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file

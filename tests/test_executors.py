@@ -2,7 +2,7 @@
 even when a worker is SIGKILLed mid-run (its kernel dies with it, the engine reruns the run, which resumes from its
 checkpoint); a second driver fails at once; a worker that cannot see the study folder stops the study before training.
 Runs are tiny (300 fake JPEG images, 4 epochs) so that each test takes seconds on 2 cores."""
-import hashlib, json, os, shutil, signal, subprocess, sys, textwrap, threading, time
+import hashlib, json, os, shutil, signal, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 distributed = pytest.importorskip('distributed')  # the cluster extra: pip install -e '.[cluster]' (make installs it with dev)
@@ -10,7 +10,7 @@ import psutil
 from cifar_nb import study
 from cifar_nb.data import make_fake_cifar10
 from cifar_nb.executors import DaskExecutor, LocalExecutor, ExecutorError, study_lock
-from cifar_nb.runs import RunLocked, COMPLETE, CHECKPOINT
+from cifar_nb.runs import COMPLETE, CHECKPOINT
 
 PRESETS = ['Base', 'Improved']
 TINY = dict(n_train=300, epochs=4, lr_drop_period=2)  # ~0.5 s an epoch at one thread: a kill after the first checkpoint lands mid-run
@@ -84,7 +84,6 @@ def test_second_driver_fails_at_once(tmp_path):
     d = tmp_path/'study'
     code = f"from cifar_nb.study import run_study, fake_run; run_study({str(d)!r}, ['Base'], execute=fake_run)"
     with study_lock(d):
-        t = time.time()
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and 'in use by another study driver' in r.stderr, r.stderr[-2000:]
     assert not (d/'runs').exists()

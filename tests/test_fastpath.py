@@ -1,15 +1,15 @@
 """The fast path (bf16 autocast where the CPU has it, channels_last, fused SGD, on-device loader) computes what the
 plain path computes. Margins were measured on an AVX-512 BF16 Xeon and with torch held to AVX2 kernels
 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): see each test."""
-import copy, dataclasses
+import copy
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from cifar_nb.model import report_cnn
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.learner import make_optimizer, fit, evaluate
-from cifar_nb.runs import train_run, load_run, synthetic_cifar
+from cifar_nb.learner import make_optimizer
+from cifar_nb.runs import train_run, load_run
 
 def _batch(seed=0, n=64):
     g = torch.Generator().manual_seed(seed)

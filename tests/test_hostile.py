@@ -1,7 +1,7 @@
 """Hostile inputs through the public interfaces (issue 15): nothing of the user's is overwritten, a run is reused only
 for the same data, divergence and every other failure is recorded, no read hangs, nothing unverified is unpickled,
 images the loader would change are refused. Tiny synthetic runs on the CPU; a timeout turns any hang into a failure."""
-import contextlib, errno, json, os, pickle, shutil, signal, subprocess, sys
+import contextlib, errno, json, os, shutil, signal, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest

@@ -1,12 +1,10 @@
 """OOD: metric conventions cross-checked against scikit-learn and hand cases, detectors on a network with planted
 features (known outputs, no training), loaders on the real archives, no threshold fitted on evaluation images."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -14,7 +12,7 @@ from collections import OrderedDict
 from torch import nn
 from cifar_nb.core import DataError
 from cifar_nb.model import RELUS, report_cnn, capture
-from cifar_nb.metrics import (aupr_in, aupr_out, auroc, detection_accuracy, fit_threshold, fpr_at_tpr, id_threshold,
+from cifar_nb.metrics import (aupr_in, aupr_out, auroc, detection_accuracy, fit_threshold, fpr_at_tpr,
                               threshold_accuracy)
 from cifar_nb.detectors import DETECTORS, detector_scores, fit_detectors, layer_activations, mean_activation_scores
 from cifar_nb.ood import OOD_ARCHIVES, TIN_CIFAR_OVERLAP, FitEval, evaluate_ood, fit_eval_split, load_ood_set, ood_data_dir, score_table

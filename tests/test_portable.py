@@ -1,19 +1,19 @@
 """Run folders are portable: where a run was trained (device, precision, compile, step, threads, data location) is
 provenance. A folder whose config says it ran on CUDA opens, is interpreted, OOD-evaluated and reported on a CPU-only
 machine. The folder is built on the CPU and then given the placement and provenance a GPU run writes."""
-import dataclasses, json
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cifar_nb.config import TrainConfig, Placement, preset_params
+from cifar_nb.config import TrainConfig, Placement
 from cifar_nb.core import save_json, sha256_file
 from cifar_nb.interpret import interpret_run
 from cifar_nb.ood import evaluate_ood
 from cifar_nb.runs import COMPLETE, RUN_FILES, load_run, run_state, synthetic_cifar, train_run
-from cifar_nb.study import collect_runs, run_dir
+from cifar_nb.study import collect_runs
 from cifar_nb.stats import study_table
 
 

@@ -107,7 +107,7 @@ def test_load_ood_set_gives_a_named_error_or_the_images(hostile, data):
                      cache_dir=st.sampled_from([5, ['x'], b'c', 1.5, True]))  # other strings would make caches in the current folder
     kw = {k: data.draw(v, k) for k, v in valid.items()}
     for k in data.draw(st.lists(st.sampled_from(sorted(valid)), max_size=2, unique=True), 'arbitrary'): kw[k] = data.draw(arbitrary[k], k)
-    name, n, seed = kw['name_or_path'], kw['n'], kw['seed']
+    name, n = kw['name_or_path'], kw['n']
     with bounded(30):
         try: x = load_ood_set(**kw)
         except Exception as e:  # the message names the argument, or the path it was given

@@ -25,7 +25,7 @@ def test_readme_has_no_directives_or_hidden_cells():
 
 # --- the README's findings agree with the report's and with the study's data ------------------------------------
 
-import math, re
+import re
 import pytest
 
 STUDY = ROOT/'reports'/'study'

@@ -1,6 +1,6 @@
 """Reliability: a run killed at any moment resumes to the same result, one writer per folder, write failures keep
 earlier results, nothing unsafe is loaded, damaged files are named. Every test trains tiny runs on synthetic data (CPU)."""
-import errno, json, os, pickle, signal, subprocess, sys, tempfile, textwrap, time
+import errno, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from cifar_nb import core
 from cifar_nb.core import atomic_path, atomic_write_text, save_json, load_json, WriteError, CorruptFileError
 from cifar_nb.config import TrainConfig, Placement, ConfigError, split_params, TRAIN_FIELDS, PLACEMENT_FIELDS
 from cifar_nb.learner import CheckpointError
-from cifar_nb.runs import train_run, load_run, run_lock, RunLocked, RunError, synthetic_cifar, CHECKPOINT, COMPLETE
+from cifar_nb.runs import train_run, load_run, run_lock, RunError, synthetic_cifar, CHECKPOINT, COMPLETE
 
 # A training process: tiny synthetic data, several epochs, float32 on one thread so two processes agree bit for bit.
 SCRIPT = textwrap.dedent('''
@@ -148,7 +148,6 @@ def test_corrupt_json_is_named(tmp_path):
 def test_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
     "A write that fails half-way (ENOSPC) raises WriteError naming the path; the earlier file is intact, no temp file left."
     p = tmp_path/'table.csv'; atomic_write_text(p, 'old results\n')
-    real_open = open
     def failing_write(*a, **k):
         raise OSError(errno.ENOSPC, 'No space left on device')
     with pytest.raises((WriteError, OSError)) as e:

@@ -1,6 +1,5 @@
 """`make report`'s pipeline at smoke scale: train (papermill), analyse, render one self-contained HTML report."""
 import re, subprocess, sys
-from pathlib import Path
 import pytest
 from cifar_nb.publish import external_urls
 from cifar_nb.study import PRESETS, REPORT_ACC, preset_params, collect_runs

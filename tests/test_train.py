@@ -1,6 +1,5 @@
 """The papermill training notebook: a real run on a small subset, its parameters cell, and bad parameters."""
 import ast, dataclasses, json
-from pathlib import Path
 import pytest
 import papermill as pm
 from cifar_nb.core import project_root
