@@ -31,12 +31,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/bench.py` from a clone, installed or not
-from cifar_nb.core import machine_info, save_json, get_device, seed_everything, cpu_model
+from cifar_nb.core import machine_info, save_json, get_device, cpu_model
 from cifar_nb.config import TrainConfig, Placement, PRESETS, preset_params
 from cifar_nb.model import report_cnn
 from cifar_nb.learner import fit, resolve_precision, resolve_step, native_bf16_cpu
-from cifar_nb.runs import make_loaders, build_model
-from cifar_nb.concurrency import preset_cfg, learner_setup, measure_concurrency, save_concurrency, choose_jobs
+from cifar_nb.concurrency import (preset_cfg, learner_parts, learner_setup, measure_concurrency, save_concurrency,
+                                  choose_jobs)
 
 SECTIONS = ('data', 'loops', 'choices', 'concurrency', 'presets', 'scaling', 'overhead')
 BS = 128  # the report's batch size: every comparison below uses it
@@ -127,11 +127,7 @@ class _Head:
 
 def learner_epoch(data, cfg: TrainConfig, place: Placement) -> dict:
     "One epoch of `fit` (training and validation) after a short warm-up; seconds and training images/s."
-    dev = get_device(place.device)
-    seed_everything(cfg.seed)
-    L = make_loaders(cfg, data, dev, place.channels_last)
-    m = build_model(cfg).to(dev)
-    if place.channels_last: m = m.to(memory_format=torch.channels_last)
+    dev, L, m = learner_parts(data, cfg, place)
     amp, kw = resolve_precision(place.precision, dev), dict(step=place.step, compile=place.compile == 'yes', progress=False)
     fit(m, _Head(L['train'], 5), _Head(L['val'], 1), dataclasses.replace(cfg, epochs=1), amp, **kw)
     _sync(dev); t = time.perf_counter()

@@ -15,8 +15,9 @@ from .runs import make_loaders, build_model
 from .executors import cpu_cores
 
 # %% auto #0
-__all__ = ['GAIN', 'preset_cfg', 'random_data', 'learner_setup', 'weights_sha256', 'probe_worker', 'run_together', 'splits',
-           'measure_concurrency', 'machine_key', 'concurrency_file', 'save_concurrency', 'choose_jobs']
+__all__ = ['GAIN', 'preset_cfg', 'random_data', 'learner_parts', 'learner_setup', 'weights_sha256', 'probe_worker',
+           'run_together', 'splits', 'measure_concurrency', 'machine_key', 'concurrency_file', 'save_concurrency',
+           'choose_jobs']
 
 # %% ../nbs/06c_concurrency.ipynb #b39e0b8e
 def preset_cfg(name: str, **over) -> TrainConfig:
@@ -34,13 +35,18 @@ def random_data(n_train: int = 12800, n_test: int = 100, seed: int = 0):
 def _cycle(loader):
     while True: yield from loader
 
-def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
-    "The model, the learner's step and an endless batch iterator, as `train_run` builds them (loaders on the device)."
+def learner_parts(data, cfg: TrainConfig, place: Placement) -> tuple:
+    "The device, the loaders (on it) and the seeded model in its memory format, as `train_run` builds them."
     dev = get_device(place.device)
     seed_everything(cfg.seed)
     L = make_loaders(cfg, data, dev, place.channels_last)
     model = build_model(cfg).to(dev)
     if place.channels_last: model = model.to(memory_format=torch.channels_last)
+    return dev, L, model
+
+def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
+    "The model, the learner's step and an endless batch iterator (`learner_parts` and `make_step`)."
+    dev, L, model = learner_parts(data, cfg, place)
     fwd = torch.compile(model) if place.compile == 'yes' else None
     step = make_step(model, make_optimizer(model, cfg), resolve_precision(place.precision, dev), n_steps, place.step,
                      fwd)

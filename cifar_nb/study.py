@@ -129,6 +129,8 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
         # a folder that is not this run's stops here
         status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]
         todo = [i for i, st in enumerate(status) if st != 'done']
+        # several at once: the longest runs first, so that the last ones end together (results do not depend on order)
+        if ex.jobs > 1: todo.sort(key=lambda i: -_run_weight(jobs_[i][3]))
         log(f"study {study_dir}: {len(jobs_)} runs ({len(presets)} presets x {len(seeds)} seeds, scale {scale}); "
             f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train"
             + (f" on {ex.describe()}" if todo else ''))
