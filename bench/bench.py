@@ -24,6 +24,11 @@ from __future__ import annotations
 import os, sys
 if '--emulate-avx2' in sys.argv:  # read by ATen, oneDNN and MKL when torch loads: set before importing it (workers inherit)
     os.environ.update(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_ENABLE_INSTRUCTIONS='AVX2')
+    # torch.compile's cache does not tell the emulated ISA from the real one: a kernel cached by one crashed or gave
+    # garbage indices under the other (measured, torch 2.14.1), so the emulation compiles into a cache of its own
+    import tempfile as _t
+    os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR',
+                          os.path.join(_t.gettempdir(), f'torchinductor_emulated_avx2_{os.getuid()}'))
 import argparse, dataclasses, datetime, importlib, itertools, json, re, statistics, subprocess, tempfile, time
 from pathlib import Path
 import torch

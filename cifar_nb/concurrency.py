@@ -4,7 +4,7 @@
 
 # %% ../nbs/06c_concurrency.ipynb #5b88dd38
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, statistics, subprocess, sys, time
+import dataclasses, datetime, hashlib, json, math, os, statistics, subprocess, sys, time
 from pathlib import Path
 import torch
 from .core import get_device, seed_everything, cpu_model, save_json, load_json
@@ -194,7 +194,6 @@ def concurrency_file(device: str = 'cpu', cache_dir: str|Path|None = None) -> Pa
 
 def save_concurrency(m: dict, cache_dir: str|Path|None = None) -> Path:
     "Keep a measurement (with its machine key and date) for `choose_jobs`."
-    import datetime
     return save_json(concurrency_file(m['device'], cache_dir),
                      dict(m, machine=machine_key(m['device']),
                           date=datetime.datetime.now().isoformat(timespec='seconds')))
@@ -217,6 +216,7 @@ def choose_jobs(n_runs: int,                         # runs the study has left t
     if path.exists():
         try: m = load_json(path)
         except Exception: m = None  # a damaged cache file is measured again
+        if not (isinstance(m, dict) and isinstance(m.get('configs'), list)): m = None
     if m is None and measure:
         if log: log(f"measuring how many runs at once train fastest on this machine (once; kept in {path}) ...")
         m = load_json(save_concurrency(measure_concurrency(cores, log=log), cache_dir))
