@@ -36,12 +36,12 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/bench.py` from a clone, installed or not
-from cifar_nb.core import machine_info, save_json, get_device, cpu_model
+from cifar_nb.core import machine_info, save_json, get_device, cpu_model, cpu_flags
 from cifar_nb.config import TrainConfig, Placement, PRESETS, preset_params
 from cifar_nb.model import report_cnn
 from cifar_nb.learner import fit, resolve_precision, resolve_step, native_bf16_cpu
-from cifar_nb.concurrency import (preset_cfg, learner_parts, learner_setup, measure_concurrency, save_concurrency,
-                                  choose_jobs)
+from cifar_nb.concurrency import (preset_cfg, endless, learner_parts, learner_setup, measure_concurrency,
+                                  save_concurrency, choose_jobs)
 
 SECTIONS = ('data', 'loops', 'choices', 'concurrency', 'presets', 'scaling', 'overhead')
 BS = 128  # the report's batch size: every comparison below uses it
@@ -60,10 +60,7 @@ def onednn_isa() -> str|None:
 
 def cpu_facts(dev: torch.device) -> dict:
     "The CPU's model and vector extensions, what torch and oneDNN use of them, and whether that is emulated."
-    flags = set()
-    if Path('/proc/cpuinfo').exists():
-        line = next((l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')), '')
-        flags = set(line.split(':', 1)[-1].split())
+    flags = cpu_flags()
     emulated = os.environ.get('ATEN_CPU_CAPABILITY', '').lower() == 'avx2'
     info = dict(machine_info(dev), flags=sorted(f for f in flags if f.startswith(('avx', 'amx', 'fma'))),
                 capability=torch.backends.cpu.get_cpu_capability(), native_bf16_cpu=native_bf16_cpu(),
@@ -77,10 +74,6 @@ def cpu_facts(dev: torch.device) -> dict:
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
 
-def _cycle(loader):
-    "Batches of `loader` without end (a new epoch, a new order, when one ends)."
-    while True: yield from loader
-
 def imagefolder_loop(root: Path, steps: int, dev: torch.device, workers: int) -> float:
     "The naive baseline: torchvision ImageFolder + DataLoader (crop+flip in workers), plain float32 model on `dev`."
     from torchvision import datasets, transforms as T
@@ -90,7 +83,7 @@ def imagefolder_loop(root: Path, steps: int, dev: torch.device, workers: int) ->
                                      num_workers=workers, drop_last=True, persistent_workers=workers > 0,
                                      pin_memory=dev.type == 'cuda')
     m = report_cnn().to(dev); opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
-    it, n, t0 = _cycle(dl), 0, None
+    it, n, t0 = endless(dl), 0, None
     for i in range(steps + 3):
         if i == 3: _sync(dev); t0 = time.perf_counter()
         x, y = next(it)

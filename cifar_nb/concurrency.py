@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, datetime, hashlib, json, math, os, statistics, subprocess, sys, time
 from pathlib import Path
 import torch
-from .core import get_device, seed_everything, cpu_model, save_json, load_json
+from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json
 from .sources import default_cache_dir
 from .config import TrainConfig, Placement, preset_params, split_params
 from .learner import make_optimizer, make_step, lr_at, resolve_precision
@@ -15,7 +15,7 @@ from .runs import make_loaders, build_model
 from .executors import cpu_cores
 
 # %% auto #0
-__all__ = ['GAIN', 'preset_cfg', 'random_data', 'learner_parts', 'learner_setup', 'weights_sha256', 'probe_worker',
+__all__ = ['GAIN', 'preset_cfg', 'random_data', 'endless', 'learner_parts', 'learner_setup', 'weights_sha256', 'probe_worker',
            'run_together', 'splits', 'measure_concurrency', 'machine_key', 'concurrency_file', 'save_concurrency',
            'choose_jobs']
 
@@ -32,7 +32,8 @@ def random_data(n_train: int = 12800, n_test: int = 100, seed: int = 0):
                               torch.arange(n) % 10)
     return CIFAR10Data(part(n_train), part(n_test), source=dict(name='random images (timing only)'))
 
-def _cycle(loader):
+def endless(loader):
+    "Batches of `loader` without end (a new epoch, a new order, when one ends)."
     while True: yield from loader
 
 def learner_parts(data, cfg: TrainConfig, place: Placement) -> tuple:
@@ -51,7 +52,7 @@ def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
     step = make_step(model, make_optimizer(model, cfg), resolve_precision(place.precision, dev), n_steps, place.step,
                      fwd)
     step.set_lr(lr_at(cfg, 0))
-    return model, step, _cycle(L['train'])
+    return model, step, endless(L['train'])
 
 def weights_sha256(model: torch.nn.Module) -> str:
     "SHA-256 over the model's state (names and bytes): equal hashes, equal weights."
@@ -180,9 +181,7 @@ GAIN = 1.15  # the least median gain for which runs are split across the cores
 def machine_key(device: str = 'cpu') -> dict:
     ("What a concurrency measurement depends on: CPU model and flags, cores, torch, "
      "the kernel limits and OpenMP's wait policy.")
-    flags = ''
-    if Path('/proc/cpuinfo').exists():
-        flags = next((l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')), '')
+    flags = ' '.join(sorted(cpu_flags()))
     env = {k: os.environ.get(k, '') for k in ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'OMP_WAIT_POLICY')}
     return dict(cpu=cpu_model(), flags_sha256=hashlib.sha256(flags.encode()).hexdigest()[:16], cores=cpu_cores(),
                 torch=torch.__version__, device=device, **env)

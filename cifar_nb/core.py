@@ -12,7 +12,8 @@ import torch
 # %% auto #0
 __all__ = ['project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError', 'atomic_path',
            'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file', 'CorruptFileError',
-           'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'machine_info', 'seed_everything']
+           'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'cpu_flags', 'machine_info',
+           'seed_everything']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -208,6 +209,12 @@ def cpu_model() -> str:
             if line.startswith('model name'): return line.split(':', 1)[1].strip()
     except OSError: pass
     return platform.processor() or platform.machine()
+
+def cpu_flags() -> frozenset:
+    "The CPU's feature flags (`avx2`, `avx512_bf16`, `amx_bf16`, ...) from /proc/cpuinfo; empty where it is missing."
+    try: line = next((l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')), '')
+    except OSError: line = ''
+    return frozenset(line.split(':', 1)[-1].split()) if line else frozenset()
 
 def machine_info(device: str|torch.device = 'auto') -> dict:
     "What ran the code: CPU model, cores, GPU (if used), torch and Python versions."

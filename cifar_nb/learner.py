@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from .core import atomic_path, regular_file, DataError
+from .core import atomic_path, regular_file, DataError, cpu_flags
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
@@ -41,7 +41,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
 def native_bf16_cpu() -> bool:
     "Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX) and torch uses AVX-512 kernels."
     cap = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, 'cpu') else ''
-    flags = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else ''
+    flags = cpu_flags()
     return ('avx512_bf16' in flags or 'amx_bf16' in flags) and cap.startswith('AVX512')
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype|None:
