@@ -57,7 +57,7 @@ def check_number(name:str, # the argument's name, for the message
         rng = f"{'(' if lo_open else '['}{_bound(lo)}, {_bound(hi)}{')' if hi_open else ']'}"
         raise error(f"{name}={show_value(value)} must be "
                     f"{'None or ' if none else ''}{'an int' if integer else 'a number'} in {rng}")
-    return value
+    return value.item() if isinstance(value, np.generic) else value  # numpy scalars as Python numbers: torch wants those
 
 # %% ../nbs/00_core.ipynb #ff5403bc
 def get_device(device: str|torch.device = 'auto') -> torch.device:

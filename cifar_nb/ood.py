@@ -156,6 +156,7 @@ def load_ood_set(
         raise DataError(f"n={show_value(n)} must be None (all images) or an int in [1, 10000000]")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
         raise DataError(f"seed={show_value(seed)} must be an int in [0, 2**63)")
+    n, seed = None if n is None else int(n), int(seed)  # numpy integers as Python ints: torch's seeding takes no np.int64
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip() or '\x00' in str(name_or_path):
         raise DataError(f"name_or_path={show_value(name_or_path)} must be a set name "
                         f"({', '.join([*OOD_ARCHIVES, *NOISE_SETS])}), a folder of images or a .tar.gz of images")
