@@ -494,4 +494,5 @@ d = { 'settings': { 'branch': 'main',
                                 'cifar_nb.study.run_status': ('study.html#run_status', 'cifar_nb/study.py'),
                                 'cifar_nb.study.run_study': ('study.html#run_study', 'cifar_nb/study.py'),
                                 'cifar_nb.study.slug': ('study.html#slug', 'cifar_nb/study.py'),
-                                'cifar_nb.study.study_provenance': ('study.html#study_provenance', 'cifar_nb/study.py')}}}
+                                'cifar_nb.study.study_provenance': ('study.html#study_provenance', 'cifar_nb/study.py'),
+                                'cifar_nb.study.time_left': ('study.html#time_left', 'cifar_nb/study.py')}}}

@@ -20,9 +20,9 @@ from .stats import REPORT_ACC, study_table, save_table
 
 # %% auto #0
 __all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
-           'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'collect_runs',
-           'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'render_report',
-           'lean_study', 'default_seeds', 'finish_study', 'main']
+           'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
+           'collect_runs', 'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study',
+           'render_report', 'lean_study', 'default_seeds', 'finish_study', 'main']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def slug(name: str) -> str:
@@ -135,18 +135,19 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train"
             + (f" on {ex.describe()}" if todo else ''))
         if todo: ex.check_folder(study_dir)  # every worker reaches the folder, before anything trains
-        t0, done_w, n_done = time.perf_counter(), 0., 0
-        total_w = sum(_run_weight(jobs_[i][3]) for i in todo)
+        t0, done_w, done_s, took = time.perf_counter(), 0., 0., {}
         def started(k):
             n, s, p, params = jobs_[todo[k]]
             log(f"[run {k+1}/{len(todo)}] {n} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
         for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
             n, s, p, params = jobs_[todo[k]]
-            done_w += _run_weight(params); n_done += 1
+            done_w += _run_weight(params); done_s += dt; took[k] = dt
             el = time.perf_counter() - t0
             acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
-            log(f"[done {n_done}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
-                f"study elapsed {_fmt_s(el)}, about {_fmt_s(el * (total_w - done_w) / done_w)} left")
+            runs = [(took[j], True) if j in took else (done_s / done_w * _run_weight(jobs_[i][3]), False)
+                    for j, i in enumerate(todo)]  # measured, else expected from the seconds per epoch so far
+            log(f"[done {len(took)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
+                f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
         st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
         # a study.json from before invocations were listed is the first
         inv = st.get('invocations', [st] if 'wall_seconds' in st else []) + [dict(
@@ -167,6 +168,19 @@ def _data_sha(jobs_) -> str|None:
 def _run_weight(params: dict) -> float:
     "Relative cost of a run: its epochs (every preset trains on the same images)."
     return params.get('epochs', TrainConfig.epochs)
+
+def time_left(runs: list,       # (seconds, done) of each run in the order they start: measured if done, else expected
+              jobs: int,        # runs at once
+              elapsed: float,   # seconds since the first started
+             ) -> float:
+    ("About how many seconds until the last run ends: the runs start in order, `jobs` at once, each as a slot "
+     "frees; a run not done yet ends no sooner than now.")
+    slots = [0.] * max(1, jobs)
+    for sec, done in runs:
+        i = min(range(len(slots)), key=slots.__getitem__)
+        slots[i] += sec
+        if not done: slots[i] = max(slots[i], elapsed)  # still running, or waiting for a slot
+    return max(max(slots) - elapsed, 0.)
 
 # %% ../nbs/06_study.ipynb #58a16a50
 def collect_runs(study_dir: str|Path, presets=None) -> dict:
