@@ -19,8 +19,8 @@ from .executors import GuardedKernelManager, LocalExecutor, study_lock
 from .stats import REPORT_ACC, study_table, save_table
 
 # %% auto #0
-__all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
-           'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
+__all__ = ['STUDY_FILES', 'REPORT_FILES', 'KERNEL_ARGS', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug',
+           'run_dir', 'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
            'collect_runs', 'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study',
            'render_report', 'lean_study', 'default_seeds', 'finish_study', 'main']
 
@@ -83,6 +83,10 @@ def compact_progress(nb_path: str|Path) -> Path:
         if 'outputs' in c: c['outputs'] = keep
     return atomic_write_text(nb_path, nbformat.writes(nb))
 
+# the kernel process's own log at ERROR: ipykernel 7 warns on every start that its local TCP sockets are not encrypted,
+# a line per run in the study's output that the user can do nothing about (the notebook's output is not affected)
+KERNEL_ARGS = ['--IPKernelApp.log_level=ERROR']
+
 def execute_run(path: Path, params: dict, log=print) -> None:
     "Run `nbs/train.ipynb` with papermill into `path` (the executed notebook is kept there)."
     import papermill as pm
@@ -91,7 +95,7 @@ def execute_run(path: Path, params: dict, log=print) -> None:
         pm.execute_notebook(str(project_root()/'nbs'/'train.ipynb'), str(path/'train.ipynb'),
                             parameters={**params, 'out_dir': str(path.resolve())}, kernel_name='python3',
                             # the kernel dies with this process (a killed worker leaves no orphan)
-                            kernel_manager_class=GuardedKernelManager,
+                            kernel_manager_class=GuardedKernelManager, extra_arguments=KERNEL_ARGS,
                             # no cwd: papermill would chdir the whole process, which threads (jobs > 1) share
                             progress_bar=False,
                             # every run file is written atomically before the last cell ends; a graceful
@@ -316,7 +320,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed),
                             parameters=dict(study_dir=str(study_dir), smoke=smoke),
-                            kernel_name='python3', progress_bar=False, cwd=str(out_dir))
+                            kernel_name='python3', progress_bar=False, cwd=str(out_dir), extra_arguments=KERNEL_ARGS)
     except pm.PapermillExecutionError as e:
         raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
     html = render_html(executed, out_dir/'report.html', exclude_input=True,

@@ -28,15 +28,16 @@ def smoke(tmp_path_factory):
            '--seeds', '1', '--report', str(d)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return d, r.stdout
+    return d, r.stdout, r.stderr
 
 def test_smoke_study_prints_plan_and_progress(smoke):
-    d, out = smoke
+    d, out, err = smoke
     assert 'estimated' in out and '2 configurations x 1 seeds' in out
     assert re.search(r'\[done 2/2\] .* test accuracy [\d.]+% in .*left', out)
+    assert 'WARNING' not in err, err  # no kernel chatter (ipykernel's unencrypted-TCP warning) per run
 
 def test_smoke_report_has_every_section_and_is_self_contained(smoke):
-    d, _ = smoke
+    d, _, _ = smoke
     html = (d/'report.html').read_text()
     for s in SECTIONS: assert s in html, s
     assert 'SMOKE RUN' in html
@@ -48,7 +49,7 @@ def test_smoke_report_has_every_section_and_is_self_contained(smoke):
     for f in ('table1.csv', 'table1.json', 'table1.md'): assert (d/f).stat().st_size > 0
 
 def test_rerun_reuses_every_run(smoke):
-    d, _ = smoke
+    d, _, _ = smoke
     before = {p: p.stat().st_mtime_ns for p in (d/'study').rglob('weights.safetensors')}
     r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke', '--presets', 'Base,Improved',
                         '--seeds', '1'], capture_output=True, text=True, timeout=300)
