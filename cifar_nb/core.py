@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError', 'atomic_path',
-           'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file', 'CorruptFileError',
-           'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'cpu_flags', 'machine_info',
-           'seed_everything']
+__all__ = ['KERNEL_ARGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError',
+           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file',
+           'CorruptFileError', 'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'cpu_flags',
+           'machine_info', 'seed_everything']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -22,6 +22,11 @@ def project_root() -> Path:
     for p in [here, *here.parents]:
         if (p/'settings.ini').exists(): return p
     return Path.cwd()
+
+# Arguments for every kernel the project starts (papermill runs, the report, the docs build): the kernel process's own
+# log at ERROR. ipykernel 7 warns at every start that its local TCP sockets are not encrypted, a line per run that the
+# user can do nothing about; the notebook's own output and errors are not affected.
+KERNEL_ARGS = ['--IPKernelApp.log_level=ERROR']
 
 # %% ../nbs/00_core.ipynb #e74ab438
 class ArgumentError(ValueError):

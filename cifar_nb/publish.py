@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 import nbformat
-from .core import project_root, atomic_write_text, WriteError
+from .core import project_root, KERNEL_ARGS, atomic_write_text, WriteError
 
 # %% auto #0
 __all__ = ['REPORT_CSS', 'cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text', 'write_readme',
@@ -342,7 +342,7 @@ def _execute(nb, src:Path):
     "Run a notebook in its folder (nbclient); a failing cell stops the build, naming the notebook."
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    try: NotebookClient(nb, timeout=1800, kernel_name='python3',
+    try: NotebookClient(nb, timeout=1800, kernel_name='python3', extra_arguments=KERNEL_ARGS,
                         resources={'metadata': {'path': str(src.parent)}}).execute()
     except CellExecutionError as e:
         raise RuntimeError(f"{src.name} failed while building the docs: {str(e)[-1500:]}") from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime, math, os, re, sys, time
 from pathlib import Path
 import torch
-from .core import project_root, save_json, load_json, atomic_write_text, machine_info, get_device
+from .core import project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
 from .config import TrainConfig, split_params, PRESETS_VERSION, PRESETS, EXTRA_PRESETS, SCALES, preset_params
 from .data import cifar10_identity, load_cifar10
 from .learner import make_optimizer, resolve_precision, make_step
@@ -19,8 +19,8 @@ from .executors import GuardedKernelManager, LocalExecutor, study_lock
 from .stats import REPORT_ACC, study_table, save_table
 
 # %% auto #0
-__all__ = ['STUDY_FILES', 'REPORT_FILES', 'KERNEL_ARGS', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug',
-           'run_dir', 'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
+__all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
+           'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
            'collect_runs', 'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study',
            'render_report', 'lean_study', 'default_seeds', 'finish_study', 'main']
 
@@ -82,10 +82,6 @@ def compact_progress(nb_path: str|Path) -> Path:
             keep.append(o)
         if 'outputs' in c: c['outputs'] = keep
     return atomic_write_text(nb_path, nbformat.writes(nb))
-
-# the kernel process's own log at ERROR: ipykernel 7 warns on every start that its local TCP sockets are not encrypted,
-# a line per run in the study's output that the user can do nothing about (the notebook's output is not affected)
-KERNEL_ARGS = ['--IPKernelApp.log_level=ERROR']
 
 def execute_run(path: Path, params: dict, log=print) -> None:
     "Run `nbs/train.ipynb` with papermill into `path` (the executed notebook is kept there)."
