@@ -282,6 +282,15 @@ def import_times(code: str = FIRST_CELL, top: int = 6) -> dict:
             pkgs[m.group(2).split('.')[0]] = pkgs.get(m.group(2).split('.')[0], 0) + int(m.group(1)) / 1e6
     return dict(total_seconds=sum(pkgs.values()), slowest=dict(sorted(pkgs.items(), key=lambda kv: -kv[1])[:top]))
 
+FIRST_OPTIMIZER = ("import time, torch; m = torch.nn.Linear(2, 2); t = time.perf_counter(); "
+                   "torch.optim.SGD(m.parameters(), lr=0.1); print(time.perf_counter() - t)")
+
+def first_optimizer_seconds() -> float:
+    ("Seconds of the first `torch.optim.SGD` in a fresh process that has imported torch: torch.optim's methods are "
+     "wrapped by `torch._disable_dynamo`, whose first call imports `torch._dynamo`, in every run, compiled or not.")
+    r = subprocess.run([sys.executable, '-c', FIRST_OPTIMIZER], capture_output=True, text=True, timeout=300, check=True)
+    return float(r.stdout.split()[-1])
+
 def section_overhead(a, dev, res):
     from cifar_nb.data import load_cifar10
     from cifar_nb.study import execute_run
@@ -303,7 +312,8 @@ def section_overhead(a, dev, res):
     o = dict(papermill_wall_seconds=wall, kernel_start_seconds=ts(cells[0]['start_time']) - ts(nbm['start_time']),
              import_cell_seconds=cells[0]['duration'], kernel_stop_seconds=wall - (ts(cells[-1]['end_time']) - ts(nbm['start_time'])),
              train_run_seconds=metrics['total_seconds'], train_seconds=metrics['train_seconds'], val_seconds=metrics['val_seconds'],
-             cached_load_seconds=statistics.median(loads), imports_fresh_process=imp, params=params)
+             cached_load_seconds=statistics.median(loads), imports_fresh_process=imp, params=params,
+             first_optimizer_seconds=first_optimizer_seconds())
     o['train_run_other_seconds'] = o['train_run_seconds'] - o['train_seconds'] - o['val_seconds']
     o['overhead_seconds'] = wall - o['train_seconds'] - o['val_seconds']
     res['overhead'] = o
@@ -314,6 +324,8 @@ def section_overhead(a, dev, res):
       f"after the last cell (kernel stop, notebook written) {o['kernel_stop_seconds']:.2f} s")
     p(f"  imports of train.ipynb's first cell in a fresh process (python -X importtime): {imp['total_seconds']:.2f} s; slowest: "
       + ', '.join(f"{k} {v:.2f} s" for k, v in imp['slowest'].items()))
+    p(f"  the first torch.optim.SGD of a process (it imports torch._dynamo, compiled or not): "
+      f"{o['first_optimizer_seconds']:.2f} s of train_run's time")
 
 
 # --- main ------------------------------------------------------------------------------------------------------------

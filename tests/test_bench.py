@@ -42,5 +42,5 @@ def test_smoke_benchmark_writes_every_section(tmp_path):
     assert res['scaling_data'] and res['scaling_batch']
     o = res['overhead']
     assert all(o[k] >= 0 for k in ('papermill_wall_seconds', 'kernel_start_seconds', 'import_cell_seconds', 'kernel_stop_seconds',
-                                   'cached_load_seconds', 'train_run_seconds'))
+                                   'cached_load_seconds', 'train_run_seconds', 'first_optimizer_seconds'))
     assert 'torch' in o['imports_fresh_process']['slowest']
