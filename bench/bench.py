@@ -324,8 +324,8 @@ def section_overhead(a, dev, res):
       f"after the last cell (kernel stop, notebook written) {o['kernel_stop_seconds']:.2f} s")
     p(f"  imports of train.ipynb's first cell in a fresh process (python -X importtime): {imp['total_seconds']:.2f} s; slowest: "
       + ', '.join(f"{k} {v:.2f} s" for k, v in imp['slowest'].items()))
-    p(f"  the first torch.optim.SGD of a process (it imports torch._dynamo, compiled or not): "
-      f"{o['first_optimizer_seconds']:.2f} s of train_run's time")
+    p(f"  the first torch.optim.SGD of a process would add {o['first_optimizer_seconds']:.2f} s (it imports torch._dynamo, "
+      "compiled or not); the learner's FusedSGD does not")
 
 
 # --- main ------------------------------------------------------------------------------------------------------------

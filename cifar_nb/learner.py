@@ -15,10 +15,11 @@ from .core import atomic_path, regular_file, DataError, cpu_flags
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
-__all__ = ['NonFiniteLoss', 'lr_at', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate', 'TrainStep',
-           'GraphStep', 'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB', 'Diverged',
-           'DivergenceCB', 'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
-           'CheckpointCB', 'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches', 'synthetic_batches']
+__all__ = ['NonFiniteLoss', 'lr_at', 'FusedSGD', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate',
+           'TrainStep', 'GraphStep', 'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB',
+           'Diverged', 'DivergenceCB', 'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint',
+           'load_checkpoint', 'CheckpointCB', 'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches',
+           'synthetic_batches']
 
 # %% ../nbs/03a_learner.ipynb #d6bced0e
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -27,15 +28,70 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * cfg.lr_drop_factor ** (epoch // cfg.lr_drop_period)
 
 # %% ../nbs/03a_learner.ipynb #25c0d3e7
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+class FusedSGD:
+    ("SGD with momentum (no dampening, no Nesterov) through PyTorch's fused kernel, called as `torch.optim.SGD("
+     "fused=True)` calls it; `param_groups`, `state_dict` and `load_state_dict` in torch.optim's layout.")
+    def __init__(self, groups: list,   # dicts with 'params' and optionally 'weight_decay'
+                 lr: float, momentum: float = 0.):
+        self.param_groups = [dict(params=list(g['params']), lr=lr, momentum=momentum, dampening=0.,
+                                  weight_decay=g.get('weight_decay', 0.), nesterov=False, maximize=False,
+                                  foreach=None, differentiable=False, fused=True) for g in groups]
+        self.state = {}  # parameter -> {'momentum_buffer': tensor}, as torch.optim keeps it
+
+    def zero_grad(self, set_to_none: bool = True):
+        for g in self.param_groups:
+            for p in g['params']:
+                if set_to_none: p.grad = None
+                elif p.grad is not None: p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            ps = [p for p in g['params'] if p.grad is not None]
+            if not ps: continue
+            grads, m = [p.grad for p in ps], g['momentum']
+            bufs = [self.state.get(p, {}).get('momentum_buffer') for p in ps]
+            first = m != 0 and all(b is None for b in bufs)
+            if first: bufs = [torch.empty_like(x) for x in grads]
+            by_kind = {}  # one kernel call per device and dtype, as torch.optim groups them
+            for i, p in enumerate(ps): by_kind.setdefault((p.device, p.dtype), []).append(i)
+            for ix in by_kind.values():
+                torch._fused_sgd_([ps[i] for i in ix], [grads[i] for i in ix], [bufs[i] for i in ix] if m else [],
+                                  weight_decay=g['weight_decay'], momentum=m, lr=g['lr'], dampening=g['dampening'],
+                                  nesterov=g['nesterov'], maximize=g['maximize'], is_first_step=first,
+                                  grad_scale=None, found_inf=None)
+            if m:
+                for p, b in zip(ps, bufs): self.state.setdefault(p, {})['momentum_buffer'] = b
+
+    def state_dict(self) -> dict:
+        "Parameters numbered in group order, as `torch.optim.Optimizer.state_dict` numbers them."
+        index, groups = {}, []
+        for g in self.param_groups:
+            groups.append({**{k: v for k, v in g.items() if k != 'params'},
+                           'params': [index.setdefault(p, len(index)) for p in g['params']]})
+        return dict(state={index[p]: dict(st) for p, st in self.state.items()}, param_groups=groups)
+
+    def load_state_dict(self, sd: dict):
+        "Restore what `state_dict` (or `torch.optim.SGD.state_dict`) wrote for parameters of the same shapes."
+        saved = sd['param_groups']
+        if [len(g['params']) for g in saved] != [len(g['params']) for g in self.param_groups]:
+            raise ValueError("the saved optimiser state has other parameter groups than this model")
+        ps = {i: p for sg, g in zip(saved, self.param_groups) for i, p in zip(sg['params'], g['params'])}
+        for sg, g in zip(saved, self.param_groups): g.update({k: v for k, v in sg.items() if k != 'params'})
+        self.state = {ps[i]: {k: v.to(ps[i].device, ps[i].dtype) if torch.is_tensor(v) else v for k, v in st.items()}
+                      for i, st in sd['state'].items()}
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig):
     "SGD with momentum; L2 on conv and linear weights, none on biases and batch-norm parameters."
     decay, no_decay = [], []
     for m in model.modules():
         for n, p in m.named_parameters(recurse=False):
             (decay if n == 'weight' and isinstance(m, (nn.Conv2d, nn.Linear)) else no_decay).append(p)
+    groups = [dict(params=decay, weight_decay=cfg.l2), dict(params=no_decay, weight_decay=0.)]
     dev = next(model.parameters()).device
-    return torch.optim.SGD([dict(params=decay, weight_decay=cfg.l2), dict(params=no_decay, weight_decay=0.)],
-                           lr=cfg.lr, momentum=cfg.momentum, fused=dev.type in ('cpu', 'cuda'))
+    if dev.type in ('cpu', 'cuda') and hasattr(torch, '_fused_sgd_'):
+        return FusedSGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 # %% ../nbs/03a_learner.ipynb #1338a655
 def native_bf16_cpu() -> bool:
@@ -75,7 +131,7 @@ def evaluate(model: nn.Module, dl, amp: torch.dtype|None = None, return_logits: 
 class TrainStep:
     "One training step (forward, loss, backward, SGD) that records its loss and correct count on the device."
     def __init__(self, model: nn.Module,   # the network (its parameters are what `opt` updates)
-                 opt: torch.optim.Optimizer,
+                 opt,                       # `make_optimizer`'s (a `FusedSGD`, or a torch.optim optimiser)
                  amp: torch.dtype|None = None,  # autocast dtype; None computes in float32
                  n_steps: int = 1,         # steps per epoch (the size of the record)
                  forward=None,             # what computes the logits (e.g. a compiled model); None: `model`
