@@ -135,17 +135,17 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             f"{len(jobs_) - len(todo)} complete and reused, {len(todo)} to train"
             + (f" on {ex.describe()}" if todo else ''))
         if todo: ex.check_folder(study_dir)  # every worker reaches the folder, before anything trains
-        t0, done_w, done_s, took = time.perf_counter(), 0., 0., {}
+        t0, took = time.perf_counter(), {}  # seconds of each run done, by its place in `todo`
         def started(k):
             n, s, p, params = jobs_[todo[k]]
             log(f"[run {k+1}/{len(todo)}] {n} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
         for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
-            n, s, p, params = jobs_[todo[k]]
-            done_w += _run_weight(params); done_s += dt; took[k] = dt
-            el = time.perf_counter() - t0
+            n, s, p, _ = jobs_[todo[k]]
+            took[k], el = dt, time.perf_counter() - t0
             acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
-            runs = [(took[j], True) if j in took else (done_s / done_w * _run_weight(jobs_[i][3]), False)
-                    for j, i in enumerate(todo)]  # measured, else expected from the seconds per epoch so far
+            per_w = sum(took.values()) / sum(_run_weight(jobs_[todo[j]][3]) for j in took)  # seconds per epoch so far
+            runs = [(took[j], True) if j in took else (per_w * _run_weight(jobs_[i][3]), False)
+                    for j, i in enumerate(todo)]  # measured, else expected
             log(f"[done {len(took)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
         st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
