@@ -13,13 +13,32 @@ from scipy.optimize import brentq
 from .core import save_json, atomic_write_text
 
 # %% auto #0
-__all__ = ['REPORT_ACC', 'REPORT_CLAIMS', 'REPORT_OOD', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'precision_of',
-           'precision_twins', 'seed_accuracies', 'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts',
-           'markdown_table', 'table1_frame', 'table_markdown', 'save_table']
+__all__ = ['REPORT_ACC', 'VERDICTS', 'REPORT_CLAIMS', 'REPORT_OOD', 'verdict_word', 'mean_ci', 'dz_interval', 'paired_diff',
+           'holm', 'holm_levels', 'precision_of', 'precision_twins', 'seed_accuracies', 'study_table',
+           'precision_table', 'claim_verdicts', 'ood_verdicts', 'cell_value', 'markdown_table', 'diff_column',
+           'table1_frame', 'table_markdown', 'save_table']
 
 # %% ../nbs/06b_stats.ipynb #89582b87
 REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65,
               'No DropOut': 62.48}
+
+# %% ../nbs/06b_stats.ipynb #540ddfb3
+VERDICTS = {
+    'holds': "the claimed direction survives Holm's correction (the Holm-adjusted interval excludes zero on the "
+             "claimed side) and a claimed size is not beyond the interval",
+    'smaller than claimed': "the claimed direction survives Holm's correction, but the claimed size lies beyond the "
+                            "far end of the Holm-adjusted interval",
+    'reversed': "the opposite direction survives Holm's correction",
+    'no effect detected': "the Holm-adjusted interval contains zero: these seeds cannot tell the difference from noise",
+    'differs by network': "the networks' own verdicts disagree (each network is tested over its own seeds)",
+    'not comparable': "the claim cannot be tested on these data (another test set or network, or fewer than two "
+                      "paired seeds)",
+}
+
+def verdict_word(v: str) -> str:
+    "`v` if it is one of `VERDICTS`, else a ValueError naming the accepted words."
+    if v not in VERDICTS: raise ValueError(f"verdict {v!r} is not one of {', '.join(map(repr, VERDICTS))}")
+    return v
 
 # %% ../nbs/06b_stats.ipynb #ed5acb22
 def mean_ci(x, level: float = 0.95) -> tuple:
@@ -77,6 +96,19 @@ def holm(pvalues) -> list[float]:
         out[i] = running
     return out.tolist()
 
+# %% ../nbs/06b_stats.ipynb #9a67d86c
+def holm_levels(pvalues,              # raw p-values of one family (NaN: not in the family)
+                alpha: float = 0.05,  # family-wise error level
+               ) -> list[float]:
+    "The confidence level of each comparison's Holm-consistent interval, in the input order (NaN for NaN p)."
+    p = np.asarray(pvalues, dtype=float)
+    out, ok = np.full(len(p), math.nan), np.flatnonzero(~np.isnan(p))
+    order, m, stop = ok[np.argsort(p[ok], kind='stable')], len(ok), None
+    for k, i in enumerate(order):
+        if stop is None and p[i] >= alpha / (m - k): stop = k  # the first comparison Holm does not reject
+        out[i] = 1 - alpha / (m - (k if stop is None else stop))
+    return out.tolist()
+
 # %% ../nbs/06b_stats.ipynb #a83eb6c9
 from .config import TRAIN_FIELDS
 
@@ -110,9 +142,22 @@ def seed_accuracies(runs: dict) -> dict:
     "{configuration: {seed: test accuracy in %}}."
     return {n: {s: 100 * r.metrics['test_acc'] for s, r in sorted(by.items())} for n, by in runs.items()}
 
-def study_table(runs: dict, reference: str = 'Improved') -> list[dict]:
-    ("One row per configuration: accuracy statistics over seeds, best epoch, time, the report's number, "
-     "the paired difference to `reference` (Holm-adjusted).")
+def _holm_intervals(rows: list[dict], r0: str, alpha: float = 0.05) -> None:
+    "Add each comparison's Holm-adjusted p, the level of its Holm-consistent interval and that interval's half-width."
+    cmp = [r for r in rows if f'{r0}_p' in r]
+    for r, ph, lv in zip(cmp, holm([r[f'{r0}_p'] for r in cmp]), holm_levels([r[f'{r0}_p'] for r in cmp], alpha)):
+        n = r[f'{r0}_n']
+        r[f'{r0}_p_holm'], r[f'{r0}_holm_level'] = ph, lv
+        r[f'{r0}_diff_ci_holm'] = (float(stats.t.ppf(0.5 + lv / 2, n - 1) * r[f'{r0}_diff_sd'] / math.sqrt(n))
+                                   if n >= 2 and np.isfinite(lv) else math.nan)
+
+def study_table(runs: dict,                  # {configuration: {seed: run}}
+                reference: str = 'Improved',  # the baseline: every other configuration is compared with it
+                published: dict = REPORT_ACC,  # {configuration: published accuracy in %} ({} when none)
+                alpha: float = 0.05,           # family-wise error level of Holm's correction
+               ) -> list[dict]:
+    ("One row per configuration: accuracy statistics over seeds, best epoch, time, the published number, "
+     "the paired difference to `reference` (Holm-adjusted p and interval).")
     twins = {b for _, b in precision_twins(runs)}
     acc_all, rows = seed_accuracies(runs), []
     ref, r0 = acc_all.get(reference, {}), f'vs_{reference.lower()}'
@@ -121,17 +166,16 @@ def study_table(runs: dict, reference: str = 'Improved') -> list[dict]:
         acc = acc_all[name]
         m, sd, hw = mean_ci(list(acc.values()))
         row = dict(config=name, n_seeds=len(acc), seeds=sorted(acc), acc_mean=m, acc_std=sd,
-                   acc_ci95=hw if len(acc) >= 3 else math.nan, report_acc=REPORT_ACC.get(name, math.nan),
+                   acc_ci95=hw if len(acc) >= 3 else math.nan, report_acc=published.get(name, math.nan),
                    best_epoch_mean=float(np.mean([r.metrics['best_epoch'] for r in by_seed.values()])),
                    epochs=by_seed[min(by_seed)].params['epochs'],
                    train_seconds_mean=float(np.mean([r.metrics['train_seconds'] for r in by_seed.values()])),
                    images_per_s_mean=float(np.mean([r.metrics['images_per_s'] for r in by_seed.values()])))
         if name != reference and ref:
             row.update({f'{r0}_{k}': v for k, v in paired_diff(acc, ref).items()})
-            row[f'report_{r0}'] = REPORT_ACC.get(name, math.nan) - REPORT_ACC.get(reference, math.nan)
+            row[f'report_{r0}'] = published.get(name, math.nan) - published.get(reference, math.nan)
         rows.append(row)
-    cmp = [r for r in rows if f'{r0}_p' in r]
-    for r, ph in zip(cmp, holm([r[f'{r0}_p'] for r in cmp])): r[f'{r0}_p_holm'] = ph
+    _holm_intervals(rows, r0, alpha)
     return rows
 
 # %% ../nbs/06b_stats.ipynb #20fbf008
@@ -150,47 +194,62 @@ def precision_table(runs: dict) -> list[dict]:
 
 # %% ../nbs/06b_stats.ipynb #3ee49afe
 REPORT_CLAIMS = [
-    dict(claim='Improved reaches 66.6% test accuracy', kind='level', config='Improved'),
-    dict(claim='Improved beats Base', kind='diff', config='Base'),
-    dict(claim='Removing the learning-rate schedule costs accuracy', kind='diff', config='No Scheduler'),
-    dict(claim='Removing L2 regularisation costs accuracy', kind='diff', config='No L2'),
-    dict(claim='Removing batch normalisation costs accuracy', kind='diff', config='No BN'),
-    dict(claim='Removing dropout costs accuracy', kind='diff', config='No DropOut'),
+    dict(kind='level', config='Improved', reaches=66.6, says='Improved reaches 66.6% test accuracy'),
+    dict(kind='diff', better='Improved', than='Base', says='Improved beats Base'),
+    dict(kind='diff', better='Improved', than='No Scheduler', says='Removing the learning-rate schedule costs accuracy'),
+    dict(kind='diff', better='Improved', than='No L2', says='Removing L2 regularisation costs accuracy'),
+    dict(kind='diff', better='Improved', than='No BN', says='Removing batch normalisation costs accuracy'),
+    dict(kind='diff', better='Improved', than='No DropOut', says='Removing dropout costs accuracy'),
 ]
 
-def _verdict(ours: float, report: float, p_holm: float, alpha: float) -> str:
-    if not (np.isfinite(ours) and np.isfinite(p_holm)): return 'not comparable'
-    if p_holm >= alpha: return 'not supported'
-    return 'holds' if np.sign(ours) == np.sign(report) else 'reversed'
+def _field(c, k: str, default=None):
+    "A claim's field, from a `studyfile.Claim` or a dict."
+    return c.get(k, default) if isinstance(c, dict) else getattr(c, k, default)
 
-def claim_verdicts(rows: list[dict],          # `study_table`'s rows
-                   claims: list = REPORT_CLAIMS,  # the report's claims
-                   reference: str = 'Improved',  # what each difference is taken against
-                   alpha: float = 0.05,       # family-wise error level of the Holm-corrected test
+def _diff_verdict(ours: float, lo: float, hi: float, claimed: float, p_holm: float, alpha: float) -> str:
+    "The verdict on 'better beats than' from `ours` = better - than, its Holm interval [lo, hi] and the claimed size."
+    if not (np.isfinite(ours) and np.isfinite(p_holm)): return 'not comparable'
+    if p_holm >= alpha: return 'no effect detected'
+    if ours < 0: return 'reversed'
+    return 'smaller than claimed' if np.isfinite(claimed) and np.isfinite(hi) and claimed > hi else 'holds'
+
+def _level_verdict(r: dict, c, published: dict, same_data: bool) -> dict:
+    m, hw, n = r.get('acc_mean', math.nan), r.get('acc_ci95', math.nan), _field(c, 'config')
+    rep = _field(c, 'reaches'); rep = published.get(n, math.nan) if rep is None else rep
+    ok = same_data and np.isfinite(hw)
+    v = ('not comparable' if not ok else 'smaller than claimed' if m + hw < rep else 'holds')
+    return dict(claim=_field(c, 'says'), config=n, kind='level', better=n, than=None, report=rep, ours=m,
+                ours_ci95=hw, ours_ci_holm=math.nan, ours_lo=m - hw, ours_hi=m + hw, holm_level=math.nan,
+                p_holm=math.nan, verdict=v, report_inside_ci=bool(m - hw <= rep <= m + hw) if ok else None, unit='%')
+
+def claim_verdicts(rows: list[dict],              # `study_table`'s rows
+                   claims: list = REPORT_CLAIMS,  # `studyfile.Claim`s or dicts with the same fields
+                   reference: str = 'Improved',   # the baseline each difference was taken against in `rows`
+                   published: dict = REPORT_ACC,  # {configuration: published accuracy in %}, for unstated sizes
+                   alpha: float = 0.05,           # family-wise error level of the Holm-corrected test
                    # True when the test set is the report's own (then absolute claims are testable)
                    same_data: bool = False,
                   ) -> list[dict]:
-    "A verdict (holds / reversed / not supported / not comparable) for each claim, computed from the study's rows."
+    "A verdict (a word of `VERDICTS`) for each claim, computed from the study's rows."
     by, r0, out = {r['config']: r for r in rows}, f'vs_{reference.lower()}', []
     for c in claims:
-        r = by.get(c['config'], {})
-        if c['kind'] == 'level':
-            lo, hi = (r.get('acc_mean', math.nan) - r.get('acc_ci95', math.nan),
-                      r.get('acc_mean', math.nan) + r.get('acc_ci95', math.nan))
-            rep = REPORT_ACC.get(c['config'], math.nan)
-            inside = bool(lo <= rep <= hi) if np.isfinite(lo) else None
-            v = ('holds' if inside else 'not supported') if same_data and inside is not None else 'not comparable'
-            out.append(dict(claim=c['claim'], config=c['config'], kind='level', report=rep,
-                            ours=r.get('acc_mean', math.nan), ours_ci95=r.get('acc_ci95', math.nan),
-                            p_holm=math.nan, verdict=v, report_inside_ci=inside, unit='%'))
-        else:
-            # the report states "reference beats config", i.e. config - reference < 0; we compare config - reference
-            rep = REPORT_ACC.get(c['config'], math.nan) - REPORT_ACC.get(reference, math.nan)
-            d, hw = r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci95', math.nan)
-            ph = r.get(f'{r0}_p_holm', math.nan) if r.get(f'{r0}_n', 0) >= 2 else math.nan
-            inside = bool(d - hw <= rep <= d + hw) if np.isfinite(hw) and np.isfinite(rep) else None
-            out.append(dict(claim=c['claim'], config=c['config'], kind='diff', report=rep, ours=d, ours_ci95=hw,
-                            p_holm=ph, verdict=_verdict(d, rep, ph, alpha), report_inside_ci=inside, unit='pp'))
+        if _field(c, 'kind') == 'level': out.append(_level_verdict(by.get(_field(c, 'config'), {}), c, published,
+                                                                    same_data)); continue
+        b, t = _field(c, 'better'), _field(c, 'than')
+        other, sign = (t, -1) if b == reference else (b, 1) if t == reference else (None, 0)
+        r = by.get(other, {}) if other is not None and reference in by else {}
+        rep = _field(c, 'reported')
+        rep = published.get(b, math.nan) - published.get(t, math.nan) if rep is None else rep
+        d, hw = sign * r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci_holm', math.nan)
+        ph = r.get(f'{r0}_p_holm', math.nan) if r.get(f'{r0}_n', 0) >= 2 else math.nan
+        lo, hi = d - hw, d + hw
+        v = _diff_verdict(d, lo, hi, rep, ph, alpha)
+        out.append(dict(claim=_field(c, 'says'), config=other if other is not None else b, kind='diff', better=b,
+                        than=t, report=rep, ours=d, ours_ci95=r.get(f'{r0}_diff_ci95', math.nan), ours_ci_holm=hw,
+                        ours_lo=lo, ours_hi=hi, holm_level=r.get(f'{r0}_holm_level', math.nan), p_holm=ph,
+                        verdict=verdict_word(v),
+                        report_inside_ci=(bool(lo <= rep <= hi) if v != 'not comparable' and np.isfinite(rep)
+                                          and np.isfinite(hw) else None), unit='pp'))
     return out
 
 # %% ../nbs/06b_stats.ipynb #389eba3d
@@ -205,37 +264,44 @@ def _p_vs_half(x) -> float:
     if x.std(ddof=1) == 0: return 0.0 if x[0] != 0.5 else 1.0
     return float(stats.ttest_1samp(x, 0.5).pvalue)
 
+def _net_verdict(mean: float, p_holm: float, alpha: float) -> str:
+    if not np.isfinite(p_holm): return 'not comparable'
+    return 'no effect detected' if p_holm >= alpha else 'holds' if mean > 0.5 else 'reversed'
+
 def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each with `config` and `seed` added
                  layer: str = 'relu4',     # the layer whose mean activation is the report's rule (our last ReLU)
                  alpha: float = 0.05,      # family-wise error level of the Holm-corrected tests
+                 published: dict = REPORT_OOD,  # {layer: published accuracy in %} ({} when none)
                 ) -> list[dict]:
-    ("Verdicts on the report's Table 2: its two numbers (not comparable) and its rule on each OOD set, "
-     "computed from the runs' tables.")
+    ("Verdicts on the report's Table 2: its published numbers (not comparable) and its rule on each OOD set, "
+     "tested per network over its seeds.")
     df = pd.DataFrame([r for r in rows if r['layer'] == layer])
-    sets = list(dict.fromkeys(df['set']))
-    ph = dict(zip(sets, holm([_p_vs_half(df[df['set'] == s]['auroc']) for s in sets])))
+    sets, nets = list(dict.fromkeys(df['set'])), list(dict.fromkeys(df['config']))
+    keys = [(s, n) for s in sets for n in nets if len(df[(df['set'] == s) & (df['config'] == n)])]
+    ph = dict(zip(keys, holm([_p_vs_half(df[(df['set'] == s) & (df['config'] == n)]['auroc']) for s, n in keys])))
     out = []
     for s in sets:
         g = df[df['set'] == s]
         means = {c: float(v) for c, v in g.groupby('config', sort=False)['auroc'].mean().items()}
-        if not np.isfinite(ph[s]): v = 'not comparable'
-        elif ph[s] < alpha and all(m > 0.5 for m in means.values()): v = 'holds'
-        elif ph[s] < alpha and all(m < 0.5 for m in means.values()): v = 'reversed'
-        else: v = 'not supported'
-        out.append(dict(kind='rule', set=s, layer=layer, verdict=v, auroc=float(g['auroc'].mean()),
+        by = {n: _net_verdict(means[n], ph[(s, n)], alpha) for n in means}
+        vs = set(by.values())
+        v = ('not comparable' if 'not comparable' in vs else vs.pop() if len(vs) == 1 else 'differs by network')
+        out.append(dict(kind='rule', set=s, layer=layer, verdict=verdict_word(v), verdict_by_config=by,
+                        p_holm_by_config={n: ph[(s, n)] for n in means}, auroc=float(g['auroc'].mean()),
                         auroc_by_config=means, auroc_min=float(g['auroc'].min()), auroc_max=float(g['auroc'].max()),
-                        p_holm=ph[s], det_acc=100 * float(g['det_acc'].mean()),
+                        p_holm=max(ph[(s, n)] for n in means), det_acc=100 * float(g['det_acc'].mean()),
                         id_det_acc=100 * float(g['id_det_acc'].mean()),
                         ood_flagged=100 * float(g['ood_flagged'].mean()), id_kept=100 * float(g['id_kept'].mean()),
                         n_runs=len(g)))
     best = max((r['det_acc'] for r in out), default=math.nan)
     levels = [dict(kind='level', layer=l, report=v, verdict='not comparable', best_det_acc=best,
-                   reached=bool(best >= v) if np.isfinite(best) else None) for l, v in REPORT_OOD.items()]
+                   reached=bool(best >= v) if np.isfinite(best) else None) for l, v in published.items()]
     return levels + out
 
 # %% ../nbs/06b_stats.ipynb #b774a71c
 import re
 _NUMBER = re.compile(r'^[+\-−±]?\s*\d[\d,.]*(\s*(±\s*[\d.]+|%|pp))?(\s*\[[^\]]*\])?$')
+_FIRST = re.compile(r'[+\-−]?\d[\d,]*(\.\d+)?')
 
 def _cell(v, floatfmt: str) -> str:
     if isinstance(v, (float, np.floating)): return '' if math.isnan(v) else format(float(v), floatfmt)
@@ -243,15 +309,32 @@ def _cell(v, floatfmt: str) -> str:
     if isinstance(v, (list, tuple)): v = ' '.join(map(str, v))
     return str(v).replace('|', '\\|').replace('\n', ' ')
 
-def markdown_table(rows, floatfmt: str = '.2f') -> str:
+def cell_value(s: str) -> float:
+    "The first number written in a table cell ('62.31 ± 0.46' -> 62.31, '−1.2 pp' -> -1.2); NaN when none."
+    m = _FIRST.search(str(s).replace('*', ''))
+    return float(m.group(0).replace('−', '-').replace(',', '')) if m else math.nan
+
+def _embolden(col: list[str], how: str) -> list[str]:
+    "The cells of `col` whose value is the column's best ('max' or 'min') in bold."
+    v = np.array([cell_value(c) for c in col], dtype=float)
+    if not np.isfinite(v).any(): return col
+    best = np.nanmax(v) if how == 'max' else np.nanmin(v)
+    return [f"**{c}**" if np.isfinite(x) and x == best and c else c for c, x in zip(col, v)]
+
+def markdown_table(rows, floatfmt: str = '.2f',
+                   bold: dict|None = None,  # {column: 'max' or 'min'}: that column's best value in bold
+                  ) -> str:
     "A list of dicts or a DataFrame as a Markdown table; floats formatted with `floatfmt`, NaN left empty."
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if df.empty: return ''
     out = pd.DataFrame({str(c).replace('|', '\\|'): [_cell(v, floatfmt) for v in df[c]] for c in df.columns})
-    # numbers, also written as '62.31 ± 0.46' or '± 2.48'
-    numeric = lambda col: any(col) and all(_NUMBER.match(v) for v in col if v)
+    for c, how in (bold or {}).items():
+        if c in out.columns: out[c] = _embolden(out[c].tolist(), how)
+    # numbers, also written as '62.31 ± 0.46' or '± 2.48', in bold or not
+    numeric = lambda col: any(col) and all(_NUMBER.match(v.strip('*')) for v in col if v)
     return out.to_markdown(index=False, disable_numparse=True,
                            colalign=['right' if numeric(out[c].tolist()) else 'left' for c in out.columns]) + '\n'
+
 
 # %% ../nbs/06b_stats.ipynb #43aba911
 def _fmt(v, nd=2, sign=False):
@@ -261,33 +344,39 @@ def _pm(m, hw, nd=2, sign=False) -> str:
     "'m ± hw', or 'm' when hw is missing, or '' when m is."
     return '' if not np.isfinite(m) else _fmt(m, nd, sign) + (f" ± {_fmt(hw, nd)}" if np.isfinite(hw) else '')
 
-def _interval(lo, hi, nd=1) -> str:
-    return f"[{lo:.{nd}f}, {hi:.{nd}f}]" if np.isfinite(lo) and np.isfinite(hi) else ''
+def _interval(lo, hi, nd=1, sign=False) -> str:
+    return f"[{_fmt(lo, nd, sign)}, {_fmt(hi, nd, sign)}]" if np.isfinite(lo) and np.isfinite(hi) else ''
+
+def diff_column(reference: str) -> str:
+    "The header of Table 1's difference column."
+    return f'Δ vs {reference} (pp) [Holm-adjusted interval]'
 
 def table1_frame(rows: list[dict], reference: str = 'Improved', timing: bool = True) -> pd.DataFrame:
-    ("Table 1 for readers: accuracy (mean ± std; 95% CI ± half-width), the report's, and the paired "
-     "comparison with `reference`.")
-    r0 = f'vs_{reference.lower()}'
-    out = []
+    ("Table 1 for readers: accuracy (mean ± std; 95% CI ± half-width), the published accuracy when there is one, "
+     "and the paired comparison with `reference` (Holm-adjusted interval).")
+    r0, out = f'vs_{reference.lower()}', []
+    published = any(np.isfinite(r.get('report_acc', math.nan)) for r in rows)
     for r in rows:
-        d = {'configuration': r['config'], 'seeds': r['n_seeds'],
-             'accuracy (%), mean ± std': _pm(r['acc_mean'], r['acc_std']),
-             '95% CI of the mean (± half-width)': f"± {_fmt(r['acc_ci95'])}" if np.isfinite(r['acc_ci95']) else '',
-             'report (%)': _fmt(r['report_acc']),
-             f'Δ vs {reference} (pp, ± 95% half-width)': _pm(r.get(f'{r0}_diff', math.nan),
-                                                             r.get(f'{r0}_diff_ci95', math.nan), sign=True),
-             'p (paired t)': _fmt(r.get(f'{r0}_p', math.nan), 3), 'p (Holm)': _fmt(r.get(f'{r0}_p_holm', math.nan), 3),
-             'd_z [95% CI]': (_fmt(r.get(f'{r0}_dz', math.nan), 1, True) + ' '
-                              + _interval(r.get(f'{r0}_dz_lo', math.nan), r.get(f'{r0}_dz_hi', math.nan))).strip(),
-             "report's Δ (pp)": _fmt(r.get(f'report_{r0}', math.nan), 2, True)}
+        d, hw = r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci_holm', math.nan)
+        row = {'configuration': r['config'], 'seeds': r['n_seeds'],
+               'accuracy (%), mean ± std': _pm(r['acc_mean'], r['acc_std']),
+               '95% CI of the mean (± half-width)': f"± {_fmt(r['acc_ci95'])}" if np.isfinite(r['acc_ci95']) else ''}
+        if published: row['report (%)'] = _fmt(r.get('report_acc', math.nan))
+        row.update({diff_column(reference): (_fmt(d, 2, True) + ' ' + _interval(d - hw, d + hw, 2, True)).strip(),
+                    'p (paired t)': _fmt(r.get(f'{r0}_p', math.nan), 3),
+                    'p (Holm)': _fmt(r.get(f'{r0}_p_holm', math.nan), 3),
+                    'd_z [95% CI]': (_fmt(r.get(f'{r0}_dz', math.nan), 1, True) + ' '
+                                     + _interval(r.get(f'{r0}_dz_lo', math.nan), r.get(f'{r0}_dz_hi', math.nan))).strip()})
+        if published: row["report's Δ (pp)"] = _fmt(r.get(f'report_{r0}', math.nan), 2, True)
         if timing:
-            d.update({'best epoch': _fmt(r['best_epoch_mean'], 1), 'train s/run': _fmt(r['train_seconds_mean'], 0)})
-        out.append(d)
+            row.update({'best epoch': _fmt(r['best_epoch_mean'], 1), 'train s/run': _fmt(r['train_seconds_mean'], 0)})
+        out.append(row)
     return pd.DataFrame(out)
 
 def table_markdown(rows: list[dict], reference: str = 'Improved') -> str:
-    "Table 1 as Markdown: ours (mean ± std, 95% CI) beside the report's, and the paired difference to `reference`."
-    return markdown_table(table1_frame(rows, reference))
+    ("Table 1 as Markdown: ours (mean ± std, 95% CI) beside the published numbers, and the paired difference to "
+     "`reference`; the best mean accuracy in bold.")
+    return markdown_table(table1_frame(rows, reference), bold={'accuracy (%), mean ± std': 'max'})
 
 # %% ../nbs/06b_stats.ipynb #0ce94e5b
 def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dict:
