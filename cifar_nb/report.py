@@ -20,11 +20,12 @@ from .interpret import confusion_matrix, per_class_accuracy
 from .stats import mean_ci, precision_of
 
 # %% auto #0
-__all__ = ['CLASSES10', 'CONFIG_STYLE', 'TRAINING_CODE', 'synthetic_runs', 'shrink_png', 'png_bytes', 'figure_html',
-           'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history', 'lr_drops', 'curve_band', 'plot_curves',
-           'first_epoch_loss', 'plot_first_epoch', 'plot_training', 'curve_checks', 'shared_steps',
-           'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'mean_confusion', 'plot_confusion_grid',
-           'layer_table', 'run_provenance', 'code_changes', 'notebook_code', 'ood_frame', 'near_far_frame']
+__all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR', 'TRAINING_CODE', 'synthetic_runs',
+           'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history',
+           'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch', 'plot_training',
+           'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame', 'plot_per_class',
+           'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'notebook_code',
+           'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences', 'course_study', 'load_study']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -116,13 +117,18 @@ def min_text_px(fig, dpi: float = 100) -> float:
     return min(sizes) * dpi / 72 if sizes else math.inf
 
 # %% ../nbs/08_report.ipynb #e3e5d87d
-CONFIG_STYLE = {'Base': ('#222222', '-'), 'Improved': ('#1f77b4', '-'), 'No Scheduler': ('#ff7f0e', '--'),
-                'No L2': ('#2ca02c', '-.'), 'No BN': ('#d62728', ':'), 'No DropOut': ('#9467bd', (0, (6, 1.5, 1, 1.5))),
-                'Improved @ lr 0.001': ('#8c564b', (0, (1, 1)))}
+OKABE_ITO = ('#000000', '#0072B2', '#E69F00', '#009E73', '#D55E00', '#CC79A7', '#56B4E9', '#F0E442')
+LINE_STYLES = ('-', '--', '-.', ':', (0, (6, 1.5, 1, 1.5)), (0, (8, 2)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
+CONFIG_STYLE = {'Base': (OKABE_ITO[0], LINE_STYLES[6]), 'Improved': (OKABE_ITO[1], LINE_STYLES[0]),
+                'No Scheduler': (OKABE_ITO[2], LINE_STYLES[1]), 'No L2': (OKABE_ITO[3], LINE_STYLES[2]),
+                'No BN': (OKABE_ITO[4], LINE_STYLES[3]), 'No DropOut': (OKABE_ITO[5], LINE_STYLES[4]),
+                'Improved @ lr 0.001': (OKABE_ITO[6], LINE_STYLES[5])}
+REFERENCE_COLOUR = '#555555'  # the published report's markers: grey, a colour no configuration has
 
 def config_style(name: str, i: int = 0) -> tuple:
-    "(colour, line style) of a configuration; unknown names get the next colour of the cycle."
-    return CONFIG_STYLE.get(name, (f'C{(i + 7) % 10}', '-'))
+    ("(colour, line style) of a configuration: the course study's names keep theirs; any other name gets the "
+     "`i`-th colour and line style (its place in the study).")
+    return CONFIG_STYLE.get(name, (OKABE_ITO[i % 8], LINE_STYLES[i % 8]))
 
 # %% ../nbs/08_report.ipynb #900c0064
 def plot_accuracy(acc: dict,            # {configuration: {seed: accuracy in %}} (`seed_accuracies`)
@@ -130,6 +136,7 @@ def plot_accuracy(acc: dict,            # {configuration: {seed: accuracy in %}}
                   ax=None,               # matplotlib axes; None makes a figure
                   xlabel: str = 'test accuracy (%)',
                   level: float = 0.95,   # coverage of the interval of the mean
+                  report_label: str = 'the report (one run)',  # the legend of the published values
                  ) -> plt.Figure:
     "Accuracy per configuration: seeds, mean with its t-interval, and the report's value."
     names = list(acc)
@@ -143,9 +150,8 @@ def plot_accuracy(acc: dict,            # {configuration: {seed: accuracy in %}}
         ax.errorbar([m], [i], xerr=[[hw if np.isfinite(hw) else 0]], fmt='o', color=c, ms=7, capsize=4, lw=2,
                     label=f'mean, {level:.0%} interval (t)' if i == 0 else None)
         if report and np.isfinite(report.get(n, math.nan)):
-            ax.plot([report[n]], [i], 'D', color='#d62728', mfc='white', mew=2, ms=8,
-                    label='the report (one run)' if 'the report (one run)' not in [t.get_label() for t in ax.lines]
-                    else None)
+            ax.plot([report[n]], [i], 'D', color=REFERENCE_COLOUR, mfc='white', mew=2, ms=8,
+                    label=report_label if report_label not in [t.get_label() for t in ax.lines] else None)
     ax.set_yticks(range(len(names)), names); ax.invert_yaxis()
     ax.set_xlabel(xlabel); ax.grid(axis='x', alpha=0.3)
     # above the plot: covers no point
@@ -180,6 +186,7 @@ def plot_curves(runs: dict,              # {configuration: {seed: run}}
                 ylabel: str|None = None,
                 mark_drops: bool = True,  # a vertical line at each learning-rate drop
                 label_drops: bool = True, # write what the line means beside it
+                wide: str|None = 'Improved',  # the configuration drawn wide and underneath (the baseline)
                ) -> plt.Figure:
     "One per-epoch quantity of every configuration: mean over seeds (line) and range over seeds (band)."
     if ax is None: _, ax = plt.subplots(figsize=(6, 4), layout='constrained')
@@ -189,8 +196,8 @@ def plot_curves(runs: dict,              # {configuration: {seed: run}}
         e, m, lo, hi = curve_band(by, column)
         c, ls = config_style(n, i)
         # the reference: drawn wide and underneath, so the curves that coincide with it stay visible
-        wide = n == 'Improved'
-        ax.plot(e, m * scale, color=c, ls=ls, lw=3.2 if wide else 1.7, zorder=1.5 if wide else 2.5, label=n)
+        w = n == wide
+        ax.plot(e, m * scale, color=c, ls=ls, lw=3.2 if w else 1.7, zorder=1.5 if w else 2.5, label=n)
         ax.fill_between(e, lo * scale, hi * scale, color=c, alpha=0.15, lw=0)
         for d in lr_drops(by[min(by)]): drops.setdefault(d, []).append(n)
     if mark_drops:
@@ -217,15 +224,15 @@ def first_epoch_loss(run, k: int = 20) -> np.ndarray:
     t = run.history['train']
     return _smooth([l for l, e in zip(t['loss'], t['epoch']) if e == 1], k)
 
-def plot_first_epoch(runs: dict, ax=None, k: int = 20) -> plt.Figure:
+def plot_first_epoch(runs: dict, ax=None, k: int = 20, wide: str|None = 'Improved') -> plt.Figure:
     "Training loss during the first epoch (moving average over `k` iterations, mean over seeds), x in epochs."
     if ax is None: _, ax = plt.subplots(figsize=(6, 4), layout='constrained')
     for i, (n, by) in enumerate(runs.items()):
         ls_ = [first_epoch_loss(r, k) for r in by.values()]
         L = min(map(len, ls_)); y = np.mean([l[:L] for l in ls_], 0)
         c, ls = config_style(n, i)
-        ax.plot(np.arange(1, L + 1) / L, y, color=c, ls=ls, lw=3.2 if n == 'Improved' else 1.7,
-                zorder=1.5 if n == 'Improved' else 2.5, label=n)
+        ax.plot(np.arange(1, L + 1) / L, y, color=c, ls=ls, lw=3.2 if n == wide else 1.7,
+                zorder=1.5 if n == wide else 2.5, label=n)
     ax.axhline(math.log(10), color='grey', lw=0.8, ls=':')
     ax.annotate('ln 10: chance', (1, math.log(10)), xycoords=('axes fraction', 'data'), xytext=(-3, 3),
                 textcoords='offset points', ha='right', fontsize=9, color='dimgrey')
@@ -233,20 +240,20 @@ def plot_first_epoch(runs: dict, ax=None, k: int = 20) -> plt.Figure:
     return ax.figure
 
 # %% ../nbs/08_report.ipynb #7a4ffc4a
-def plot_training(runs: dict, figsize=(9.5, 8.2)) -> plt.Figure:
+def plot_training(runs: dict, figsize=(9.5, 8.2), wide: str|None = 'Improved') -> plt.Figure:
     ("Figure 2 over seeds: (a) validation accuracy, (b) validation loss, (c) first-epoch training loss, "
      "(d) train - validation accuracy.")
     fig, axs = plt.subplots(2, 2, figsize=figsize, layout='constrained')
-    plot_curves(runs, 'val_acc', axs[0, 0], ylabel='validation accuracy (%)')
-    plot_curves(runs, 'val_loss', axs[0, 1], ylabel='validation loss', label_drops=False)
-    plot_first_epoch(runs, axs[1, 0])
+    plot_curves(runs, 'val_acc', axs[0, 0], ylabel='validation accuracy (%)', wide=wide)
+    plot_curves(runs, 'val_loss', axs[0, 1], ylabel='validation loss', label_drops=False, wide=wide)
+    plot_first_epoch(runs, axs[1, 0], wide=wide)
     for i, (n, by) in enumerate(runs.items()):
         e, *_ = curve_band(by, 'val_acc')
         tr = np.array([epoch_history(r).set_index('epoch').loc[e, 'train_acc'].to_numpy() for r in by.values()])
         va = np.array([epoch_history(r).set_index('epoch').loc[e, 'val_acc'].to_numpy() for r in by.values()])
         c, ls = config_style(n, i)
-        axs[1, 1].plot(e, 100 * (tr - va).mean(0), color=c, ls=ls, lw=3.2 if n == 'Improved' else 1.7,
-                       zorder=1.5 if n == 'Improved' else 2.5)
+        axs[1, 1].plot(e, 100 * (tr - va).mean(0), color=c, ls=ls, lw=3.2 if n == wide else 1.7,
+                       zorder=1.5 if n == wide else 2.5)
         axs[1, 1].fill_between(e, 100 * (tr - va).min(0), 100 * (tr - va).max(0), color=c, alpha=0.15, lw=0)
     axs[1, 1].axhline(0, color='grey', lw=0.8)
     axs[1, 1].set(xlabel='epoch', ylabel='training − validation accuracy (pp)'); axs[1, 1].grid(alpha=0.3)
@@ -468,3 +475,108 @@ def near_far_frame(df: pd.DataFrame,       # `ood_frame`'s rows
     return pd.DataFrame({'auroc': 100 * g['auroc'].mean(), 'auroc_std': 100 * g['auroc'].std(),
                          'fpr95': 100 * g['fpr95'].mean(), 'fpr95_std': 100 * g['fpr95'].std(),
                          'id_acc': g['test_acc'].mean(), 'n_seeds': g['seed'].nunique()}).reset_index()
+
+# %% ../nbs/08_report.ipynb #c3ee38bc
+def said(text: str,   # the sentence (HTML)
+         **facts,     # what it states: table=N with best=row, column=..., how='max'|'min'; or row=..., column=..., value=...
+        ) -> str:
+    "The sentence in a `<span class=\"cnb-said\">` that carries the facts it states, for `check_sentences`."
+    attrs = ' '.join(f'data-{k}="{html.escape(str(v), quote=True)}"' for k, v in facts.items())
+    return f'<span class="cnb-said" {attrs}>{text}</span>'
+
+def best_row(frame: pd.DataFrame, column: str, how: str = 'max', key: str|None = None) -> str:
+    "The row label (first column, or `key`) with the best value of `column` ('max' or 'min'; cells read by `cell_value`)."
+    from cifar_nb.stats import cell_value
+    v = frame[column].map(cell_value).astype(float)
+    i = v.idxmax() if how == 'max' else v.idxmin()
+    return str(frame.loc[i, key or frame.columns[0]])
+
+# %% ../nbs/08_report.ipynb #55cd2693
+from html.parser import HTMLParser
+import re as _re
+
+class _Tables(HTMLParser):
+    "Every table of a page as rows of cell texts, keyed by the number of the caption before it; and the sentences."
+    def __init__(self):
+        super().__init__(); self.tables, self.said, self._num, self._rows, self._cell, self._span = {}, [], None, None, None, []
+        self._text = ''
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == 'span': self._span.append(dict(a, text='') if 'cnb-said' in (a.get('class') or '') else None)
+        if tag == 'table': self._rows = []
+        elif tag == 'tr' and self._rows is not None: self._rows.append([])
+        elif tag in ('td', 'th') and self._rows is not None: self._cell = ''
+    def handle_endtag(self, tag):
+        if tag == 'span' and self._span:
+            s = self._span.pop()
+            if s is not None: self.said.append(s)
+        if tag in ('td', 'th') and self._cell is not None: self._rows[-1].append(self._cell.strip()); self._cell = None
+        elif tag == 'table' and self._rows is not None:
+            if self._num is not None: self.tables[self._num] = self._rows
+            self._rows, self._num = None, None
+    def handle_data(self, data):
+        if self._cell is not None: self._cell += data
+        for s in self._span:
+            if s is not None: s['text'] += data
+        if m := _re.fullmatch(r'\s*Table (\d+)\.\s*', data): self._num = int(m.group(1))
+
+def _check_one(s: dict, tables: dict) -> str|None:
+    "Why the sentence `s` disagrees with its table (None when it agrees)."
+    from cifar_nb.stats import cell_value
+    t = tables.get(int(s.get('data-table', -1)))
+    if t is None: return f"{s['text'][:80]!r}: no Table {s.get('data-table')}"
+    head, body = t[0], [r for r in t[1:] if r]
+    if s.get('data-column') not in head: return f"{s['text'][:80]!r}: Table {s['data-table']} has no column {s.get('data-column')!r}"
+    j, k = head.index(s['data-column']), head.index(s.get('data-key', head[0]))
+    if 'data-best' in s:
+        vals = [(cell_value(r[j]), r[k]) for r in body if np.isfinite(cell_value(r[j]))]
+        best = (max if s.get('data-how', 'max') == 'max' else min)(v for v, _ in vals)
+        winners = {n for v, n in vals if v == best}
+        return None if s['data-best'] in winners else (f"{s['text'][:80]!r} names {s['data-best']!r}, Table "
+                                                       f"{s['data-table']}'s best {s['data-column']!r} is {sorted(winners)}")
+    row = next((r for r in body if r[k] == s.get('data-row')), None)
+    if row is None: return f"{s['text'][:80]!r}: Table {s['data-table']} has no row {s.get('data-row')!r}"
+    return None if s.get('data-value') == row[j] else (f"{s['text'][:80]!r} says {s.get('data-value')!r}, Table "
+                                                       f"{s['data-table']} says {row[j]!r} ({s['data-row']}, {s['data-column']})")
+
+def check_sentences(page: str) -> tuple[int, list[str]]:
+    "(number of sentences checked, the disagreements) of a rendered report: each `said` sentence against its table."
+    p = _Tables(); p.feed(page)
+    return len(p.said), [w for s in p.said if (w := _check_one(s, p.tables))]
+
+# %% ../nbs/08_report.ipynb #da18ec32
+def _claim(**kw) -> SimpleNamespace:
+    return SimpleNamespace(**{**dict(kind='diff', better=None, than=None, config=None, reaches=None, says='',
+                                     reported=None), **kw})
+
+def course_study() -> SimpleNamespace:
+    "The course report's study: its configurations, claims and published numbers."
+    from cifar_nb.config import PRESETS, EXTRA_PRESETS
+    from cifar_nb.stats import REPORT_ACC, REPORT_CLAIMS, REPORT_OOD
+    return SimpleNamespace(
+        title="The course report's CIFAR-10 ablation, re-run over seeds",
+        description=('The course report "Project I: Image Classification" trains a small CNN on CIFAR-10 and credits '
+                     'its best result (66.6%) to a smaller learning rate with a schedule, L2 regularisation, batch '
+                     "normalisation and dropout. This report re-runs its six configurations with several seeds each, "
+                     "reads every number from the study's run folders (it trains nothing), and says which of the "
+                     "report's claims hold."),
+        baseline='Improved', configurations={**PRESETS, **EXTRA_PRESETS}, seeds=[0, 1, 2],
+        analyse=['Base', 'Improved', 'Improved @ lr 0.001'], figures_from='Improved',
+        claims=[_claim(**c) for c in REPORT_CLAIMS], reference=dict(REPORT_ACC), reference_source='the course report',
+        reference_ood=dict(REPORT_OOD), figure_claims=True)
+
+def load_study(path) -> SimpleNamespace:
+    "The study file at `path` (the fields of `cifar_nb.studyfile.Study`); the course study when there is no file."
+    import tomllib
+    p = Path(path)
+    if not p.exists(): return course_study()
+    d = tomllib.loads(p.read_text())
+    seeds = d.get('seeds', 3); confs = dict(d.get('configurations', {}))
+    base = d.get('baseline', next(iter(confs)))
+    return SimpleNamespace(
+        title=d.get('title', p.parent.name), description=d.get('description', ''), baseline=base, configurations=confs,
+        seeds=list(range(seeds)) if isinstance(seeds, int) else list(seeds), analyse=list(d.get('analyse', [])),
+        figures_from=d.get('figures_from', base),
+        claims=[_claim(**{**c, 'kind': c.get('kind', 'level' if 'reaches' in c else 'diff')}) for c in d.get('claims', [])],
+        reference=dict(d.get('reference', {})), reference_source=d.get('reference_source', ''),
+        reference_ood=dict(d.get('reference_ood', {})), figure_claims=bool(d.get('figure_claims', False)))
