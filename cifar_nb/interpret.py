@@ -23,8 +23,8 @@ from .runs import Run, load_run, run_subfolder
 # %% auto #0
 __all__ = ['INTERPRET_FIGURES', 'to_probs', 'run_label', 'confusion_matrix', 'per_class_accuracy', 'most_confused',
            'plot_confusion', 'plot_gallery', 'show_predictions', 'top_losses', 'plot_top_losses', 'CamResult',
-           'grad_cam', 'plot_cam_overlay', 'plot_grad_cam', 'reliability_bins', 'expected_calibration_error',
-           'plot_reliability', 'interpret_summary', 'interpret_run']
+           'grad_cam', 'cam_region_share', 'class_cam_shares', 'plot_cam_overlay', 'plot_grad_cam', 'reliability_bins',
+           'expected_calibration_error', 'plot_reliability', 'interpret_summary', 'interpret_run']
 
 # %% ../nbs/04_interpret.ipynb #0d1761c8
 def _np(x) -> np.ndarray:
@@ -301,6 +301,29 @@ def grad_cam(model: nn.Module,       # the network (any device)
     peak = cam.amax((1, 2), keepdim=True)
     cam = torch.where(peak > 0, cam / peak.clamp_min(1e-30), torch.zeros_like(cam))
     return CamResult(cam.cpu(), logits.detach().cpu(), tgt.cpu())
+
+# %% ../nbs/04_interpret.ipynb #7b9fb6da
+def cam_region_share(cams,               # heatmaps (B,H,W), non-negative
+                     rows: tuple = (2/3, 1),  # the band, as fractions of the height from the top: (2/3, 1) = lower third
+                    ) -> np.ndarray:
+    "Each heatmap's share of its mass inside the band of rows (NaN for an empty map)."
+    c = _np(cams).astype(np.float64); H = c.shape[1]
+    lo, hi = int(round(rows[0] * H)), int(round(rows[1] * H))
+    tot = c.sum((1, 2))
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(tot > 0, c[:, lo:hi].sum((1, 2)) / tot, np.nan)
+
+def class_cam_shares(run: Run,            # a run with its weights
+                     cls: int,            # the class whose correctly classified test images are explained
+                     images,              # uint8 test images (N,3,H,W)
+                     rows: tuple = (2/3, 1),
+                     layer: str = 'conv3',
+                     batch: int = 250,
+                    ) -> np.ndarray:
+    "`cam_region_share` of the Grad-CAM map (predicted class) of every correctly classified test image of `cls`."
+    idx = np.flatnonzero((run.labels == cls) & (run.logits.argmax(1) == run.labels))
+    m, x = run.model(), torch.as_tensor(_np(images)[idx])
+    return np.concatenate([cam_region_share(grad_cam(m, run.normalise(x[i:i + batch]), layer).cam, rows)
+                           for i in range(0, len(idx), batch)]) if len(idx) else np.array([])
 
 # %% ../nbs/04_interpret.ipynb #5884251f
 def plot_cam_overlay(images,          # uint8 images (B,3,H,W)

@@ -496,13 +496,14 @@ from html.parser import HTMLParser
 import re as _re
 
 class _Tables(HTMLParser):
-    "Every table of a page as rows of cell texts, keyed by the number of the caption before it; and the sentences."
+    "Every table of a page as rows of cell texts, keyed by its caption's number and its `data-key`; and the sentences."
     def __init__(self):
-        super().__init__(); self.tables, self.said, self._num, self._rows, self._cell, self._span = {}, [], None, None, None, []
+        super().__init__(); self.tables, self.said, self._num, self._rows, self._cell, self._span, self._key = {}, [], None, None, None, [], None
         self._text = ''
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == 'span': self._span.append(dict(a, text='') if 'cnb-said' in (a.get('class') or '') else None)
+        if tag == 'div' and a.get('data-key'): self._key = a['data-key']
         if tag == 'table': self._rows = []
         elif tag == 'tr' and self._rows is not None: self._rows.append([])
         elif tag in ('td', 'th') and self._rows is not None: self._cell = ''
@@ -512,18 +513,19 @@ class _Tables(HTMLParser):
             if s is not None: self.said.append(s)
         if tag in ('td', 'th') and self._cell is not None: self._rows[-1].append(self._cell.strip()); self._cell = None
         elif tag == 'table' and self._rows is not None:
-            if self._num is not None: self.tables[self._num] = self._rows
-            self._rows, self._num = None, None
+            for k in (self._num, self._key):
+                if k is not None: self.tables[str(k)] = self._rows
+            self._rows, self._num, self._key = None, None, None
     def handle_data(self, data):
         if self._cell is not None: self._cell += data
         for s in self._span:
             if s is not None: s['text'] += data
-        if m := _re.fullmatch(r'\s*Table (\d+)\.\s*', data): self._num = int(m.group(1))
+        if m := _re.fullmatch(r'\s*Table (\d+)\.\s*', data): self._num = m.group(1)
 
 def _check_one(s: dict, tables: dict) -> str|None:
     "Why the sentence `s` disagrees with its table (None when it agrees)."
     from cifar_nb.stats import cell_value
-    t = tables.get(int(s.get('data-table', -1)))
+    t = tables.get(str(s.get('data-table')))
     if t is None: return f"{s['text'][:80]!r}: no Table {s.get('data-table')}"
     head, body = t[0], [r for r in t[1:] if r]
     if s.get('data-column') not in head: return f"{s['text'][:80]!r}: Table {s['data-table']} has no column {s.get('data-column')!r}"

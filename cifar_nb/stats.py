@@ -30,6 +30,8 @@ VERDICTS = {
                             "far end of the Holm-adjusted interval",
     'reversed': "the opposite direction survives Holm's correction",
     'no effect detected': "the Holm-adjusted interval contains zero: these seeds cannot tell the difference from noise",
+    'partly holds': "some of the items the claim names bear it out and others do not (each is named with its "
+                    "measurement)",
     'differs by network': "the networks' own verdicts disagree (each network is tested over its own seeds)",
     'not comparable': "the claim cannot be tested on these data (another test set or network, or fewer than two "
                       "paired seeds)",
