@@ -8,17 +8,16 @@ PYTHON ?= python3
 
 .PHONY: test test-nb test-py test-gpu report lab docs serve-docs bench export clean-nbs env
 
-# make report: the full study (the report's epochs and data) then the rendered report.
-#   SEEDS=n     seeds per configuration (default: 1 on CPU, 5 on a GPU)
-#   SCALE=smoke the same pipeline on 2,000 images and 2 epochs, into reports/smoke/ (minutes)
+# make report: a study (default: the course study, reports/course.toml) then its rendered report.
+#   STUDY=FILE  your own study file (see the documentation's "Your own ablation"); its report goes to reports/<name>/
+#   SEEDS=n     seeds per configuration (default: the study file's)
+#   SCALE=smoke the same pipeline on 2,000 images and 2 epochs (minutes), into reports/smoke/ (or reports/<name>-smoke/)
+#   STUDY_DIR=, REPORT_DIR= other folders for the runs and the report
+STUDY ?=
 SCALE ?= full
 SEEDS ?=
-ifeq ($(SCALE),full)
-REPORT_DIR ?= reports
-else
-REPORT_DIR ?= reports/$(SCALE)
-endif
-STUDY_DIR ?= $(REPORT_DIR)/study
+STUDY_DIR ?=
+REPORT_DIR ?=
 # OpenMP threads sleep instead of spinning while they wait: on a shared 2-core machine spinning threads of
 # two processes starve each other (measured: 225 vs 665 images/s with ACTIVE vs PASSIVE under load; not measured alone).
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -30,6 +29,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade -c constraints.txt 'pip>=24'
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cifar_nb)" >/dev/null
+	@# every kernel of this venv logs at ERROR (cifar_nb.core.KERNEL_ARGS), papermill's on the command line too:
+	@# ipykernel 7 otherwise warns at each start that its local TCP sockets are not encrypted
+	$(PY) -c "import json, sys, pathlib; from cifar_nb.core import KERNEL_ARGS; p = pathlib.Path(sys.prefix)/'share/jupyter/kernels/python3/kernel.json'; k = json.loads(p.read_text()); k['argv'] += [a for a in KERNEL_ARGS if a not in k['argv']]; p.write_text(json.dumps(k, indent=1))"
 	@touch $(STAMP)
 
 env: $(STAMP)
@@ -53,7 +55,8 @@ test-gpu: $(STAMP)
 	$(BIN)/pytest -q -ra tests/test_gpu.py
 
 report: $(STAMP)
-	$(PY) -m cifar_nb.study --study-dir $(STUDY_DIR) --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) --report $(REPORT_DIR)
+	$(PY) -m cifar_nb.study $(STUDY) --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STUDY_DIR),--study-dir $(STUDY_DIR)) \
+		--report $(REPORT_DIR)
 
 # JupyterLab in the project's environment, with its kernel (python3 = this venv), on 127.0.0.1 only.
 # As root (containers) JupyterLab refuses to start without --allow-root. LAB_ARGS: more options (--port=..., --no-browser).

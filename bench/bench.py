@@ -10,7 +10,7 @@ Sections (all by default; `--only a,b` picks some):
   concurrency  the study on a CPU: J runs at once with T threads each (J*T = cores), each its own process using the
                learner's step, against one run with every thread; summed images/s and the ratio; the trained
                weights' hashes alone vs concurrently at equal threads (bit-identical) and at other thread counts
-  presets      one epoch of each of the study's configurations (`cifar_nb.config.PRESETS`) with `fit`
+  presets      one epoch of each of the study's configurations (the course study file, `reports/course.toml`) with `fit`
   scaling      epoch time against training-set size and batch size
   overhead     the per-run cost around training in a papermill run of nbs/train.ipynb: kernel start, imports,
                data load, the rest
@@ -37,7 +37,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/bench.py` from a clone, installed or not
 from cifar_nb.core import machine_info, save_json, get_device, cpu_model, cpu_flags
-from cifar_nb.config import TrainConfig, Placement, PRESETS, preset_params
+from cifar_nb.config import TrainConfig, Placement
+from cifar_nb.studyfile import course_study
 from cifar_nb.model import report_cnn
 from cifar_nb.learner import fit, resolve_precision, resolve_step, native_bf16_cpu
 from cifar_nb.concurrency import (preset_cfg, endless, learner_parts, learner_setup, measure_concurrency,
@@ -243,8 +244,8 @@ def section_concurrency(a, dev, res):
     for c in m['configs']: p(f"  {c['jobs']} x {c['threads']}: {c['ratio']:.2f}x one run; target >= 1.4x: {'met' if c['ratio'] >= 1.4 else 'NOT met'}")
     if dev.type == 'cpu' and not a.smoke:
         kept = save_concurrency(m)
-        ch = choose_jobs(len(PRESETS), measure=False)
-        p(f"  kept for the study's --jobs auto in {kept}: a {len(PRESETS)}-run study here trains {ch['jobs']} at once ({ch['why']})")
+        ch = choose_jobs(len(course_study().configurations), measure=False)
+        p(f"  kept for the study's --jobs auto in {kept}: a {len(course_study().configurations)}-run study here trains {ch['jobs']} at once ({ch['why']})")
         m['study_choice'] = ch
     res['concurrency'] = m
 
@@ -252,10 +253,11 @@ def section_concurrency(a, dev, res):
 def section_presets(a, dev, res, data):
     res['presets'] = {}
     p(f"\none epoch of each configuration with `fit` on {dev} (training + validation; the defaults' placement):")
-    for name in PRESETS:
-        r = learner_epoch(data, preset_cfg(name, n_train=None if not a.smoke else 256), Placement(device=str(dev)))
+    for name, over in course_study().configurations.items():
+        r = learner_epoch(data, preset_cfg(name, n_train=None if not a.smoke else 256),
+                          Placement(device=str(dev), precision=over.get('precision', 'auto')))
         res['presets'][name] = r
-        p(f"  {name:<13} {r['epoch_seconds']:6.1f} s for {r['n_train']} images + validation ({r['train_images_per_s']:.0f} images/s)")
+        p(f"  {name:<19} {r['epoch_seconds']:6.1f} s for {r['n_train']} images + validation ({r['train_images_per_s']:.0f} images/s)")
 
 def section_scaling(a, dev, res, data):
     place = Placement(device=str(dev))
@@ -300,7 +302,7 @@ def section_overhead(a, dev, res):
     loads = []
     for _ in range(3):
         t = time.perf_counter(); load_cifar10(a.data, progress=False); loads.append(time.perf_counter() - t)
-    params = dict(preset_params('Base', 0, 'smoke'), device=str(dev), data_path=a.data)
+    params = dict(course_study().params('Base', 0, 'smoke'), device=str(dev), data_path=a.data)
     if a.smoke: params.update(n_train=300, epochs=1)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter(); execute_run(Path(d)/'run', params, log=lambda *s: None); wall = time.perf_counter() - t

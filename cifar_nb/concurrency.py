@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json
 from .sources import default_cache_dir
-from .config import TrainConfig, Placement, preset_params, split_params
+from .config import TrainConfig, Placement, split_params
+from .studyfile import course_study
 from .learner import make_optimizer, make_step, lr_at, resolve_precision
 from .runs import make_loaders, build_model
 from .executors import cpu_cores
@@ -21,8 +22,8 @@ __all__ = ['GAIN', 'preset_cfg', 'random_data', 'endless', 'learner_parts', 'lea
 
 # %% ../nbs/06c_concurrency.ipynb #b39e0b8e
 def preset_cfg(name: str, **over) -> TrainConfig:
-    "The `TrainConfig` of a study preset (seed 0) with the fields in `over` replaced."
-    return dataclasses.replace(split_params(preset_params(name, 0), check_device=False)[0], **over)
+    "The `TrainConfig` of a configuration of the course study (seed 0) with the fields in `over` replaced."
+    return dataclasses.replace(split_params(course_study().params(name, 0), check_device=False)[0], **over)
 
 def random_data(n_train: int = 12800, n_test: int = 100, seed: int = 0):
     "CIFAR-10-shaped random uint8 images and balanced labels: for timing only."

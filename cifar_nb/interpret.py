@@ -19,6 +19,7 @@ from .core import atomic_path, save_json, get_device, check_number, ArgumentErro
 from .data import CLASSES
 from .model import layer_names, capture
 from .runs import Run, load_run, run_subfolder
+from .studyfile import load_study, course_study, slug, StudyFileError
 
 # %% auto #0
 __all__ = ['INTERPRET_FIGURES', 'to_probs', 'run_label', 'confusion_matrix', 'per_class_accuracy', 'most_confused',
@@ -81,10 +82,11 @@ def _save_fig(fig, save, run: Run|None, name: str) -> Path|None:
 def run_label(run: Run) -> str:
     "A run's name for readers: 'Improved, seed 0' for a study's `runs/improved/seed0`, else the folder's name."
     if not (run.name.startswith('seed') and run.name[4:].isdigit()): return run.name
-    try:  # a study's runs are <study>/runs/<slug of the configuration>/seed<k>; the names live with the presets
-        from cifar_nb.study import PRESETS, EXTRA_PRESETS, slug
-        names = {slug(n): n for n in [*PRESETS, *EXTRA_PRESETS]}
-    except ImportError: names = {}
+    # a study's runs are <study>/runs/<slug of the configuration>/seed<k>; the names are in <study>/study.toml
+    # (a study folder from before study files: the course study's)
+    f, names = run.path.parent.parent.parent/'study.toml', {}
+    try: names = {slug(n): n for n in (load_study(f) if f.is_file() else course_study()).configurations}
+    except (StudyFileError, OSError): pass
     return f"{names.get(run.path.parent.name, run.path.parent.name)}, seed {run.name[4:]}"
 
 def _title(run: Run|None, what: str) -> str:

@@ -4,7 +4,7 @@ one fact that holds on any machine: runs trained at the same thread count have t
 import json, os, subprocess, sys
 import pytest
 from cifar_nb.core import project_root
-from cifar_nb.config import PRESETS
+from cifar_nb.studyfile import course_study
 from cifar_nb.data import make_fake_cifar10
 
 ROOT = project_root()
@@ -38,7 +38,7 @@ def test_smoke_benchmark_writes_every_section(tmp_path):
     for c in co['configs']:
         assert c['jobs'] * c['threads'] == co['cores'] and len(c['hashes']) == c['jobs'] * co['rounds'] and c['ratio'] > 0
         assert c['bit_identical_to_alone'], f"runs at {c['threads']} thread(s) differ alone and concurrently: {c}"
-    assert set(res['presets']) == set(PRESETS) and all(v['epoch_seconds'] > 0 for v in res['presets'].values())
+    assert set(res['presets']) == set(course_study().configurations) and all(v['epoch_seconds'] > 0 for v in res['presets'].values())
     assert res['scaling_data'] and res['scaling_batch']
     o = res['overhead']
     assert all(o[k] >= 0 for k in ('papermill_wall_seconds', 'kernel_start_seconds', 'import_cell_seconds', 'kernel_stop_seconds',

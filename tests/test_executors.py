@@ -7,23 +7,25 @@ from pathlib import Path
 import pytest
 distributed = pytest.importorskip('distributed')  # the cluster extra: pip install -e '.[cluster]' (make installs it with dev)
 import psutil
-from cifar_nb import study
+from cifar_nb import study, cli
+from cifar_nb.studyfile import course_study, parse_study
 from cifar_nb.data import make_fake_cifar10
 from cifar_nb.executors import DaskExecutor, LocalExecutor, ExecutorError, study_lock
 from cifar_nb.runs import COMPLETE, CHECKPOINT
 
-PRESETS = ['Base', 'Improved']
 TINY = dict(n_train=300, epochs=4, lr_drop_period=2)  # ~0.5 s an epoch at one thread: a kill after the first checkpoint lands mid-run
+# Base and Improved of the course study, at the tiny scale (a scale is part of the study, not a global)
+STUDY = parse_study(dict(title='tiny', baseline='Improved', scale=TINY,
+                        configurations={n: course_study().configurations[n] for n in ('Base', 'Improved')}))
 COMPARED = ('weights.safetensors', 'predictions.npz', 'history.csv.xz', 'split.npz')  # what a run computes (metrics.json also holds timings)
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    "A tiny JPEG CIFAR-10 found through CIFAR_NB_DATA (workers and kernels inherit it) and a 'tiny' study scale."
+    "A tiny JPEG CIFAR-10 found through CIFAR_NB_DATA (workers and kernels inherit it)."
     d = tmp_path_factory.mktemp('tiny')
     mp = pytest.MonkeyPatch()
     mp.setenv('CIFAR_NB_DATA', str(make_fake_cifar10(d/'data', n_train=40, n_test=10)))
     mp.setenv('CIFAR_NB_CACHE', str(d/'cache'))
-    mp.setitem(study.SCALES, 'tiny', TINY)
     yield d
     mp.undo()
 
@@ -36,7 +38,7 @@ def reference(tiny):
     "The study with the local executor: two kernels at once, one thread each."
     d = tiny/'local'
     t = time.perf_counter()
-    study.run_study(d, PRESETS, 1, 'tiny', executor=LocalExecutor(jobs=2, threads=1), log=lambda s: None)
+    study.run_study(d, STUDY, 1, executor=LocalExecutor(jobs=2, threads=1), log=lambda s: None)
     return _digests(d), time.perf_counter() - t
 
 def _wait(cond, timeout, what):
@@ -53,7 +55,7 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
     with DaskExecutor(jobs=2, threads=1) as ex:
         pids = ex.client.run(os.getpid)                      # worker address -> process id
         def driver():
-            try: study.run_study(d, PRESETS, 1, 'tiny', executor=ex, log=logs.append)
+            try: study.run_study(d, STUDY, 1, executor=ex, log=logs.append)
             except BaseException as e: out['error'] = e
         th = threading.Thread(target=driver); th.start()
         _wait(lambda: (run/CHECKPOINT).exists() or not th.is_alive(), 180, 'the first checkpoint of Improved')
@@ -71,7 +73,7 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
         assert pids[addr] not in ex.client.run(os.getpid).values()
         # a second invocation reuses both runs
         again = []
-        study.run_study(d, PRESETS, 1, 'tiny', executor=ex, log=again.append)
+        study.run_study(d, STUDY, 1, executor=ex, log=again.append)
         assert '2 complete and reused, 0 to train' in again[0], again
     nb = (run/'train.ipynb').read_text()
     assert 'resuming' in nb and CHECKPOINT in nb                # the rerun started from the checkpoint, not from scratch
@@ -82,7 +84,8 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
 def test_second_driver_fails_at_once(tmp_path):
     "While one driver holds the study folder, another process's study stops at once, before any run."
     d = tmp_path/'study'
-    code = f"from cifar_nb.study import run_study, fake_run; run_study({str(d)!r}, ['Base'], execute=fake_run)"
+    code = (f"from cifar_nb.study import run_study; from cifar_nb.runs import fake_run; from cifar_nb.studyfile import course_study; "
+            f"run_study({str(d)!r}, course_study(), execute=fake_run, only=['Base'], seeds=1)")
     with study_lock(d):
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and 'in use by another study driver' in r.stderr, r.stderr[-2000:]
@@ -108,7 +111,7 @@ def test_worker_that_cannot_see_the_study_folder_stops_the_study(tmp_path):
             _wait(lambda: len(ex.workers()) == 2, 60, 'the blind worker to join')
             calls = []
             with pytest.raises(ExecutorError, match='1 of 2 workers cannot run this study') as e:
-                study.run_study(d, ['Base'], 1, 'smoke', executor=ex, execute=lambda p, params: calls.append(p), log=lambda s: None)
+                study.run_study(d, course_study(), 1, 'smoke', only=['Base'], executor=ex, execute=lambda p, params: calls.append(p), log=lambda s: None)
             blind = next(a for a, w in ex.workers().items() if w.get('name') == 'blind')
             assert f'{blind}: cannot read' in str(e.value) and 'does not see the study folder' in str(e.value), str(e.value)
             assert calls == [] and not (d/'runs').exists()
@@ -117,14 +120,14 @@ def test_worker_that_cannot_see_the_study_folder_stops_the_study(tmp_path):
 
 def test_command_line_plans_where_runs_go(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(study, 'measure_throughput', lambda *a, **k: 1000.)
-    assert study.main(['--study-dir', str(tmp_path), '--presets', 'Base', '--executor', 'dask', '--jobs', '2', '--threads', '1', '--plan']) == 0
+    assert cli.main(['--study-dir', str(tmp_path), '--configurations', 'Base', '--executor', 'dask', '--jobs', '2', '--threads', '1', '--plan']) == 0
     out = capsys.readouterr().out
     assert 'runs go to: dask local cluster tcp://127.0.0.1:' in out and '2 workers (CPU=1), each run asks for CPU=1 and trains with 1 thread' in out, out
-    assert study.main(['--study-dir', str(tmp_path), '--presets', 'Base', '--jobs', '2', '--threads', '1', '--plan']) == 0
+    assert cli.main(['--study-dir', str(tmp_path), '--configurations', 'Base', '--jobs', '2', '--threads', '1', '--plan']) == 0
     assert 'runs go to: 2 local processes x 1 thread' in capsys.readouterr().out
     for bad, msg in ((['--address', 'tcp://127.0.0.1:1'], 'add --executor dask'), (['--threads', '64'], 'exceed the'), (['--threads', '100000'], '--threads must be in [1, 1024]'),
                      (['--executor', 'dask', '--address', 'tcp://127.0.0.1:1', '--jobs', '2'], '--jobs sets the workers of a local cluster')):
-        with pytest.raises(SystemExit): study.main(['--study-dir', str(tmp_path), '--plan', *bad])
+        with pytest.raises(SystemExit): cli.main(['--study-dir', str(tmp_path), '--plan', *bad])
         assert msg in capsys.readouterr().err
     assert not (tmp_path/'runs').exists()
 
@@ -134,17 +137,17 @@ def test_jobs_auto_uses_this_machines_measurement(tmp_path, monkeypatch, capsys)
     if concurrency.cpu_cores() < 2: pytest.skip('one core: nothing to split')
     monkeypatch.setattr(concurrency, 'default_cache_dir', lambda: tmp_path/'cache')
     monkeypatch.setattr(study, 'measure_throughput', lambda *a, **k: 1000.)
-    args = ['--study-dir', str(tmp_path/'s'), '--presets', 'Base,Improved', '--plan']
-    assert study.main(args) == 0
+    args = ['--study-dir', str(tmp_path/'s'), '--configurations', 'Base,Improved', '--plan']
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "runs go to: 1 local process x torch's default threads (--jobs auto: not measured on this machine yet" in out, out
     concurrency.save_concurrency(dict(device='cpu', cores=2, configs=[dict(jobs=2, threads=1, ratio=1.3, bit_identical_to_alone=True)]))
-    assert study.main(args) == 0
+    assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert 'runs go to: 2 local processes x 1 thread (--jobs auto: measured on this machine' in out and '1.30x' in out, out
     for more, expect in ((['--jobs', '1'], "1 local process x torch's default threads\n"), (['--threads', '1'], '1 local process x 1 thread\n'),
                          (['--scale', 'smoke'], "1 local process x torch's default threads\n"), (['--scale', 'smoke', '--jobs', 'auto'], '2 local processes x 1 thread (--jobs auto')):
-        assert study.main([*args, *more]) == 0
+        assert cli.main([*args, *more]) == 0
         assert f'runs go to: {expect}' in capsys.readouterr().out, more
     assert not (tmp_path/'s'/'runs').exists()
 

@@ -169,7 +169,7 @@ def test_smoke_study_with_two_jobs(tmp_path):
     "python -m cifar_nb.study --scale smoke --jobs 2 on the GPU: every run complete, trained on CUDA, and Table 1 written."
     study = tmp_path/'study'
     r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(study), '--scale', 'smoke', '--seeds', '1',
-                        '--jobs', '2', '--presets', 'Base,Improved,No BN'], env=ENV, capture_output=True, text=True, timeout=900)
+                        '--jobs', '2', '--configurations', 'Base,Improved,No BN'], env=ENV, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     runs = sorted((study/'runs').glob('*/seed0'))
     assert len(runs) == 3 and all((p/COMPLETE).exists() for p in runs)

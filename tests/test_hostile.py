@@ -102,7 +102,7 @@ def test_a_notebook_of_the_users_named_train_ipynb_is_not_papermills(tmp_path, s
     assert snapshot(mine) == before
 
 def _study(*args, env=None, timeout=240):
-    return subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--presets', 'Base', '--seeds', '1', *map(str, args)],
+    return subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1', *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 def test_study_cli_refuses_a_study_folder_of_the_users(tmp_path):
@@ -346,10 +346,10 @@ def test_images_the_loader_would_change_are_refused(tmp_path, name, make, expect
 
 @pytest.mark.parametrize('args,expect', [(['--seeds', '0'], '--seeds must be in [1, 1000]'), (['--seeds', '5000'], '--seeds must be in [1, 1000]'),
                                          (['--jobs', '0'], '--jobs must be in [1, 64]'), (['--jobs', '100'], '--jobs must be in [1, 64]'),
-                                         (['--seeds', 'x'], "invalid int value: 'x'"), (['--presets', ','], 'names no configuration'),
+                                         (['--seeds', 'x'], "invalid int value: 'x'"), (['--base', 'Improved'], '--base needs at least one --vary'),
                                          (['--scale', 'huge'], "invalid choice: 'huge'")])
 def test_study_cli_bounds(tmp_path, capsys, args, expect):
-    from cifar_nb.study import main
+    from cifar_nb.cli import main
     with pytest.raises(SystemExit) as e: main(['--study-dir', str(tmp_path/'s'), '--plan', *args])
     assert e.value.code == 2 and expect in capsys.readouterr().err and not (tmp_path/'s').exists()
 

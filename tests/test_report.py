@@ -2,7 +2,8 @@
 import re, subprocess, sys
 import pytest
 from cifar_nb.publish import external_urls
-from cifar_nb.study import PRESETS, REPORT_ACC, preset_params, collect_runs
+from cifar_nb.study import collect_runs
+from cifar_nb.studyfile import course_study
 
 SECTIONS = ['Findings', "Verdicts on the report's Table 1", "Verdicts on the report's Table 2", 'Method', 'Test accuracy',
             'Each configuration against Improved', 'Reduced precision', 'Training curves', 'Per-class accuracy and confusion',
@@ -12,8 +13,10 @@ SECTIONS = ['Findings', "Verdicts on the report's Table 1", "Verdicts on the rep
 
 def test_presets_are_the_reports_table_1():
     "Six configurations, the report's accuracies, and each ablation is Improved minus exactly one element."
-    assert list(PRESETS) == ['Base', 'Improved', 'No Scheduler', 'No L2', 'No BN', 'No DropOut']
-    assert REPORT_ACC == {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65, 'No DropOut': 62.48}
+    c = course_study()
+    assert list(c.configurations)[:6] == ['Base', 'Improved', 'No Scheduler', 'No L2', 'No BN', 'No DropOut']
+    assert c.reference == {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65, 'No DropOut': 62.48}
+    preset_params = c.params
     imp = preset_params('Improved', 0)
     assert preset_params('No Scheduler', 0) == {**imp, 'lr_schedule': 'none'}
     assert preset_params('No L2', 0) == {**imp, 'l2': 0.0}
@@ -24,7 +27,7 @@ def test_presets_are_the_reports_table_1():
 @pytest.fixture(scope='module')
 def smoke(tmp_path_factory):
     d = tmp_path_factory.mktemp('smoke')
-    cmd = [sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke', '--presets', 'Base,Improved',
+    cmd = [sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke', '--configurations', 'Base,Improved',
            '--seeds', '1', '--report', str(d)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -51,21 +54,22 @@ def test_smoke_report_has_every_section_and_is_self_contained(smoke):
 def test_rerun_reuses_every_run(smoke):
     d, _, _ = smoke
     before = {p: p.stat().st_mtime_ns for p in (d/'study').rglob('weights.safetensors')}
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke', '--presets', 'Base,Improved',
+    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke', '--configurations', 'Base,Improved',
                         '--seeds', '1'], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and '2 complete and reused, 0 to train' in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and '2 complete and reused, 0 shared from other studies, 0 to train' in r.stdout, r.stdout + r.stderr
     assert before == {p: p.stat().st_mtime_ns for p in (d/'study').rglob('weights.safetensors')}
 
 def test_bad_command_line_is_refused_before_training(tmp_path):
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(tmp_path), '--presets', 'Improved,No Dropout'],
+    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(tmp_path), '--configurations', 'Improved,No Dropout'],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "unknown configuration(s) 'No Dropout'" in r.stderr and not (tmp_path/'runs').exists()
+    assert r.returncode == 1 and "'No Dropout' not in the study" in r.stderr and not (tmp_path/'runs').exists()
 
 STUDY_SCRIPT = '''
 import sys
 from cifar_nb import study
-study.SCALES['smoke'] = dict(n_train=2000, epochs=6, lr_drop_period=3)  # long enough to be killed mid-run
-study.run_study(sys.argv[1], presets=['Base', 'Improved', 'No L2'], seeds=1, scale='smoke', log=lambda s: print(s, flush=True))
+from cifar_nb.studyfile import course_study
+study.run_study(sys.argv[1], course_study(), seeds=1, only=['Base', 'Improved', 'No L2'], log=lambda s: print(s, flush=True),
+                scale=dict(n_train=2000, epochs=6, lr_drop_period=3))  # long enough to be killed mid-run
 '''
 
 def test_killed_study_resumes_only_what_is_missing(tmp_path):
