@@ -25,7 +25,7 @@ __all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_C
            'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch', 'plot_training',
            'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame', 'plot_per_class',
            'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'notebook_code',
-           'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences', 'course_study', 'load_study']
+           'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -545,40 +545,3 @@ def check_sentences(page: str) -> tuple[int, list[str]]:
     "(number of sentences checked, the disagreements) of a rendered report: each `said` sentence against its table."
     p = _Tables(); p.feed(page)
     return len(p.said), [w for s in p.said if (w := _check_one(s, p.tables))]
-
-# %% ../nbs/08_report.ipynb #da18ec32
-def _claim(**kw) -> SimpleNamespace:
-    return SimpleNamespace(**{**dict(kind='diff', better=None, than=None, config=None, reaches=None, says='',
-                                     reported=None), **kw})
-
-def course_study() -> SimpleNamespace:
-    "The course report's study: its configurations, claims and published numbers."
-    from cifar_nb.config import PRESETS, EXTRA_PRESETS
-    from cifar_nb.stats import REPORT_ACC, REPORT_CLAIMS, REPORT_OOD
-    return SimpleNamespace(
-        title="The course report's CIFAR-10 ablation, re-run over seeds",
-        description=('The course report "Project I: Image Classification" trains a small CNN on CIFAR-10 and credits '
-                     'its best result (66.6%) to a smaller learning rate with a schedule, L2 regularisation, batch '
-                     "normalisation and dropout. This report re-runs its six configurations with several seeds each, "
-                     "reads every number from the study's run folders (it trains nothing), and says which of the "
-                     "report's claims hold."),
-        baseline='Improved', configurations={**PRESETS, **EXTRA_PRESETS}, seeds=[0, 1, 2],
-        analyse=['Base', 'Improved', 'Improved @ lr 0.001'], figures_from='Improved',
-        claims=[_claim(**c) for c in REPORT_CLAIMS], reference=dict(REPORT_ACC), reference_source='the course report',
-        reference_ood=dict(REPORT_OOD), figure_claims=True)
-
-def load_study(path) -> SimpleNamespace:
-    "The study file at `path` (the fields of `cifar_nb.studyfile.Study`); the course study when there is no file."
-    import tomllib
-    p = Path(path)
-    if not p.exists(): return course_study()
-    d = tomllib.loads(p.read_text())
-    seeds = d.get('seeds', 3); confs = dict(d.get('configurations', {}))
-    base = d.get('baseline', next(iter(confs)))
-    return SimpleNamespace(
-        title=d.get('title', p.parent.name), description=d.get('description', ''), baseline=base, configurations=confs,
-        seeds=list(range(seeds)) if isinstance(seeds, int) else list(seeds), analyse=list(d.get('analyse', [])),
-        figures_from=d.get('figures_from', base),
-        claims=[_claim(**{**c, 'kind': c.get('kind', 'level' if 'reaches' in c else 'diff')}) for c in d.get('claims', [])],
-        reference=dict(d.get('reference', {})), reference_source=d.get('reference_source', ''),
-        reference_ood=dict(d.get('reference_ood', {})), figure_claims=bool(d.get('figure_claims', False)))

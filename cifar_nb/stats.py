@@ -13,14 +13,9 @@ from scipy.optimize import brentq
 from .core import save_json, atomic_write_text
 
 # %% auto #0
-__all__ = ['REPORT_ACC', 'VERDICTS', 'REPORT_CLAIMS', 'REPORT_OOD', 'verdict_word', 'mean_ci', 'dz_interval', 'paired_diff',
-           'holm', 'holm_levels', 'precision_of', 'precision_twins', 'seed_accuracies', 'study_table',
-           'precision_table', 'claim_verdicts', 'ood_verdicts', 'cell_value', 'markdown_table', 'diff_column',
-           'table1_frame', 'table_markdown', 'save_table']
-
-# %% ../nbs/06b_stats.ipynb #89582b87
-REPORT_ACC = {'Base': 60.92, 'Improved': 66.60, 'No Scheduler': 62.10, 'No L2': 61.55, 'No BN': 60.65,
-              'No DropOut': 62.48}
+__all__ = ['VERDICTS', 'verdict_word', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'holm_levels', 'precision_of',
+           'precision_twins', 'seed_accuracies', 'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts',
+           'cell_value', 'markdown_table', 'diff_column', 'table1_frame', 'table_markdown', 'save_table']
 
 # %% ../nbs/06b_stats.ipynb #540ddfb3
 VERDICTS = {
@@ -155,12 +150,12 @@ def _holm_intervals(rows: list[dict], r0: str, alpha: float = 0.05) -> None:
 
 def study_table(runs: dict,                  # {configuration: {seed: run}}
                 reference: str = 'Improved',  # the baseline: every other configuration is compared with it
-                published: dict = REPORT_ACC,  # {configuration: published accuracy in %} ({} when none)
+                published: dict|None = None,  # {configuration: published accuracy in %} (None: none)
                 alpha: float = 0.05,           # family-wise error level of Holm's correction
                ) -> list[dict]:
     ("One row per configuration: accuracy statistics over seeds, best epoch, time, the published number, "
      "the paired difference to `reference` (Holm-adjusted p and interval).")
-    twins = {b for _, b in precision_twins(runs)}
+    twins, published = {b for _, b in precision_twins(runs)}, published or {}
     acc_all, rows = seed_accuracies(runs), []
     ref, r0 = acc_all.get(reference, {}), f'vs_{reference.lower()}'
     for name, by_seed in runs.items():
@@ -195,15 +190,6 @@ def precision_table(runs: dict) -> list[dict]:
     return rows
 
 # %% ../nbs/06b_stats.ipynb #3ee49afe
-REPORT_CLAIMS = [
-    dict(kind='level', config='Improved', reaches=66.6, says='Improved reaches 66.6% test accuracy'),
-    dict(kind='diff', better='Improved', than='Base', says='Improved beats Base'),
-    dict(kind='diff', better='Improved', than='No Scheduler', says='Removing the learning-rate schedule costs accuracy'),
-    dict(kind='diff', better='Improved', than='No L2', says='Removing L2 regularisation costs accuracy'),
-    dict(kind='diff', better='Improved', than='No BN', says='Removing batch normalisation costs accuracy'),
-    dict(kind='diff', better='Improved', than='No DropOut', says='Removing dropout costs accuracy'),
-]
-
 def _field(c, k: str, default=None):
     "A claim's field, from a `studyfile.Claim` or a dict."
     return c.get(k, default) if isinstance(c, dict) else getattr(c, k, default)
@@ -225,15 +211,15 @@ def _level_verdict(r: dict, c, published: dict, same_data: bool) -> dict:
                 p_holm=math.nan, verdict=v, report_inside_ci=bool(m - hw <= rep <= m + hw) if ok else None, unit='%')
 
 def claim_verdicts(rows: list[dict],              # `study_table`'s rows
-                   claims: list = REPORT_CLAIMS,  # `studyfile.Claim`s or dicts with the same fields
+                   claims: list = (),             # `studyfile.Claim`s or dicts with the same fields
                    reference: str = 'Improved',   # the baseline each difference was taken against in `rows`
-                   published: dict = REPORT_ACC,  # {configuration: published accuracy in %}, for unstated sizes
+                   published: dict|None = None,   # {configuration: published accuracy in %}, for unstated sizes
                    alpha: float = 0.05,           # family-wise error level of the Holm-corrected test
                    # True when the test set is the report's own (then absolute claims are testable)
                    same_data: bool = False,
                   ) -> list[dict]:
     "A verdict (a word of `VERDICTS`) for each claim, computed from the study's rows."
-    by, r0, out = {r['config']: r for r in rows}, f'vs_{reference.lower()}', []
+    by, r0, out, published = {r['config']: r for r in rows}, f'vs_{reference.lower()}', [], published or {}
     for c in claims:
         if _field(c, 'kind') == 'level': out.append(_level_verdict(by.get(_field(c, 'config'), {}), c, published,
                                                                     same_data)); continue
@@ -255,9 +241,6 @@ def claim_verdicts(rows: list[dict],              # `study_table`'s rows
     return out
 
 # %% ../nbs/06b_stats.ipynb #389eba3d
-# the report's Table 2: accuracy (%) of its mean-activation rule, two layers of its "bignet"
-REPORT_OOD = {'relu_9': 99.3, 'relu_10': 100.0}
-
 def _p_vs_half(x) -> float:
     ("Two-sided p of a one-sample t-test of the AUROCs `x` against 0.5 "
      "(0 or 1 when they do not vary; NaN for fewer than two).")
@@ -273,7 +256,7 @@ def _net_verdict(mean: float, p_holm: float, alpha: float) -> str:
 def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each with `config` and `seed` added
                  layer: str = 'relu4',     # the layer whose mean activation is the report's rule (our last ReLU)
                  alpha: float = 0.05,      # family-wise error level of the Holm-corrected tests
-                 published: dict = REPORT_OOD,  # {layer: published accuracy in %} ({} when none)
+                 published: dict|None = None,  # {layer: published accuracy in %} of the rule (None: none)
                 ) -> list[dict]:
     ("Verdicts on the report's Table 2: its published numbers (not comparable) and its rule on each OOD set, "
      "tested per network over its seeds.")
@@ -297,7 +280,7 @@ def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each
                         n_runs=len(g)))
     best = max((r['det_acc'] for r in out), default=math.nan)
     levels = [dict(kind='level', layer=l, report=v, verdict='not comparable', best_det_acc=best,
-                   reached=bool(best >= v) if np.isfinite(best) else None) for l, v in published.items()]
+                   reached=bool(best >= v) if np.isfinite(best) else None) for l, v in (published or {}).items()]
     return levels + out
 
 # %% ../nbs/06b_stats.ipynb #b774a71c
@@ -381,7 +364,7 @@ def table_markdown(rows: list[dict], reference: str = 'Improved') -> str:
     return markdown_table(table1_frame(rows, reference), bold={'accuracy (%), mean ± std': 'max'})
 
 # %% ../nbs/06b_stats.ipynb #0ce94e5b
-def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dict:
+def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1', reference: str = 'Improved') -> dict:
     "Write the table as CSV, JSON and Markdown into `out_dir`; return the paths."
     out_dir = Path(out_dir)
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -389,4 +372,4 @@ def save_table(rows: list[dict], out_dir: str|Path, stem: str = 'table1') -> dic
     for r in rows: w.writerow({k: (' '.join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()})
     return dict(csv=atomic_write_text(out_dir/f'{stem}.csv', buf.getvalue()),
                 json=save_json(out_dir/f'{stem}.json', rows),
-                md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows)))
+                md=atomic_write_text(out_dir/f'{stem}.md', table_markdown(rows, reference)))

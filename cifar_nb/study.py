@@ -415,8 +415,8 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
         raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
     st = study_of(study_dir)
     html = render_html(executed, out_dir/'report.html', exclude_input=True, title=f'cifar_nb: {st.title}')
-    rows = study_table(collect_runs(study_dir, st, log=lambda *a: None), reference=st.baseline)
-    save_table(rows, out_dir, stem='table1')
+    rows = study_table(collect_runs(study_dir, st, log=lambda *a: None), reference=st.baseline, published=st.reference)
+    save_table(rows, out_dir, stem='table1', reference=st.baseline)
     log(f"report: {html}")
     return Path(html)
 
@@ -486,7 +486,7 @@ def finish_study(study_dir: str|Path, study: Study|None = None) -> dict:
     st = study or study_of(study_dir)
     runs = collect_runs(study_dir, st)
     if not runs: raise RunError(f"{study_dir} holds no complete runs yet: run the study first")
-    return save_table(study_table(runs, reference=st.baseline), study_dir)
+    return save_table(study_table(runs, reference=st.baseline, published=st.reference), study_dir, reference=st.baseline)
 
 # %% ../nbs/06_study.ipynb #37a72632
 #| eval: false

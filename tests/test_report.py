@@ -3,13 +3,15 @@ import re, subprocess, sys
 import pytest
 from cifar_nb.publish import external_urls
 from cifar_nb.study import collect_runs
-from cifar_nb.studyfile import course_study
+from cifar_nb.studyfile import course_study, load_study
+from cifar_nb.report import check_sentences
 
-SECTIONS = ['Findings', "Verdicts on the report's Table 1", "Verdicts on the report's Table 2", 'Method', 'Test accuracy',
-            'Each configuration against Improved', 'Reduced precision', 'Training curves', 'Per-class accuracy and confusion',
-            'Right and wrong predictions', 'Grad-CAM', 'Calibration', 'Out-of-distribution detection', 'The OOD sets',
-            "The report's rule, with one threshold fitted on CIFAR-10 alone", 'Thresholds fitted on each OOD set: an upper bound',
-            'Standard detectors, near- and far-OOD', 'Appendix A: every run', 'Appendix B: provenance']
+SECTIONS = ['What held, what did not', 'Findings', 'Verdicts on the claims of the course report', "Verdicts on the course report's Table 2",
+            'Method', 'Test accuracy', 'Each configuration against Improved', 'Reduced precision', 'Training curves',
+            'Per-class accuracy and confusion', 'Right and wrong predictions', 'Grad-CAM', 'Calibration', 'Out-of-distribution detection',
+            'The OOD sets', 'The mean-activation rule, with one threshold fitted on CIFAR-10 alone',
+            'Thresholds fitted on each OOD set: an upper bound', 'Standard detectors, per set and near- and far-OOD',
+            'Appendix A: every run', 'Appendix B: provenance']
 
 def test_presets_are_the_reports_table_1():
     "Six configurations, the report's accuracies, and each ablation is Improved minus exactly one element."
@@ -49,6 +51,8 @@ def test_smoke_report_has_every_section_and_is_self_contained(smoke):
     assert len(imgs) >= 13 and all(s.startswith('data:image/') for s in imgs)  # every figure of the full report (13), none missing
     assert 'Not available yet' in html                        # no float32 twins in this study: said plainly, no stand-in
     assert 'Traceback' not in html and 'def figure' not in html  # inputs hidden, no errors
+    n, bad = check_sentences(html)
+    assert n >= 3 and bad == [], bad                          # every sentence that names a winner or a verdict agrees with its table
     for f in ('table1.csv', 'table1.json', 'table1.md'): assert (d/f).stat().st_size > 0
 
 def test_rerun_reuses_every_run(smoke):
@@ -67,7 +71,8 @@ def test_bad_command_line_is_refused_before_training(tmp_path):
 STUDY_SCRIPT = '''
 import sys
 from cifar_nb import study
-from cifar_nb.studyfile import course_study
+from cifar_nb.studyfile import course_study, load_study
+from cifar_nb.report import check_sentences
 study.run_study(sys.argv[1], course_study(), seeds=1, only=['Base', 'Improved', 'No L2'], log=lambda s: print(s, flush=True),
                 scale=dict(n_train=2000, epochs=6, lr_drop_period=3))  # long enough to be killed mid-run
 '''
@@ -93,3 +98,47 @@ def test_killed_study_resumes_only_what_is_missing(tmp_path):
     runs = collect_runs(d)
     assert set(runs) == {'Base', 'Improved', 'No L2'} and all(len(v) == 1 for v in runs.values())
     assert len(runs['Improved'][0].history['val']['loss']) == 6
+
+
+ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
+
+def test_committed_report_sentences_agree_with_its_tables():
+    "Every sentence of the committed report that names a winner, a number or a verdict says what its table says; a drifted one is caught."
+    html = (ROOT/'reports'/'report.html').read_text()
+    n, bad = check_sentences(html)
+    assert n >= 20 and bad == [], bad
+    m = re.search(r'data-best="([^"]+)"', html)
+    drifted = html.replace(m.group(0), 'data-best="No such configuration"', 1)
+    assert len(check_sentences(drifted)[1]) == 1                 # the check is not vacuous
+
+CUSTOM = '''title = "Does more dropout help?"
+baseline = "Improved"
+seeds = 3
+[configurations]
+Improved = {}
+"Dropout 0.5" = { dropout = 0.5 }
+[[claims]]
+better = "Dropout 0.5"
+than = "Improved"
+says = "more dropout helps"
+'''
+
+def test_report_renders_a_custom_study(tmp_path):
+    "A study file with two configurations of its own (fake runs, nothing trained): the report names them, gives the claim its verdict, and says nothing of the course report."
+    from cifar_nb.runs import fake_run
+    from cifar_nb.study import run_dir, render_report
+    d = tmp_path/'study'; d.mkdir(); (d/'study.toml').write_text(CUSTOM)
+    st = load_study(d/'study.toml')
+    for n, accs in (('Improved', (0.60, 0.62, 0.61)), ('Dropout 0.5', (0.65, 0.68, 0.66))):
+        for s, a in zip(st.seeds, accs): fake_run(run_dir(d, n, s), st.params(n, s), acc=a, n=200)
+    html = render_report(d, tmp_path/'report', log=lambda *a: None).read_text()
+    assert '<title>cifar_nb: Does more dropout help?</title>' in html and 'Each configuration against Improved' in html
+    verdict_row = re.search(r"<td[^>]*>more dropout helps</td>\s*<td[^>]*>Dropout 0.5 − Improved</td>.*?</tr>", html, re.S).group(0)
+    assert 'cnb-v-holds' in verdict_row and '+5.33 pp' in verdict_row   # (65+68+66 - 60-62-61)/3 = 5.33, Holm over one comparison
+    assert 'the highest mean test accuracy is Dropout 0.5' in html
+    n, bad = check_sentences(html)
+    assert n >= 3 and bad == [], bad
+    for course in ('60.92', '66.6', 'No DropOut', 'Figure 2f', '"airplane" and "truck"', "deer's legs", 'claims of the course report',
+                   'Out-of-distribution detection', 'Not available yet: no OOD'):
+        assert course not in html, course
+    assert 'Traceback' not in html
