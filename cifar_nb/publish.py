@@ -157,6 +157,24 @@ body.jp-Notebook { max-width: 1008px; margin: 0 auto; padding: 8px 24px 48px; bo
 figure.cnb-figure { margin: 0.6em 0 1.4em; }
 figure.cnb-figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 figure.cnb-figure figcaption { font-size: 14.5px; line-height: 1.45; color: #333; margin-top: 0.4em; }
+button.cnb-full { font: inherit; font-size: 0.95em; color: #0b57a4; background: none; border: none; padding: 0; text-decoration: underline; cursor: pointer; white-space: nowrap; }
+p.cnb-caption { font-size: 14.5px; line-height: 1.45; color: #333; margin: 1.1em 0 0.3em; max-width: 100%; }
+div.cnb-table { max-width: 100%; overflow-x: auto; margin: 0 0 1.2em; }
+.jp-OutputArea-child > .jp-OutputArea-output { display: block !important; min-width: 0; max-width: 100%; }
+.jp-RenderedHTMLCommon div.cnb-table table { display: table; width: auto; max-width: none; margin: 0; }
+.cnb-verdict { display: inline-block; padding: 0 0.35em; border: 1px solid; border-radius: 3px; font-weight: 600; font-size: 0.9em; line-height: 1.35; white-space: nowrap; }
+.cnb-v-holds { background: #e1f2ec; color: #00573a; border-color: #009E73; }
+.cnb-v-reversed { background: #fbe4d8; color: #8a3000; border-color: #D55E00; }
+.cnb-v-smaller-than-claimed, .cnb-v-partly-holds { background: #fdf0d2; color: #6a4800; border-color: #E69F00; }
+.cnb-v-no-effect-detected { background: #eceff3; color: #2b2b2b; border-color: #8a8a8a; }
+.cnb-v-differs-by-network { background: #f6e5ef; color: #6c2350; border-color: #CC79A7; }
+.cnb-v-not-comparable { background: #ffffff; color: #4a4a4a; border-color: #9a9a9a; border-style: dashed; }
+ul.cnb-held { list-style: none; border: 1px solid #d8dee6; background: #f8fafc; padding: 0.5em 1em; margin: 0.6em 0 1.2em; }
+ul.cnb-held li { margin: 0.25em 0; }
+@media screen and (max-width: 600px) {
+  body.jp-Notebook { padding: 4px 12px 32px; }
+  .jp-RenderedHTMLCommon { font-size: 15px; }
+}
 nav.cnb-toc { font-family: var(--jp-content-font-family); color: var(--jp-content-font-color1); border: 1px solid #d8dee6; background: #f8fafc; padding: 0.6em 1.2em 0.6em 0.8em; margin: 1em 0 1.5em; font-size: 15px; line-height: 1.5; }
 nav.cnb-toc h2 { font-size: 18px; margin: 0 0 0.3em; border: none; }
 nav.cnb-toc ol { margin: 0; padding-left: 1.6em; }
@@ -170,9 +188,15 @@ nav.cnb-toc ol { margin: 0; padding-left: 1.6em; }
   .jp-Notebook, .jp-Cell, .jp-OutputArea, .jp-OutputArea-child, .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-MarkdownOutput { overflow: visible !important; }
   .jp-RenderedHTMLCommon table { display: table; width: auto; max-width: 100%; font-size: 8pt; }
   .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { padding: 1.5pt 3pt; }
-  h1, h2, h3, h4, h5 { break-after: avoid; page-break-after: avoid; break-inside: avoid; }
-  figure, table, thead, tr, img, nav.cnb-toc, blockquote { break-inside: avoid; page-break-inside: avoid; }
-  figure.cnb-figure img { max-height: 235mm; width: auto; }
+  h1, h2, h3, h4, h5, p.cnb-caption { break-after: avoid; page-break-after: avoid; break-inside: avoid; }
+  /* nothing unbreakable is taller than half a page, so pushing it to the next page never leaves more than half blank */
+  figure, tr, img, blockquote, li { break-inside: avoid; page-break-inside: avoid; }
+  .jp-OutputArea-child, .jp-Cell, .jp-Cell-outputWrapper { break-inside: auto !important; page-break-inside: auto !important; }
+  thead { display: table-header-group; }
+  div.cnb-table { overflow: visible; }
+  figure.cnb-figure img { max-height: 120mm; width: auto; }
+  button.cnb-full { display: none; }
+  .cnb-verdict { print-color-adjust: exact; -webkit-print-color-adjust: exact; }
   figure.cnb-figure figcaption { font-size: 9pt; }
   .jp-RenderedHTMLCommon a { color: inherit; text-decoration: none; }
 }

@@ -94,20 +94,30 @@ def png_bytes(fig, dpi: float = 100, min_psnr: float = 40.0, close: bool = True)
     return shrink_png(buf.getvalue(), min_psnr)
 
 # %% ../nbs/08_report.ipynb #74afb37b
+# the picture as a blob in a new tab (a data: URL cannot be opened as a page); the bytes are not duplicated in the file.
+# window.URL, not URL: inside an inline handler `URL` is the document's own URL (a string)
+_OPEN_FULL = ("var i=this.closest('figure').querySelector('img');fetch(i.src).then(function(r){return r.blob()})"
+              ".then(function(b){window.open(window.URL.createObjectURL(b),'_blank')});")
+
 def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the path of a PNG file
                 alt: str,            # what the picture shows, in words (the img's alt text)
                 caption: str = '',   # shown under the picture; may hold inline HTML
                 dpi: float = 100,    # resolution for a Figure
                 min_psnr: float = 40.0,  # palette quantisation threshold (`shrink_png`)
+                scale: float = 1,    # pixels per CSS pixel: 2 draws a Figure at 2 x `dpi` and shows it at its 1x size
+                full_link: bool = True,  # a caption link that opens the picture alone, at full size
                ) -> str:
-    "An HTML `<figure>`: the picture inline as base64 PNG, its alt text and its caption."
+    "An HTML `<figure>`: the picture inline as base64 PNG, its alt text, its caption and a link to it at full size."
     if not alt or not alt.strip(): raise ValueError("every picture needs an alt text that says what it shows")
     # never a FIFO or a device
     if isinstance(fig, (str, Path)): png = shrink_png(regular_file(fig).read_bytes(), min_psnr)
     elif isinstance(fig, (bytes, bytearray)): png = shrink_png(bytes(fig), min_psnr)
-    else: png = png_bytes(fig, dpi, min_psnr)
+    else: png = png_bytes(fig, dpi * scale, min_psnr)
     w, h = Image.open(io.BytesIO(png)).size
-    cap = f'<figcaption>{caption}</figcaption>' if caption else ''
+    w, h = round(w / scale), round(h / scale)
+    link = (' <button type="button" class="cnb-full" onclick="' + html.escape(_OPEN_FULL, quote=True) + '">open full size</button>'
+            if full_link else '')
+    cap = f'<figcaption>{caption}{link}</figcaption>' if caption or link else ''
     return (f'<figure class="cnb-figure"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
             f'alt="{html.escape(alt.strip(), quote=True)}" width="{w}" height="{h}" loading="eager">{cap}</figure>')
 

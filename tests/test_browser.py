@@ -285,3 +285,66 @@ def test_report_pdf_clips_no_table_and_strands_no_heading(report_page, tmp_path)
         last, prev = lines[-1], (lines[-2] if len(lines) > 1 else '')
         if any(last == t or (t.endswith(last) and t.startswith(prev) and len(prev) > 3) for t in titles): stranded.append(f'page {i}: {last}')
     assert len(pages) >= 5 and not stranded, f"headings left alone at a page's foot: {stranded}"
+
+
+PHONE_PX = 390
+
+
+def test_report_on_a_phone_only_tables_scroll(report_page):
+    "At 390 px nothing is wider than the screen except inside a table's own scroller; captions wrap outside it; every figure opens at full size."
+    _at_width(report_page, PHONE_PX)
+    try:
+        r = report_page.js("""(() => { const vw = document.documentElement.clientWidth; const bad = [];
+            for (const e of document.body.querySelectorAll('*')) { const b = e.getBoundingClientRect();
+                if (e.closest('div.cnb-table') && e.closest('div.cnb-table') !== e) continue;   // inside a table's own scroller
+                if (b.width && (b.right > vw + 1 || b.left < -1)) bad.push(`${e.tagName}.${e.className} ${Math.round(b.left)}..${Math.round(b.right)}`); }
+            const caps = Array.from(document.querySelectorAll('p.cnb-caption')).map(p => [p.getBoundingClientRect().width, !!p.closest('div.cnb-table')]);
+            const figs = Array.from(document.querySelectorAll('figure.cnb-figure')).map(f => !!f.querySelector('figcaption button.cnb-full'));
+            const scrollers = Array.from(document.querySelectorAll('div.cnb-table')).map(d => [d.clientWidth, d.scrollWidth]);
+            return {vw, scroll: document.documentElement.scrollWidth, bad, caps, figs, scrollers}; })()""")
+    finally: _at_width(report_page, 1280)
+    assert r['vw'] <= PHONE_PX and r['scroll'] <= r['vw'], f"the page scrolls sideways at {PHONE_PX} px: {r['scroll']} px in {r['vw']}"
+    assert not r['bad'], f"{len(r['bad'])} elements stick out of the {PHONE_PX} px screen: {r['bad'][:8]}"
+    assert len(r['caps']) >= 8 and all(w <= r['vw'] and not inside for w, inside in r['caps']), r['caps']
+    assert any(sw > cw for cw, sw in r['scrollers'])          # wide tables do scroll, inside their own box
+    assert len(r['figs']) >= 10 and all(r['figs']), "a figure without its full-size link"
+
+
+def test_report_full_size_link_opens_the_picture(report_page):
+    "The caption's link opens the figure's own PNG in a new tab, at its full resolution (twice the size it is shown at)."
+    _at_width(report_page, PHONE_PX)
+    try:
+        r = report_page.js("""new Promise(done => { const f = document.querySelector('figure.cnb-figure'); const img = f.querySelector('img');
+            const opened = []; window.open = (u, t) => { opened.push(u); return null; };
+            f.querySelector('button.cnb-full').click();
+            setTimeout(() => { if (!opened.length) return done({opened: 0});
+                const im = new Image(); im.onload = () => done({opened: opened.length, blob: opened[0].slice(0, 5), w: im.naturalWidth,
+                    shown: img.getBoundingClientRect().width, attr: img.width}); im.onerror = () => done({opened: opened.length, error: true});
+                im.src = opened[0]; }, 1000); })""")
+    finally: _at_width(report_page, 1280)
+    assert r['opened'] == 1 and r['blob'] == 'blob:'
+    assert r['w'] >= 2 * r['attr'] - 4 and r['shown'] <= PHONE_PX   # 2x pixels; on the phone shown shrunk, the link gives them all
+
+
+def test_report_file_is_small(report_page):
+    assert REPORT.stat().st_size < 3e6, f"{REPORT} is {REPORT.stat().st_size / 1e6:.2f} MB"
+
+
+def test_report_pdf_has_no_page_more_than_half_blank(report_page, tmp_path):
+    "Printed to A4, every page but the last is at least half filled (text or pictures), measured on the rendered pages."
+    import numpy as np
+    from PIL import Image
+    if not shutil.which('pdftoppm'): pytest.skip('pdftoppm is missing (apt-get install poppler-utils)')
+    report_page.call('Emulation.setEmulatedMedia', media='')
+    pdf = base64.b64decode(report_page.call('Page.printToPDF', printBackground=True, preferCSSPageSize=True)['data'])
+    (tmp_path/'r.pdf').write_bytes(pdf)
+    subprocess.run(['pdftoppm', '-r', '24', '-gray', str(tmp_path/'r.pdf'), str(tmp_path/'p')], check=True, timeout=300)
+    pages = sorted(tmp_path.glob('p-*.pgm'))
+    blank = []
+    for i, p in enumerate(pages[:-1], 1):
+        a = np.asarray(Image.open(p), dtype=float)
+        top, bottom = round(a.shape[0] * 14 / 297), round(a.shape[0] * (1 - 15 / 297))   # REPORT_CSS's @page margins
+        inked = np.flatnonzero((a[top:bottom] < 200).any(1))
+        filled = (inked[-1] + 1) / (bottom - top) if len(inked) else 0.
+        if filled < 0.5: blank.append(f"page {i}: {100 * (1 - filled):.0f}% blank")
+    assert len(pages) >= 5 and not blank, f"{len(blank)} of {len(pages)} pages more than half blank: {blank}"
