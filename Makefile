@@ -88,6 +88,6 @@ _site/index.html: $(STAMP) $(wildcard nbs/*.ipynb) mkdocs.yml
 serve-docs: _site/index.html
 	$(PY) -m http.server --directory _site --bind 127.0.0.1 $(DOCS_PORT)
 
-# README.md is generated from nbs/index.ipynb (tests/test_readme.py checks that they agree)
+# README.md is generated from nbs/index.ipynb, its findings from reports/study (tests/test_readme.py checks that they agree)
 readme: $(STAMP)
-	$(PY) -c "from cifar_nb.publish import write_readme; print('wrote', write_readme())"
+	$(PY) -c "from cifar_nb.report import write_readme; print('wrote', write_readme())"
