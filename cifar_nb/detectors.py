@@ -13,8 +13,8 @@ from .core import ArgumentError, check_number, show_value
 from .model import RELUS, capture, features_and_logits
 
 # %% auto #0
-__all__ = ['DETECTORS', 'layer_activations', 'mean_activation_scores', 'mean_activation_score', 'as_detectors', 'DetectorStats',
-           'fit_detectors', 'detector_scores']
+__all__ = ['DETECTORS', 'MAHALANOBIS_RIDGE', 'layer_activations', 'mean_activation_scores', 'mean_activation_score',
+           'as_detectors', 'DetectorStats', 'fit_detectors', 'detector_scores']
 
 # %% ../nbs/05a_detectors.ipynb #42b69d2d
 def _device_of(model: nn.Module) -> torch.device:
@@ -110,13 +110,15 @@ def _fit_vim(feats: torch.Tensor, logits: torch.Tensor, head: nn.Linear, dim: in
     return u, null, float(alpha)
 
 # %% ../nbs/05a_detectors.ipynb #56680ecd
+MAHALANOBIS_RIDGE = 1e-12  # times the mean variance, on the covariance's diagonal: numerical only (tested below)
+
 def fit_detectors(model: nn.Sequential,   # the trained network, in eval mode
                   x_train: torch.Tensor,  # normalised training-split images (N,3,32,32)
                   y_train,                # their labels (N,)
                   k: int = 50,            # kNN's neighbour
                   react_percentile: float = 90,  # ReAct clips at this percentile of training activations
                   vim_dim: int|None = None,  # ViM's principal-space dimension; None: half the feature size
-                  ridge: float = 1e-4,    # added to the covariance's diagonal, times its mean variance
+                  ridge: float = MAHALANOBIS_RIDGE,    # added to the covariance's diagonal, times its mean variance (numerical only)
                   batch_size: int = 1000, # images per forward pass
                   prep=None,              # applied to each batch first, e.g. `run.normalise` for uint8 images
                  ) -> DetectorStats:
@@ -141,8 +143,7 @@ def fit_detectors(model: nn.Sequential,   # the trained network, in eval mode
     cov = centred.T @ centred / len(f64)
     cov = cov + ridge * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(D, dtype=cov.dtype, device=cov.device)
     try: precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
-    except torch.linalg.LinAlgError: raise ArgumentError("the training features' covariance is singular with "
-                                                         f"ridge={ridge}: use a larger ridge (e.g. 1e-4)") from None
+    except torch.linalg.LinAlgError: precision = torch.linalg.pinv(cov, hermitian=True)  # singular: the pseudo-inverse
     bank = F.normalize(feats, dim=1)
     clip = float(np.percentile(feats.cpu().numpy(), react_percentile))
     u, null, alpha = _fit_vim(feats, logits, _head(model), vim_dim or D // 2)

@@ -18,7 +18,8 @@ from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, veri
 from .data import load_cifar10
 from .model import RELUS, get_layer, layer_names
 from .metrics import auroc, aupr_in, aupr_out, fpr_at_tpr, roc_points, threshold_accuracy
-from .detectors import DETECTORS, as_detectors, fit_detectors, detector_scores, mean_activation_scores
+from .detectors import (DETECTORS, MAHALANOBIS_RIDGE, as_detectors, fit_detectors, detector_scores,
+                                 mean_activation_scores)
 from .runs import load_run, run_subfolder
 
 # %% auto #0
@@ -475,7 +476,9 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                                'thresholds fitted on validation (id_threshold: keeps 95% of it) or validation + OOD '
                                'fit half (threshold: best balanced accuracy), metrics on test + OOD eval half '
                                '(fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
-                    resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)))
+                    resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)),
+                    # the covariance ridge Mahalanobis was fitted with (tables without it: 1e-4, the earlier default)
+                    mahalanobis_ridge=MAHALANOBIS_RIDGE)
         res['paths'] = _save_ood(out, res, meta)
     return res
 
