@@ -324,9 +324,11 @@ def plot_roc(curves: dict, ax=None, title: str|None = None, legend: bool = True)
     return ax.figure
 
 # %% ../nbs/05b_ood.ipynb #852e11d0
-_SCORE_COLOURS = {'msp': '#1f77b4', 'max_logit': '#17becf', 'energy': '#2ca02c', 'mahalanobis': '#9467bd',
-                  'knn': '#ff7f0e',
-                  'react': '#8c564b', 'vim': '#e377c2'}  # the report's rule (mean activation) is red and wide
+# Okabe-Ito colours (distinct under the common colour-vision deficiencies) and a line style each, so that no two
+# scores look alike in colour or in grey; the report's rule (mean activation) is black and wide
+_SCORE_STYLES = {'msp': ('#0072B2', '-'), 'max_logit': ('#56B4E9', '--'), 'energy': ('#009E73', '-.'),
+                 'mahalanobis': ('#CC79A7', (0, (6, 1.5, 1, 1.5))), 'knn': ('#E69F00', ':'),
+                 'react': ('#D55E00', (0, (8, 2))), 'vim': ('#777777', (0, (3, 1, 1, 1, 1, 1)))}
 
 def plot_roc_grid(summaries: dict,        # `evaluate_ood`'s summaries: score -> {'roc': {set: curve}, ...}
                   scores: list|None = None,  # which scores (default: all), one line each
@@ -339,7 +341,8 @@ def plot_roc_grid(summaries: dict,        # `evaluate_ood`'s summaries: score ->
     for ax, s in zip(axs.flat, sets):
         plot_roc({k: summaries[k]['roc'][s] for k in scores}, ax=ax, title=set_title(s), legend=False)
         for line, k in zip(ax.lines, scores):
-            line.set_color(_SCORE_COLOURS.get(k, '#d62728')); line.set_lw(2.4 if k.startswith('mean_act') else 1.3)
+            c, ls = _SCORE_STYLES.get(k, ('#000000', '-'))
+            line.set_color(c); line.set_linestyle(ls); line.set_lw(2.6 if k.startswith('mean_act') else 1.4)
     for ax in axs.flat[len(sets):]: ax.set_visible(False)
     fig.legend(handles=axs.flat[0].lines[:len(scores)], loc='outside upper center', ncols=4, frameon=False)
     return fig
