@@ -118,8 +118,9 @@ def _seed_list(study: Study, seeds) -> list:
 
 def _study_jobs(study_dir, study: Study, seeds: list, scale, only=None) -> list:
     "(name, seed, run folder, parameters) of every run (of `only`, when given), seed-major: seed 0's first."
-    return [(n, s, run_dir(study_dir, n, s), study.params(n, s, scale)) for s in seeds for n in study.configurations
-            if only is None or n in only]
+    per = {n: study.seeds_of(n, seeds) for n in study.configurations if only is None or n in only}
+    every = list(dict.fromkeys([*seeds, *(s for ss in per.values() for s in ss)]))
+    return [(n, s, run_dir(study_dir, n, s), study.params(n, s, scale)) for s in every for n in per if s in per[n]]
 
 def _data_sha(jobs_) -> str|None:
     "The identity of the data the study's runs will load (their `data_path`, else the default search)."
