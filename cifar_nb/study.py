@@ -12,7 +12,7 @@ from .config import TrainConfig, split_params, PRESETS_VERSION, PRESETS, EXTRA_P
 from .data import cifar10_identity, load_cifar10
 from .learner import make_optimizer, resolve_precision, make_step
 # fake_run and REPORT_ACC are imported from here by tests and scripts (`from cifar_nb.study import ...`)
-from .runs import (is_complete, load_run, run_state, fake_run, build_model, find_runs, run_format,
+from .runs import (is_complete, load_run, run_state, fake_run, build_model, find_runs,
                            prune_weights, RunError)
 from .executors import GuardedKernelManager, LocalExecutor, study_lock
 # statistics: 06b_stats
@@ -365,9 +365,7 @@ def lean_study(study_dir: str|Path,    # a study folder whose run folders are in
     study_dir = Path(study_dir)
     size = lambda: sum(p.stat().st_size for p in study_dir.rglob('*') if p.is_file())
     before, runs = size(), find_runs(study_dir/'runs')
-    if old := [p for p in runs if run_format(p) < 2]:
-        raise RunError(f"{len(old)} run folder(s) are in format 1 (e.g. {old[0]}): convert them first with "
-                       "runs.upgrade_run(path, data); nothing was removed")
+    for p in runs: load_run(p)  # every run reads (format 2, files intact) before anything is removed
     first, drawn = _first_seeds(runs, keep), _first_seeds(runs, figures)
     man = load_json(study_dir/'lean.json') if (study_dir/'lean.json').exists() else {}
     removed, codes, pruned = (dict(man.get('removed', {})), dict(man.get('notebook_code', {})),
