@@ -19,8 +19,8 @@ from .executors import GuardedKernelManager, LocalExecutor, study_lock
 from .stats import REPORT_ACC, study_table, save_table
 
 # %% auto #0
-__all__ = ['STUDY_FILES', 'REPORT_FILES', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug', 'run_dir',
-           'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
+__all__ = ['STUDY_FILES', 'REPORT_FILES', 'OWN_MARKER', 'ANALYSED', 'LEAN_DROPPED', 'FIGURES_FROM', 'REGENERATE', 'slug',
+           'run_dir', 'run_status', 'check_own_folder', 'compact_progress', 'execute_run', 'run_study', 'time_left',
            'collect_runs', 'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study',
            'render_report', 'lean_study', 'default_seeds', 'finish_study', 'main']
 
@@ -45,18 +45,55 @@ def run_status(path: Path, params: dict, data_sha: str|None) -> str:
 # %% ../nbs/06_study.ipynb #7284650f
 STUDY_FILES = {'study.json', 'runs', 'table1.csv', 'table1.json', 'table1.md', 'lean.json', '.lock'}
 REPORT_FILES = {'report.html', 'report.ipynb', 'table1.csv', 'table1.json', 'table1.md', 'study', 'smoke', '.lock'}
+OWN_MARKER = '.cifar_nb.json'  # written by cifar_nb into every study and report folder it creates or first uses
+_SIGNS = {'study.json', 'lean.json', 'runs', 'report.html', 'report.ipynb', 'study'}  # mark a folder written before markers
 
-def check_own_folder(path: str|Path, allowed: set, what: str = 'study folder') -> Path:
-    "`path` if it is absent, empty or holds only the names in `allowed` (and their temporary files); else a `RunError`."
+_HEADS = {'report.html': b'<title>cifar_nb', 'table1.csv': b'config,n_seeds,', 'table1.md': b'| configuration'}
+
+def _written_by_us(p: Path) -> bool:
+    "Whether the file (or folder) `p` has the form cifar_nb writes under its name (a folder of runs: checked run by run)."
+    if p.is_symlink() or p.is_dir() != (p.name in ('runs', 'study', 'smoke')): return False
+    if p.is_dir() or p.name not in (*_HEADS, 'study.json', 'lean.json', 'table1.json', 'report.ipynb', OWN_MARKER):
+        return True   # .lock
+    try:
+        if p.name in _HEADS:
+            if not p.is_file(): return False
+            with p.open('rb') as f: return _HEADS[p.name] in f.read(4096)
+        j = load_json(p)
+        if p.name == 'study.json': return isinstance(j, dict) and {'presets', 'seeds', 'scale'} <= set(j)
+        if p.name == 'lean.json': return isinstance(j, dict) and {'removed', 'kept_weights'} <= set(j)
+        if p.name == 'table1.json': return isinstance(j, list) and all(isinstance(r, dict) and 'config' in r for r in j)
+        if p.name == OWN_MARKER: return isinstance(j, dict) and isinstance(j.get('cifar_nb'), str)
+        pm = j.get('metadata', {}).get('papermill', {}) if isinstance(j, dict) else {}   # report.ipynb
+        return isinstance(pm, dict) and str(pm.get('input_path', '')).endswith('report.ipynb')
+    except (OSError, ValueError, AttributeError): return False
+
+def check_own_folder(path: str|Path,         # the folder cifar_nb is about to write into
+                     allowed: set,            # the names it writes there (`STUDY_FILES`, `REPORT_FILES`)
+                     what: str = 'study folder',  # what the folder is, in messages and in the marker
+                     claim: bool = False,     # create it (when absent) and write the marker
+                    ) -> Path:
+    ("`path` if it is absent, empty or cifar_nb's (its marker, or the form of the files it writes) and holds only "
+     "`allowed` names in their cifar_nb form; else a `RunError`, before anything is written.")
     path = Path(path)
     if path.exists() and not path.is_dir(): raise RunError(f"{what} {path} is a file: choose a folder")
-    if path.is_dir():
-        theirs = sorted(n for n in os.listdir(path) if n not in allowed
-                        and not any(n.startswith(f'.{a}.') for a in allowed))
-        if theirs:
-            raise RunError(f"{what} {path} holds files cifar_nb did not write "
-                           f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
-                           "choose an empty or new folder; nothing was written")
+    if not path.exists() and not (up := next(p for p in path.parents if p.exists())).is_dir():
+        raise RunError(f"{what} {path} cannot be created: {up} is a file; choose a folder elsewhere")
+    try: names = sorted(os.listdir(path)) if path.is_dir() else []
+    except OSError as e: raise RunError(f"{what} {path} cannot be read ({e.strerror or e}): choose another folder")
+    names = [n for n in names if not any(n.startswith(f'.{a}.') and n.endswith('.tmp') for a in allowed | {OWN_MARKER})]
+    if OWN_MARKER in names and _written_by_us(path/OWN_MARKER) and (m := load_json(path/OWN_MARKER))['cifar_nb'] != what:
+        raise RunError(f"{path} is a {m['cifar_nb']}, not a {what}: choose another folder; nothing was written")
+    theirs = [n for n in names if n not in allowed | {OWN_MARKER} or not _written_by_us(path/n)]
+    if not theirs and names and OWN_MARKER not in names and not _SIGNS & set(names): theirs = names  # no sign of ours
+    if theirs:
+        raise RunError(f"{what} {path} holds files cifar_nb did not write "
+                       f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
+                       "choose an empty or new folder; nothing was written")
+    if claim and OWN_MARKER not in names:
+        try: path.mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise RunError(f"cannot create {what} {path}: {e.strerror or e}") from None
+        save_json(path/OWN_MARKER, dict(cifar_nb=what, created=datetime.datetime.now().isoformat(timespec='seconds')))
     return path
 
 # %% ../nbs/06_study.ipynb #f96f5704
@@ -120,8 +157,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
              ) -> list[Path]:
     "Train every (preset, seed) run that is not complete yet; return all run folders."
     ex = executor or LocalExecutor(jobs)
-    study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES)  # absolute: nothing depends on the cwd
-    study_dir.mkdir(parents=True, exist_ok=True)
+    study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES, claim=True)  # absolute: not the cwd's
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     with study_lock(study_dir):  # a second driver on this folder fails here
         jobs_ = _study_jobs(study_dir, presets, seeds, scale)
@@ -310,8 +346,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     import papermill as pm
     from cifar_nb.publish import render_html
     study_dir, out_dir = (Path(study_dir).resolve(),
-                          check_own_folder(Path(out_dir).resolve(), REPORT_FILES, 'report folder'))
-    out_dir.mkdir(parents=True, exist_ok=True)
+                          check_own_folder(Path(out_dir).resolve(), REPORT_FILES, 'report folder', claim=True))
     executed = out_dir/'report.ipynb'
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed),
