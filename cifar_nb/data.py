@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .core import sha256_file, project_root, load_json, DataError, WriteError
+from .core import sha256_file, project_root, load_json, user_path, DataError, WriteError
 from .sources import (default_cache_dir, listed_digest, verify_file, read_verified, archive_members,
                               extract_members, folder_files, decode_images, cached_arrays, arrays_sha256)
 
@@ -105,7 +105,7 @@ def _check_source(path:str|Path, # what the user gave
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip() or '\x00' in str(path):
         raise DataError(f"{what}={path!r:.60} is not a path: point it at cifar10-jpeg.tar.gz, "
                         "an image folder or cifar-10-batches-py")
-    p = Path(path).expanduser()
+    p = user_path(path, what)
     if not p.exists():
         raise DataError(f"{what}={str(path)!r} does not exist: point it at cifar10-jpeg.tar.gz, "
                         "an image folder or cifar-10-batches-py")
@@ -135,7 +135,7 @@ def find_cifar10(path:str|Path|None=None, # an archive, image folder or batches 
     if path is not None: return _check_source(path, 'path')
     if env := os.environ.get('CIFAR_NB_DATA'): return _check_source(env, 'CIFAR_NB_DATA')
     if (shared := _shared_archive()).is_file(): return 'jpeg-archive', shared
-    tv = Path(cache_dir or default_cache_dir()).expanduser()/'torchvision'
+    tv = (user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir())/'torchvision'
     why = 'download not allowed'
     if not (tv/'cifar-10-batches-py').is_dir() and download:
         try: _download_torchvision(tv)
@@ -263,7 +263,7 @@ def load_cifar10(path:str|Path|None=None, # archive, image folder or cifar-10-ba
                  progress:bool=True, # show a progress bar while decoding
                 ) -> CIFAR10Data:
     "CIFAR-10 as uint8 tensors from the first source found, decoded once and cached."
-    cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
+    cache_dir = user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir()
     kind, p = find_cifar10(path, cache_dir=cache_dir)
     if kind in ('jpeg-archive', 'image-folder'): arrays, source = _load_images(kind, p, cache_dir, progress)
     else:
@@ -279,7 +279,7 @@ def cifar10_identity(path:str|Path|None=None, # as for `load_cifar10`
                     ) -> str:
     ("The `arrays_sha256` of the CIFAR-10 that `load_cifar10(path)` would load, "
      "from its cache's record when there is one.")
-    cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
+    cache_dir = user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir()
     kind, p = find_cifar10(path, cache_dir=cache_dir, download=False)
     if kind in ('jpeg-archive', 'image-folder'):
         key = _verify_archive(p) if kind == 'jpeg-archive' else _folder_key(_folder_entries(p))
@@ -317,7 +317,7 @@ def extract_cifar10_jpeg(
     if kind != 'jpeg-archive': raise DataError(f"{p} is {kind}, not the JPEG archive: pass path=... "
                                                "or set CIFAR_NB_DATA=... to cifar10-jpeg.tar.gz")
     sha = _verify_archive(p)
-    dest = Path(dest).expanduser() if dest else default_cache_dir()/f'cifar10-jpeg-{sha[:12]}'
+    dest = user_path(dest, 'dest') if dest else default_cache_dir()/f'cifar10-jpeg-{sha[:12]}'
     marker = dest/'.extracted'
     if marker.is_file() and marker.read_text().strip() == sha: return _image_root(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):

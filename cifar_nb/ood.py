@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .core import (project_root, get_device, atomic_path, atomic_write_text, sha256_file, DataError,
-                           ArgumentError, check_number, show_value)
+                           ArgumentError, check_number, show_value, user_path)
 from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members,
                               folder_files, decode_images, cached_arrays)
 from .data import load_cifar10
@@ -93,7 +93,7 @@ def set_title(name: str) -> str:
 def ood_data_dir() -> Path:
     "`$CIFAR_NB_OOD` when set, else the project's `../shared/data/ood`."
     env = os.environ.get('CIFAR_NB_OOD')
-    return Path(env).expanduser() if env else project_root().parent/'shared'/'data'/'ood'
+    return user_path(env, 'CIFAR_NB_OOD') if env else project_root().parent/'shared'/'data'/'ood'
 
 def _tin_keep(items: list, texts: dict, archive: Path) -> list:
     "The Tiny ImageNet items whose wnid (from `val_annotations.txt`) is not a CIFAR-10 class."
@@ -141,7 +141,7 @@ def _archive_set(name: str, p: Path, cache_dir) -> np.ndarray:
         if not items: raise DataError(f"{p} holds no images ({', '.join(IMAGE_EXTS)}): give an archive of image files")
         return {'x': decode_images(items, resize=True)}
     tag = name if name in OOD_ARCHIVES else p.name.split('.')[0]
-    arrays, _ = cached_arrays(Path(cache_dir or default_cache_dir()).expanduser()/f'ood-{tag}-{sha[:12]}-v2.npz',
+    arrays, _ = cached_arrays((user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir())/f'ood-{tag}-{sha[:12]}-v2.npz',
                               f'{tag}:{sha}', make)
     return arrays['x']
 

@@ -86,15 +86,28 @@ def _users_notebook(p: Path) -> bool:
     return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict)
                 and isinstance(nb['metadata'].get('papermill'), dict))
 
+def _config_problem(c) -> str|None:
+    "What in a config.json is not as cifar_nb writes it (the field and its value), or None."
+    if not isinstance(c, dict): return f"it holds {type(c).__name__}, not an object"
+    three = lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+    for k, ok, want in (('params', lambda v: isinstance(v, dict), 'an object'),
+                        ('classes', lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v) and v,
+                         'a list of class names'),
+                        ('norm', lambda v: isinstance(v, dict) and three(v.get('mean')) and three(v.get('std')),
+                         'mean and std of 3 numbers each'),
+                        ('data', lambda v: isinstance(v, dict), 'an object'),
+                        ('placement', lambda v: isinstance(v, dict), 'an object')):
+        if k in c and not ok(c[k]) or k not in c and k in ('params', 'classes', 'norm'):
+            return f"field {k} is {show_value(c.get(k))}, not {want}"
+    return None
+
 def read_config(path: Path) -> dict|None:
     "The run's config.json, or None when the folder has none written by cifar_nb."
     p = Path(path)/'config.json'
     if not p.is_file(): return None
     try: c = load_json(p, root=path)
     except (OSError, CorruptFileError, DataError): return None
-    ok = (isinstance(c, dict) and {'params', 'classes', 'norm'} <= set(c) and isinstance(c['params'], dict)
-          and isinstance(c.get('data', {}), dict))
-    return c if ok else None
+    return c if _config_problem(c) is None else None
 
 # %% ../nbs/03b_runs.ipynb #43c82d18
 def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
@@ -550,9 +563,16 @@ def load_run(path: str|Path, verify: bool = True) -> Run:
     path = Path(path)
     if verify: _verify_files(path)
     if (cfgj := read_config(path)) is None:
-        raise RunError(f"{path/'config.json'} is missing or was not written by cifar_nb.runs")
+        try: why = _config_problem(load_json(path/'config.json', root=path, advice=_DAMAGED))
+        except (OSError, ValueError) as e: raise RunError(str(e)) from None
+        raise RunError(f"{path/'config.json'} was not written by cifar_nb.runs" + (f" ({why})" if why else '') +
+                       f": {_DAMAGED}")
     if cfgj.get('format') != FORMAT: raise RunError(f"{path} is a run folder in format {cfgj.get('format', 1)!r}: "
                                                     f"{_OLD_FORMAT}")
+    try: TrainConfig(**{k: v for k, v in cfgj['params'].items() if k in TRAIN_FIELDS}).validate()
+    except (ConfigError, TypeError) as e:
+        raise RunError(f"{path/'config.json'} holds parameters cifar_nb cannot use ({' '.join(str(e).split())}): "
+                       f"{_DAMAGED}") from None
     try:
         met = load_json(path/'metrics.json', root=path, advice=_DAMAGED)
         for f in (HISTORY, 'predictions.npz'): regular_file(path/f, path, _DAMAGED)

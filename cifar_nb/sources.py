@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
-from .core import atomic_path, save_json, load_json, file_digest, regular_file, DataError, WriteError
+from .core import atomic_path, save_json, load_json, file_digest, regular_file, user_path, DataError, WriteError
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'MAX_ARCHIVE', 'RESIZE', 'MAX_PIXELS', 'default_cache_dir', 'listed_digest', 'verify_file',
@@ -20,7 +20,7 @@ __all__ = ['IMAGE_EXTS', 'MAX_ARCHIVE', 'RESIZE', 'MAX_PIXELS', 'default_cache_d
 def default_cache_dir() -> Path:
     "`$CIFAR_NB_CACHE` when set, else `~/.cache/cifar_nb`."
     env = os.environ.get('CIFAR_NB_CACHE')
-    return Path(env).expanduser() if env else Path.home()/'.cache'/'cifar_nb'
+    return user_path(env, 'CIFAR_NB_CACHE') if env else Path.home()/'.cache'/'cifar_nb'
 
 # %% ../nbs/01_sources.ipynb #3a4a9997
 def listed_digest(sums:str|Path, # a checksum file of `<digest>  <name>` lines
@@ -245,9 +245,10 @@ def _read_cache(path:Path, key:str) -> tuple[dict, dict]|None:
         if arrays_sha256(arrays) != meta.get('arrays_sha256'): raise ValueError('the arrays do not match the checksum')
         return arrays, meta
     except Exception as e:  # any failure to read the cache means: rebuild it
+        try: path.unlink(missing_ok=True); sidecar.unlink(missing_ok=True); done = 'deleted it, rebuilding'
+        except OSError: done = 'it cannot be deleted, reading around it'  # a read-only cache: bypassed
         warnings.warn(f"cache {path} is stale or corrupt ({type(e).__name__}: {' '.join(str(e).split())}); "
-                      "deleted it, rebuilding from the source")
-        path.unlink(missing_ok=True); sidecar.unlink(missing_ok=True)
+                      f"{done} from the source")
         return None
 
 # %% ../nbs/01_sources.ipynb #db14a42a

@@ -228,9 +228,9 @@ def collect_runs(study_dir: str|Path, presets=None) -> dict:
         d = study_dir/'runs'/slug(n)
         if not d.exists(): continue
         for sd in sorted(d.glob('seed*'), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else -1):
-            if not is_complete(sd): skipped.append(str(sd)); continue
+            if not re.fullmatch(r'seed[0-9]+', sd.name) or not is_complete(sd): skipped.append(str(sd)); continue
             out.setdefault(n, {})[int(sd.name[4:])] = load_run(sd)
-    if skipped: print(f"skipping {len(skipped)} incomplete run(s): {', '.join(skipped)}")
+    if skipped: print(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {', '.join(skipped)}")
     return out
 
 # %% ../nbs/06_study.ipynb #1d1634ec
@@ -456,6 +456,8 @@ def main(argv=None) -> int:
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--report', default=None, metavar='DIR',
                     help='after training, analyse the ANALYSED configurations present and render DIR/report.html')
+    ap.add_argument('--debug', action='store_true',
+                    help='show the full traceback of a failure (also: CIFAR_NB_DEBUG=1)')
     a = ap.parse_args(argv)
     presets = list(dict.fromkeys(p.strip() for p in a.presets.split(',') if p.strip()))  # each configuration once
     bad = [p for p in presets if p not in PRESETS and p not in EXTRA_PRESETS]
@@ -496,8 +498,12 @@ def main(argv=None) -> int:
                           n_per_set=None if a.scale == 'full' else 1000)
             render_report(a.study_dir, a.report, smoke=a.scale != 'full')
     # the project's errors name the problem
-    except (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, RuntimeError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr); return 1
+    except Exception as e:
+        if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): raise
+        ours = isinstance(e, (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, RuntimeError))
+        print(f"error: {' '.join(str(e).split())}" if ours else f"error: {type(e).__name__}: {' '.join(str(e).split())} "
+              "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
+              file=sys.stderr); return 1
     return 0
 
 # %% ../nbs/06_study.ipynb #37a72632
