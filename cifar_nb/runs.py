@@ -430,8 +430,8 @@ class Run:
         return TrainConfig(**{k: v for k, v in self.params.items() if k in TRAIN_FIELDS}).validate()
     @property
     def placement(self) -> dict:
-        "Where the run was trained."
-        return self.config['placement']
+        "Where the run was trained (provenance: empty when config.json lost it)."
+        return self.config.get('placement') or {}
     @property
     def data_sha256(self) -> str|None: return self.config.get('data', {}).get('arrays_sha256')
     @property

@@ -46,15 +46,17 @@ def run_status(path: Path, params: dict, data_sha: str|None) -> str:
 STUDY_FILES = {'study.json', 'runs', 'table1.csv', 'table1.json', 'table1.md', 'lean.json', '.lock'}
 REPORT_FILES = {'report.html', 'report.ipynb', 'table1.csv', 'table1.json', 'table1.md', 'study', 'smoke', '.lock'}
 OWN_MARKER = '.cifar_nb.json'  # written by cifar_nb into every study and report folder it creates or first uses
-_SIGNS = {'study.json', 'lean.json', 'runs', 'report.html', 'report.ipynb', 'study'}  # mark a folder written before markers
+# mark a folder written before markers (.lock: the empty lock file of `run_lock`/`study_lock`, which also create folders)
+_SIGNS = {'study.json', 'lean.json', 'runs', 'report.html', 'report.ipynb', 'study', '.lock'}
 
 _HEADS = {'report.html': b'<title>cifar_nb', 'table1.csv': b'config,n_seeds,', 'table1.md': b'| configuration'}
 
 def _written_by_us(p: Path) -> bool:
     "Whether the file (or folder) `p` has the form cifar_nb writes under its name (a folder of runs: checked run by run)."
     if p.is_symlink() or p.is_dir() != (p.name in ('runs', 'study', 'smoke')): return False
+    if p.name == '.lock': return p.is_file() and p.stat().st_size == 0
     if p.is_dir() or p.name not in (*_HEADS, 'study.json', 'lean.json', 'table1.json', 'report.ipynb', OWN_MARKER):
-        return True   # .lock
+        return True
     try:
         if p.name in _HEADS:
             if not p.is_file(): return False
