@@ -15,11 +15,10 @@ from .core import atomic_path, regular_file, DataError, cpu_flags, terminal_echo
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
-__all__ = ['NonFiniteLoss', 'lr_at', 'FusedSGD', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate',
-           'TrainStep', 'GraphStep', 'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB',
-           'Diverged', 'DivergenceCB', 'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint',
-           'load_checkpoint', 'CheckpointCB', 'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches',
-           'synthetic_batches']
+__all__ = ['lr_at', 'FusedSGD', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate', 'TrainStep', 'GraphStep',
+           'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB', 'Diverged', 'DivergenceCB',
+           'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'CheckpointCB',
+           'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches', 'synthetic_batches']
 
 # %% ../nbs/03a_learner.ipynb #d6bced0e
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -287,8 +286,6 @@ class HistoryCB(Callback):
 # %% ../nbs/03a_learner.ipynb #63b1c642
 class Diverged(FloatingPointError):
     "Training diverged or learned nothing; the message says what was seen and what to change."
-
-NonFiniteLoss = Diverged  # the name older code used
 
 class DivergenceCB(Callback):
     ("Stop a run whose loss is not finite or far above its start, or that ends at chance with "
