@@ -29,9 +29,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade -c constraints.txt 'pip>=24'
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cifar_nb)" >/dev/null
-	@# every kernel of this venv logs at ERROR (cifar_nb.core.KERNEL_ARGS), papermill's on the command line too:
-	@# ipykernel 7 otherwise warns at each start that its local TCP sockets are not encrypted
-	$(PY) -c "import json, sys, pathlib; from cifar_nb.core import KERNEL_ARGS; p = pathlib.Path(sys.prefix)/'share/jupyter/kernels/python3/kernel.json'; k = json.loads(p.read_text()); k['argv'] += [a for a in KERNEL_ARGS if a not in k['argv']]; p.write_text(json.dumps(k, indent=1))"
+	@# every kernel of this venv logs at ERROR, papermill's on the command line too (ipykernel 7 otherwise warns at each
+	@# start that its local TCP sockets are not encrypted); a config file, so that KERNEL_ARGS on a kernel's command line agree
+	mkdir -p $(VENV)/etc/ipython && echo '{"IPKernelApp": {"log_level": "ERROR"}}' > $(VENV)/etc/ipython/ipython_kernel_config.json
 	@touch $(STAMP)
 
 env: $(STAMP)

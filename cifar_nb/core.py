@@ -12,8 +12,8 @@ import torch
 # %% auto #0
 __all__ = ['KERNEL_ARGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError',
            'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file',
-           'CorruptFileError', 'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'cpu_flags',
-           'machine_info', 'seed_everything']
+           'user_path', 'CorruptFileError', 'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model',
+           'cpu_flags', 'machine_info', 'seed_everything', 'terminal_echo']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -152,7 +152,10 @@ def regular_file(path: str|Path,           # the file to read
     "`path` if it is a regular file (inside `root`); a `DataError` names links out, devices, FIFOs and folders."
     path = Path(path)
     if root is not None:
-        real, top = path.resolve(), Path(root).resolve()
+        try: real, top = path.resolve(), Path(root).resolve()
+        except (OSError, RuntimeError) as e:  # a loop of symbolic links
+            raise DataError(f"{path} cannot be read ({' '.join(str(e).split())}): "
+                            f"{advice or 'remove the loop of links'}") from None
         if real != top and top not in real.parents:
             raise DataError(f"{path} is a link to {real}, outside {root}: "
                             f"{advice or 'copy the file into the folder instead of linking it'}")
@@ -163,6 +166,15 @@ def regular_file(path: str|Path,           # the file to read
         raise DataError(f"{path} is not a regular file (a FIFO, device or folder): "
                         f"{advice or 'remove it; only regular files are read'}")
     return path
+
+def user_path(value: str|os.PathLike, # a path the user gave; `~` and `~user` are expanded
+              what: str,               # where it came from, for the message: 'CIFAR_NB_CACHE', 'cache_dir', ...
+             ) -> Path:
+    "`value` as a `Path`, `~` expanded; a `DataError` naming `what` when `~user` is no user of this machine."
+    try: return Path(value).expanduser()
+    except RuntimeError:
+        raise DataError(f"{what}={str(value)!r}: {str(value).split('/')[0]} is the home folder of no user on this "
+                        "machine; give a full path") from None
 
 # %% ../nbs/00_core.ipynb #7f6172bf
 class CorruptFileError(ValueError):
@@ -234,3 +246,16 @@ def machine_info(device: str|torch.device = 'auto') -> dict:
 def seed_everything(seed: int) -> None:
     "Seed torch's global generators (CPU and CUDA)."
     torch.manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #f3e26397
+def terminal_echo():
+    "A line-buffered text stream to the terminal of the `papermill` command that started this kernel, else None."
+    import sys
+    flag = os.environ.get('CIFAR_NB_ECHO', '')
+    if flag == '0': return None
+    if flag == '1': return sys.__stderr__
+    try: parent = Path(f'/proc/{os.getppid()}/cmdline').read_bytes().split(b'\0')
+    except OSError: return None
+    if not any(Path(a.decode(errors='replace')).name == 'papermill' for a in parent[:2]): return None
+    try: return open(f'/proc/{os.getppid()}/fd/2', 'w', buffering=1)  # papermill's own stderr: the terminal
+    except OSError: return None

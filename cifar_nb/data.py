@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from .core import sha256_file, project_root, load_json, DataError, WriteError
+from .core import sha256_file, project_root, load_json, user_path, DataError, WriteError
 from .sources import (default_cache_dir, listed_digest, verify_file, read_verified, archive_members,
-                              folder_files, decode_images, cached_arrays, arrays_sha256)
+                              extract_members, folder_files, decode_images, cached_arrays, arrays_sha256)
 
 # %% auto #0
 __all__ = ['CLASSES', 'CIFAR10_JPEG_SHA256', 'JPEG_COPY_NAME', 'CIFAR10_BATCH_MD5', 'ImageSet', 'CIFAR10Data',
@@ -105,7 +105,7 @@ def _check_source(path:str|Path, # what the user gave
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip() or '\x00' in str(path):
         raise DataError(f"{what}={path!r:.60} is not a path: point it at cifar10-jpeg.tar.gz, "
                         "an image folder or cifar-10-batches-py")
-    p = Path(path).expanduser()
+    p = user_path(path, what)
     if not p.exists():
         raise DataError(f"{what}={str(path)!r} does not exist: point it at cifar10-jpeg.tar.gz, "
                         "an image folder or cifar-10-batches-py")
@@ -135,7 +135,7 @@ def find_cifar10(path:str|Path|None=None, # an archive, image folder or batches 
     if path is not None: return _check_source(path, 'path')
     if env := os.environ.get('CIFAR_NB_DATA'): return _check_source(env, 'CIFAR_NB_DATA')
     if (shared := _shared_archive()).is_file(): return 'jpeg-archive', shared
-    tv = Path(cache_dir or default_cache_dir()).expanduser()/'torchvision'
+    tv = (user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir())/'torchvision'
     why = 'download not allowed'
     if not (tv/'cifar-10-batches-py').is_dir() and download:
         try: _download_torchvision(tv)
@@ -200,10 +200,10 @@ def _layout(entries:list[tuple], # from `_archive_entries` or `_folder_entries`
 # %% ../nbs/01a_data.ipynb #da0d22aa
 def _folder_key(entries:list[tuple], # from `_folder_entries`
                ) -> str:
-    "A fingerprint of an image folder: SHA-256 of its file names, sizes and modification times."
+    "A fingerprint of an image folder's content: SHA-256 over each file's name and SHA-256 (not sizes and times)."
     h = hashlib.sha256()
     for split, cls, fname, _, path in sorted(entries, key=lambda e: e[:3]):
-        st = os.stat(path); h.update(f'{split}/{cls}/{fname}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
+        h.update(f'{split}/{cls}/{fname}\t{sha256_file(path)}\n'.encode())
     return h.hexdigest()
 
 def _decode_splits(entries:list[tuple], # from `_archive_entries` or `_folder_entries`
@@ -263,7 +263,7 @@ def load_cifar10(path:str|Path|None=None, # archive, image folder or cifar-10-ba
                  progress:bool=True, # show a progress bar while decoding
                 ) -> CIFAR10Data:
     "CIFAR-10 as uint8 tensors from the first source found, decoded once and cached."
-    cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
+    cache_dir = user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir()
     kind, p = find_cifar10(path, cache_dir=cache_dir)
     if kind in ('jpeg-archive', 'image-folder'): arrays, source = _load_images(kind, p, cache_dir, progress)
     else:
@@ -279,7 +279,7 @@ def cifar10_identity(path:str|Path|None=None, # as for `load_cifar10`
                     ) -> str:
     ("The `arrays_sha256` of the CIFAR-10 that `load_cifar10(path)` would load, "
      "from its cache's record when there is one.")
-    cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
+    cache_dir = user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir()
     kind, p = find_cifar10(path, cache_dir=cache_dir, download=False)
     if kind in ('jpeg-archive', 'image-folder'):
         key = _verify_archive(p) if kind == 'jpeg-archive' else _folder_key(_folder_entries(p))
@@ -299,6 +299,13 @@ def _image_root(folder:Path, # an extracted archive
         if (d/'train').is_dir() and (d/'test').is_dir(): return d
     raise DataError(f"{folder} holds no train/ and test/ folders: delete it and extract again")
 
+def _check_layout(archive:Path, names:list[str]) -> None:
+    "A `DataError` unless the archive holds `train/` and `test/` at its top or one folder below (checked before writing)."
+    for top in ['', *sorted({n.split('/')[0] + '/' for n in names if '/' in n})]:
+        if any(n.startswith(f'{top}train/') for n in names) and any(n.startswith(f'{top}test/') for n in names): return
+    raise DataError(f"{archive} holds no train/ and test/ folders: it is not the CIFAR-10 JPEG archive; "
+                    "copy it again (nothing was extracted)")
+
 # %% ../nbs/01a_data.ipynb #df65b630
 def extract_cifar10_jpeg(
     path:str|Path|None=None, # the archive (an image folder is returned as is); None searches like `find_cifar10`
@@ -310,27 +317,26 @@ def extract_cifar10_jpeg(
     if kind != 'jpeg-archive': raise DataError(f"{p} is {kind}, not the JPEG archive: pass path=... "
                                                "or set CIFAR_NB_DATA=... to cifar10-jpeg.tar.gz")
     sha = _verify_archive(p)
-    dest = Path(dest).expanduser() if dest else default_cache_dir()/f'cifar10-jpeg-{sha[:12]}'
+    dest = user_path(dest, 'dest') if dest else default_cache_dir()/f'cifar10-jpeg-{sha[:12]}'
     marker = dest/'.extracted'
     if marker.is_file() and marker.read_text().strip() == sha: return _image_root(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"{dest} exists and is not an extraction of {p}: "
                         "delete it or choose another dest (nothing was written)")
+    members = archive_members(p)   # the one reader: an extraction holds what a read in memory gets
+    _check_layout(p, [n for n, _ in members])
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', dir=dest.parent))
     except OSError as e:
         raise WriteError(f"cannot extract into {dest}: {e.strerror or e} (is the folder writable?)") from None
     try:
-        with tarfile.open(p) as tf:
-            tf.extractall(tmp, **({'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}))
+        extract_members(members, tmp)
         (tmp/'.extracted').write_text(sha + '\n')
         if dest.exists(): dest.rmdir()
         os.replace(tmp, dest)
-    except (OSError, tarfile.TarError) as e:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, tarfile.TarError):
-            raise DataError(f"{p} cannot be extracted ({type(e).__name__}: {e}): copy it again") from None
         raise WriteError(f"cannot extract {p} into {dest}: {e.strerror or e} (is the disk full?); "
                          "nothing was left there") from None
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise

@@ -216,7 +216,8 @@ class DaskExecutor(Executor):
                  retries: int = 2,                  # reruns of a run that raised (its kernel died, say)
                  allowed_failures: int = 3,         # local cluster only: reruns of a run whose worker died
                  lock_wait_s: float = 120.,         # how long a rerun waits for the old kernel to free the run folder
-                 timeout_s: float = 60.):           # how long to wait for the scheduler and a first worker
+                 timeout_s: float = 60.,            # how long to wait for a first worker
+                 connect_s: float = 10.):           # how long a scheduler at `address` has to answer
         try: import distributed
         except ImportError:
             raise ExecutorError("the dask executor needs the cluster extra: "
@@ -229,12 +230,18 @@ class DaskExecutor(Executor):
             raise ExecutorError("--jobs sets the workers of a local cluster; on a cluster each worker's "
                                 "--nthreads and resources decide")
         try:
-            self.client = distributed.Client(self.cluster or address, timeout=timeout_s)
+            self.client = None
+            self.client = distributed.Client(self.cluster or address, timeout=timeout_s if self.cluster else connect_s)
             self.client.wait_for_workers(1, timeout=timeout_s)
+        except ValueError as e:  # distributed's parser: 'invalid address ...'
+            self.close()
+            raise ExecutorError(f"--address {address!r} is not a Dask scheduler address ({' '.join(str(e).split())}): "
+                                "give tcp://host:port") from None
         except (OSError, TimeoutError) as e:
             self.close()
             raise ExecutorError(f"no Dask scheduler with workers at {address or 'the local cluster'} within "
-                                f"{timeout_s:.0f} s ({e})") from None
+                                f"{timeout_s if self.client or self.cluster else connect_s:.0f} s "
+                                f"({' '.join(str(e).split())})") from None
         try: self.request, self.threads = run_request(self.workers(), threads if address
                                                       else split_threads(jobs or 1, threads) or cpu_cores())
         except ExecutorError: self.close(); raise

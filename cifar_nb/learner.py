@@ -11,15 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from .core import atomic_path, regular_file, DataError, cpu_flags
+from .core import atomic_path, regular_file, DataError, cpu_flags, terminal_echo
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
-__all__ = ['NonFiniteLoss', 'lr_at', 'FusedSGD', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate',
-           'TrainStep', 'GraphStep', 'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB',
-           'Diverged', 'DivergenceCB', 'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint',
-           'load_checkpoint', 'CheckpointCB', 'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches',
-           'synthetic_batches']
+__all__ = ['lr_at', 'FusedSGD', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate', 'TrainStep', 'GraphStep',
+           'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB', 'Diverged', 'DivergenceCB',
+           'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'CheckpointCB',
+           'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches', 'synthetic_batches']
 
 # %% ../nbs/03a_learner.ipynb #d6bced0e
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -288,8 +287,6 @@ class HistoryCB(Callback):
 class Diverged(FloatingPointError):
     "Training diverged or learned nothing; the message says what was seen and what to change."
 
-NonFiniteLoss = Diverged  # the name older code used
-
 class DivergenceCB(Callback):
     ("Stop a run whose loss is not finite or far above its start, or that ends at chance with "
      "a loss of 1.5 ln C or more.")
@@ -380,17 +377,25 @@ class CheckpointCB(Callback):
 
 # %% ../nbs/03a_learner.ipynb #b37475c0
 class ProgressCB(Callback):
-    "A progress bar over every step of the run, with the last epoch's losses."
+    "A progress bar over every step of the run, with the last epoch's losses; a line an epoch to papermill's terminal."
     order = 20
     def before_fit(self, L):
         self.bar = tqdm(total=L.cfg.epochs * L.n_steps, initial=L.state.epoch * L.n_steps, desc='train', unit='step',
                         # papermill keeps every update: fewer off a terminal
                         mininterval=0.1 if sys.stderr.isatty() else 1.0,
                         dynamic_ncols=True, leave=True)
+        self.echo, self.t0, self.e0 = terminal_echo(), time.perf_counter(), L.state.epoch
     def after_step(self, L): self.bar.update(1)
     def after_epoch(self, L):
-        self.bar.set_postfix(epoch=L.epoch + 1, loss=f'{sum(L.losses)/max(len(L.losses), 1):.3f}',
-                             val_loss=f'{L.val_loss:.3f}', val_acc=f'{L.val_acc:.3f}')
+        loss = sum(L.losses)/max(len(L.losses), 1)
+        self.bar.set_postfix(epoch=L.epoch + 1, loss=f'{loss:.3f}', val_loss=f'{L.val_loss:.3f}', val_acc=f'{L.val_acc:.3f}')
+        if self.echo is not None:
+            per = (time.perf_counter() - self.t0) / max(L.epoch + 1 - self.e0, 1)
+            left = per * (L.cfg.epochs - L.epoch - 1)
+            print(('\n' if L.epoch == self.e0 else '') +  # past papermill's cell counter, which ends in no newline
+                  f"epoch {L.epoch + 1}/{L.cfg.epochs}: loss {loss:.3f}, validation loss {L.val_loss:.3f}, "
+                  f"accuracy {100 * L.val_acc:.2f}%; {per:.1f} s an epoch, about {int(left) // 60}m{int(left) % 60:02d}s left",
+                  file=self.echo, flush=True)
     def after_fit(self, L): self.bar.close()
 
 # %% ../nbs/03a_learner.ipynb #46cbf140

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .core import (project_root, get_device, atomic_path, atomic_write_text, sha256_file, DataError,
-                           ArgumentError, check_number, show_value)
+                           ArgumentError, check_number, show_value, user_path)
 from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members,
                               folder_files, decode_images, cached_arrays)
 from .data import load_cifar10
@@ -25,8 +25,8 @@ from .runs import load_run, run_subfolder
 # %% auto #0
 __all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'NOISE_MAX', 'set_title',
            'ood_data_dir', 'load_ood_set', 'fit_eval_split', 'FitEval', 'score_table', 'layer_table', 'table_frame',
-           'score_histograms', 'plot_hist_summary', 'plot_hist_grid', 'plot_roc', 'plot_roc_grid', 'table_json',
-           'evaluate_ood', 'plot_ood_decisions']
+           'score_histograms', 'plot_hist_summary', 'plot_hist_grid', 'plot_roc', 'plot_roc_grid', 'ood_label',
+           'table_json', 'evaluate_ood', 'plot_ood_decisions']
 
 # %% ../nbs/05b_ood.ipynb #867023d6
 TIN_CIFAR_OVERLAP = {  # Tiny ImageNet wnid -> (WordNet name, the CIFAR-10 class it belongs to)
@@ -94,7 +94,7 @@ def set_title(name: str) -> str:
 def ood_data_dir() -> Path:
     "`$CIFAR_NB_OOD` when set, else the project's `../shared/data/ood`."
     env = os.environ.get('CIFAR_NB_OOD')
-    return Path(env).expanduser() if env else project_root().parent/'shared'/'data'/'ood'
+    return user_path(env, 'CIFAR_NB_OOD') if env else project_root().parent/'shared'/'data'/'ood'
 
 def _tin_keep(items: list, texts: dict, archive: Path) -> list:
     "The Tiny ImageNet items whose wnid (from `val_annotations.txt`) is not a CIFAR-10 class."
@@ -141,8 +141,8 @@ def _archive_set(name: str, p: Path, cache_dir) -> np.ndarray:
             items = _tin_keep(items, texts, p)
         if not items: raise DataError(f"{p} holds no images ({', '.join(IMAGE_EXTS)}): give an archive of image files")
         return {'x': decode_images(items, resize=True)}
-    tag = name if name in OOD_ARCHIVES else p.name.split('.')[0]
-    arrays, _ = cached_arrays(Path(cache_dir or default_cache_dir()).expanduser()/f'ood-{tag}-{sha[:12]}-v2.npz',
+    tag = name if name in OOD_ARCHIVES else 'user-' + p.name.split('.')[0]  # never a built-in's cache
+    arrays, _ = cached_arrays((user_path(cache_dir, 'cache_dir') if cache_dir else default_cache_dir())/f'ood-{tag}-{sha[:12]}-v2.npz',
                               f'{tag}:{sha}', make)
     return arrays['x']
 
@@ -371,6 +371,13 @@ def _split_scores(scores: dict, fi: np.ndarray, ei: np.ndarray) -> dict:
     return {k: FitEval(v[fi], v[ei]) for k, v in scores.items()}
 
 # %% ../nbs/05b_ood.ipynb #0c10f105
+def ood_label(s: str|os.PathLike) -> str:
+    ("The name a set goes by in tables: a built-in set's name; a folder or archive of the user's, its file name, or "
+     "its whole path when the file name is a built-in set's (a user's set never takes a built-in's label).")
+    if str(s) in (*OOD_ARCHIVES, *NOISE_SETS): return str(s)
+    name = Path(s).name
+    return str(s) if name.split('.')[0] in (*OOD_ARCHIVES, *NOISE_SETS) else name
+
 def _check_args(n_per_set, batch_size, seed, sets) -> list:
     ("Numeric arguments of `evaluate_ood`, each with its range, and the sets "
      "(each one known or an existing path, named once).")
@@ -383,7 +390,7 @@ def _check_args(n_per_set, batch_size, seed, sets) -> list:
         raise ArgumentError(f"sets={show_value(sets)} must be OOD set names or paths "
                             "(a tuple, or a string like 'tin32_near,mnist')")
     if not sets: raise ArgumentError("sets is empty: name at least one OOD set, e.g. 'tin32_near,mnist'")
-    names = [str(s) if str(s) in (*OOD_ARCHIVES, *NOISE_SETS) else Path(s).name for s in sets]
+    names = [ood_label(s) for s in sets]
     if twice := sorted({n for n in names if names.count(n) > 1}):
         raise ArgumentError(f"sets names {', '.join(twice)} more than once (the tables key sets by name): "
                             "give each set once, or folders with different names")
@@ -464,7 +471,7 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
         if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a "
                                        "threshold on and one to evaluate it")
         fi, ei = fit_eval_split(len(x), seed)
-        s = Path(s).name if str(s) not in (*OOD_ARCHIVES, *NOISE_SETS) else str(s)
+        s = ood_label(s)
         det, act = sc(x)
         res['scores']['ood'][s], res['layer_scores']['ood'][s] = _split_scores(det, fi, ei), _split_scores(act, fi, ei)
         res['images']['ood'][s], res['n_sets'][s] = x[ei], len(x)

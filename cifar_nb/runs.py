@@ -23,11 +23,11 @@ from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT
 from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
 
 # %% auto #0
-__all__ = ['FORMAT', 'HISTORY', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RUN_FILES_V1', 'RunError', 'RunLocked',
-           'run_lock', 'RunState', 'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv',
-           'save_predictions', 'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model',
-           'make_loaders', 'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights',
-           'run_subfolder', 'synthetic_cifar', 'run_format', 'upgrade_run', 'fake_run']
+__all__ = ['FORMAT', 'HISTORY', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RunError', 'RunLocked', 'run_lock', 'RunState',
+           'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv', 'save_predictions',
+           'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model', 'make_loaders',
+           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights', 'run_subfolder',
+           'synthetic_cifar', 'fake_run']
 
 # %% ../nbs/03b_runs.ipynb #4b1ddb66
 FORMAT = 2
@@ -37,6 +37,9 @@ COMPLETE = 'COMPLETE.json'
 CHECKPOINT = 'checkpoint.pt'
 FAILED = 'FAILED.json'
 _DAMAGED = 'the run folder is damaged; delete it and rerun it'
+_PRUNABLE = {'weights.safetensors'}  # the only file of RUN_FILES a lean copy may leave out (`prune_weights`)
+_OLD_FORMAT = ("this cifar_nb reads run folders in format 2 only; folders in format 1 need the previous release "
+               "(commit 51edbee or earlier, whose runs.upgrade_run converts them to format 2), or re-run them")
 
 class RunError(ValueError):
     "A run folder is missing a file, incomplete, corrupt, inconsistent or not a run folder; the message names it."
@@ -65,9 +68,8 @@ class RunState(NamedTuple):
     state: str    # 'new', 'foreign', 'other', 'complete', 'failed', 'resume' or 'started'
     detail: str = ''
 
-_OURS = {'.lock', 'config.json', 'split.npz', HISTORY, 'history.csv.gz', 'history.csv', 'metrics.json',
-         'weights.safetensors', 'predictions.npz', 'progress.png', CHECKPOINT, FAILED, COMPLETE, 'train.ipynb',
-         'interpret', 'ood'}
+_OURS = {'.lock', 'config.json', 'split.npz', HISTORY, 'metrics.json', 'weights.safetensors', 'predictions.npz',
+         'progress.png', CHECKPOINT, FAILED, COMPLETE, 'train.ipynb', 'interpret', 'ood'}  # progress.png: kept by upgrades
 _BEFORE_CONFIG = {'.lock', 'train.ipynb', FAILED}  # FAILED.json: a failure while writing config.json
 _TMP = re.compile(r'^\.(?P<name>[^/]+?)\.[^./]+\.tmp$')  # what `atomic_path` leaves when a writer is killed
 
@@ -84,15 +86,28 @@ def _users_notebook(p: Path) -> bool:
     return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict)
                 and isinstance(nb['metadata'].get('papermill'), dict))
 
+def _config_problem(c) -> str|None:
+    "What in a config.json is not as cifar_nb writes it (the field and its value), or None."
+    if not isinstance(c, dict): return f"it holds {type(c).__name__}, not an object"
+    three = lambda v: isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+    for k, ok, want in (('params', lambda v: isinstance(v, dict), 'an object'),
+                        ('classes', lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v) and v,
+                         'a list of class names'),
+                        ('norm', lambda v: isinstance(v, dict) and three(v.get('mean')) and three(v.get('std')),
+                         'mean and std of 3 numbers each'),
+                        ('data', lambda v: isinstance(v, dict), 'an object'),
+                        ('placement', lambda v: isinstance(v, dict), 'an object')):
+        if k in c and not ok(c[k]) or k not in c and k in ('params', 'classes', 'norm'):
+            return f"field {k} is {show_value(c.get(k))}, not {want}"
+    return None
+
 def read_config(path: Path) -> dict|None:
     "The run's config.json, or None when the folder has none written by cifar_nb."
     p = Path(path)/'config.json'
     if not p.is_file(): return None
     try: c = load_json(p, root=path)
     except (OSError, CorruptFileError, DataError): return None
-    ok = (isinstance(c, dict) and {'params', 'classes', 'norm'} <= set(c) and isinstance(c['params'], dict)
-          and isinstance(c.get('data', {}), dict))
-    return c if ok else None
+    return c if _config_problem(c) is None else None
 
 # %% ../nbs/03b_runs.ipynb #43c82d18
 def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
@@ -100,7 +115,7 @@ def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
     return {**asdict(cfg), 'data_sha256': data_sha}
 
 def _recorded_identity(c: dict) -> dict:
-    "The identity recorded in a config.json (older folders mixed placement into `params`)."
+    "The identity recorded in a config.json."
     p = c['params']
     return {**{k: p.get(k) for k in TRAIN_FIELDS}, 'data_sha256': c.get('data', {}).get('arrays_sha256')}
 
@@ -138,6 +153,8 @@ def run_state(path: str|Path,             # the run folder
     if theirs: return RunState('foreign', f"{path} holds files cifar_nb did not write "
                                           f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''})")
     if c is None: return RunState('new')
+    if c.get('format') != FORMAT:
+        return RunState('foreign', f"{path} is a run folder in format {c.get('format', 1)!r}: {_OLD_FORMAT}")
     if cfg is not None:
         want, have = identity(cfg, data_sha), _recorded_identity(c)
         if diff := {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}:
@@ -413,8 +430,8 @@ class Run:
         return TrainConfig(**{k: v for k, v in self.params.items() if k in TRAIN_FIELDS}).validate()
     @property
     def placement(self) -> dict:
-        "Where the run was trained (older folders kept these names in `params`)."
-        return self.config.get('placement') or {k: v for k, v in self.params.items() if k in PLACEMENT_FIELDS}
+        "Where the run was trained (provenance: empty when config.json lost it)."
+        return self.config.get('placement') or {}
     @property
     def data_sha256(self) -> str|None: return self.config.get('data', {}).get('arrays_sha256')
     @property
@@ -428,15 +445,32 @@ class Run:
             raise RunError(f"{w} is not in this copy of the run (a lean copy keeps weights for some runs only): "
                            "re-run it with the same parameters to regenerate them "
                            "(bit-identical on the same kind of CPU)")
-        m = build_model(self.cfg)
-        try: regular_file(w, self.path, _DAMAGED)
-        except DataError as e: raise RunError(str(e)) from None
-        try: sd = load_file(str(w))
-        except Exception as e: raise RunError(f"{w} cannot be read ({' '.join(str(e).split())}): {_DAMAGED}") from None
+        m, sd = build_model(self.cfg), _load_weights(w, self.path)
         try: m.load_state_dict(sd)
         except RuntimeError as e:
             raise RunError(f"{w} does not fit the network in config.json: {str(e).splitlines()[0]}") from e
         return m.to(dev).eval()
+
+# %% ../nbs/03b_runs.ipynb #edefe3bc
+def _load_weights(w: Path, root: Path) -> dict:
+    "The state dict in the weights file `w` of the run folder `root`; a `RunError` names the file and any non-finite tensor."
+    try: regular_file(w, root, _DAMAGED)
+    except DataError as e: raise RunError(str(e)) from None
+    try: sd = load_file(str(w))
+    except Exception as e: raise RunError(f"{w} cannot be read ({' '.join(str(e).split())}): {_DAMAGED}") from None
+    if bad := [k for k, t in sd.items() if t.is_floating_point() and not torch.isfinite(t).all()]:
+        raise RunError(f"{w} holds non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                       f"{_DAMAGED}")
+    return sd
+
+def _nonfinite(x, where: str = '') -> str|None:
+    "Where the first non-finite number in a JSON value is (`'test_acc'`, `'a[2]'`), or None."
+    if isinstance(x, float) and not np.isfinite(x): return where or 'the value'
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        if (w := _nonfinite(v, f"{where}.{k}" if isinstance(k, str) and where else
+                               k if isinstance(k, str) else f"{where}[{k}]")) is not None: return w
+    return None
 
 # %% ../nbs/03b_runs.ipynb #0788e7f4
 def _normalise(self: Run, x) -> torch.Tensor:
@@ -462,8 +496,7 @@ def _check_data(self: Run, data) -> None:
 def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
     "`(train_idx, val_idx)` of the training set, as the run used them (from split.npz)."
     p = self.path/'split.npz'
-    if not p.exists(): raise RunError(f"{p} is missing: this run folder was written by an older cifar_nb (format 1); "
-                                      "upgrade it with runs.upgrade_run(path, data) or re-run it")
+    if not p.exists(): raise RunError(f"{p} is missing: {_DAMAGED}")
     try: regular_file(p, self.path, _DAMAGED)
     except DataError as e: raise RunError(str(e)) from None
     try: return load_split(p)
@@ -488,8 +521,8 @@ def is_complete(path: str|Path) -> bool:
     "Whether `path` is a run folder whose completion marker has been written."
     return (Path(path)/COMPLETE).exists()
 
-def _verify_files(path: Path) -> dict:
-    "Every run file present (weights may be pruned) and matching its checksum in the completion marker; the marker."
+def _read_marker(path: Path) -> dict:
+    "The completion marker of a format-2 run folder, checked for the form cifar_nb writes."
     if not path.is_dir(): raise RunError(f"{path} is not a folder")
     if not is_complete(path):
         raise RunError(f"{path} is incomplete (no {COMPLETE}): it was interrupted or is still running; "
@@ -497,34 +530,54 @@ def _verify_files(path: Path) -> dict:
     try: marker = load_json(path/COMPLETE, root=path, advice=_DAMAGED)
     except (OSError, ValueError) as e: raise RunError(str(e)) from None
     sums, pruned = (marker.get('files'), marker.get('pruned', [])) if isinstance(marker, dict) else (None, None)
-    if not isinstance(sums, dict) or not isinstance(pruned, list):
-        raise RunError(f"{path/COMPLETE} is not a completion marker written by cifar_nb: "
-                       "the run folder is damaged; delete it and rerun it")
-    pruned = set(map(str, pruned))
-    for f, want in sums.items():
-        p = path/str(f)
-        if not p.exists():
-            if f in pruned: continue
-            raise RunError(f"{p} is missing: the run folder is damaged; delete it and rerun it")
+    if not isinstance(sums, dict) or not isinstance(pruned, list) or not all(isinstance(v, str) for v in sums.values()):
+        raise RunError(f"{path/COMPLETE} is not a completion marker written by cifar_nb: {_DAMAGED}")
+    if marker.get('format', 1) != FORMAT: raise RunError(f"{path} is a run folder in format "
+                                                         f"{marker.get('format', 1)!r}: {_OLD_FORMAT}")
+    if (miss := [f for f in RUN_FILES if f not in sums]) or (odd := sorted(set(sums) - set(RUN_FILES))):
+        raise RunError(f"{path/COMPLETE} " + (f"does not list {', '.join(miss)}" if miss else
+                       f"lists files no run folder has ({', '.join(odd)})") + f", which a complete run has: {_DAMAGED}")
+    if odd := sorted(set(map(str, pruned)) - _PRUNABLE):
+        raise RunError(f"{path/COMPLETE} marks {', '.join(odd)} as left out; only the weights can be: {_DAMAGED}")
+    return marker
+
+def _verify_files(path: Path) -> dict:
+    ("Every file of a complete run (`RUN_FILES`, fixed by the format, not by the marker) present, weights apart "
+     "when pruned, and matching its checksum in the completion marker; the marker.")
+    marker = _read_marker(path)
+    for f in RUN_FILES:
+        p = path/f
+        if not p.exists() and not p.is_symlink():
+            if f in marker.get('pruned', []): continue
+            raise RunError(f"{p} is missing: {_DAMAGED}")
         try: got = sha256_file(regular_file(p, path, _DAMAGED))
         except DataError as e: raise RunError(str(e)) from None
-        if got != want: raise RunError(f"{p} does not match its checksum in {COMPLETE} (truncated or changed): "
-                                       "delete the run folder and rerun it")
+        if got != marker['files'][f]: raise RunError(f"{p} does not match its checksum in {COMPLETE} (truncated or "
+                                                      "changed): delete the run folder and rerun it")
     return marker
 
 def load_run(path: str|Path, verify: bool = True) -> Run:
-    "Read a complete run folder, checking files, checksums and shapes."
+    "Read a complete run folder, checking files, checksums, shapes and that every number is finite."
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise RunError(f"run folder {show_value(path)} is not a path: give the folder train_run wrote")
     path = Path(path)
     if verify: _verify_files(path)
     if (cfgj := read_config(path)) is None:
-        raise RunError(f"{path/'config.json'} is missing or was not written by cifar_nb.runs")
+        try: why = _config_problem(load_json(path/'config.json', root=path, advice=_DAMAGED))
+        except (OSError, ValueError) as e: raise RunError(str(e)) from None
+        raise RunError(f"{path/'config.json'} was not written by cifar_nb.runs" + (f" ({why})" if why else '') +
+                       f": {_DAMAGED}")
+    if cfgj.get('format') != FORMAT: raise RunError(f"{path} is a run folder in format {cfgj.get('format', 1)!r}: "
+                                                    f"{_OLD_FORMAT}")
+    try: TrainConfig(**{k: v for k, v in cfgj['params'].items() if k in TRAIN_FIELDS}).validate()
+    except (ConfigError, TypeError) as e:
+        raise RunError(f"{path/'config.json'} holds parameters cifar_nb cannot use ({' '.join(str(e).split())}): "
+                       f"{_DAMAGED}") from None
     try:
         met = load_json(path/'metrics.json', root=path, advice=_DAMAGED)
-        hist = next((path/h for h in (HISTORY, 'history.csv.gz', 'history.csv') if (path/h).exists()), path/HISTORY)
-        for f in (hist, path/'predictions.npz'): regular_file(f, path, _DAMAGED)
+        for f in (HISTORY, 'predictions.npz'): regular_file(path/f, path, _DAMAGED)
     except (OSError, ValueError) as e: raise RunError(str(e)) from None
+    if not isinstance(met, dict): raise RunError(f"{path/'metrics.json'} holds no metrics: {_DAMAGED}")
     try: logits, labels = load_predictions(path/'predictions.npz')
     except Exception as e:
         raise RunError(f"{path/'predictions.npz'} cannot be read ({e}): delete the run folder and rerun it") from e
@@ -534,7 +587,13 @@ def load_run(path: str|Path, verify: bool = True) -> Run:
                        f"expected (N, {nc}) and (N,) for the {nc} classes in config.json")
     if len(labels) and (labels.min() < 0 or labels.max() >= nc):
         raise RunError(f"{path/'predictions.npz'} has labels outside 0..{nc-1}")
-    return Run(path, cfgj, met, read_history_csv(hist), logits, labels)
+    try: hist = read_history_csv(path/HISTORY)
+    except (OSError, ValueError) as e: raise RunError(str(e)) from None
+    for f, what in (('metrics.json', _nonfinite(met)), (HISTORY, _nonfinite(hist)),
+                    ('predictions.npz', None if np.isfinite(logits).all() else 'logits')):
+        if what is not None: raise RunError(f"{path/f} holds a non-finite number ({what}): {_DAMAGED}")
+    if verify and (path/'weights.safetensors').exists(): _load_weights(path/'weights.safetensors', path)
+    return Run(path, cfgj, met, hist, logits, labels)
 
 # %% ../nbs/03b_runs.ipynb #ca4084b8
 def find_runs(root: str|Path, warn: bool = True) -> list[Path]:
@@ -580,97 +639,6 @@ def synthetic_cifar(n_train=500, n_test=200, seed=0):
     return CIFAR10Data(train=tr, test=te, classes=CLASSES,
                        source=dict(kind='synthetic', path=None, sha256=None, cache=None, from_cache=False,
                                    name='synthetic', arrays_sha256=sha))
-
-# %% ../nbs/03b_runs.ipynb #5e399fa1
-RUN_FILES_V1 = ('config.json', 'history.csv', 'metrics.json', 'weights.safetensors', 'predictions.npz', 'progress.png')
-
-def run_format(path: str|Path) -> int:
-    ("The format of a complete run folder: the number in `COMPLETE.json`, 1 for folders written "
-     "before formats were numbered.")
-    return int(load_json(regular_file(Path(path)/COMPLETE, path)).get('format', 1))
-
-def _recorded_data(path: Path, c: dict, data, labels: np.ndarray) -> tuple:
-    ("`(train_idx, val_idx)` of a format-1 run recomputed from `data`, after checking that it reproduces the run's "
-     "normalisation and test labels.")
-    p = c['params']
-    what = (f"the data given ({data.source.get('name')}, {data.source.get('path') or 'in memory'}) "
-            f"is not the data {path} was trained on")
-    try: tr, va = split_for_run(data.train.y, p['val_fraction'], p['n_train'], p['seed'])
-    except DataError as e: raise RunError(f"{what} ({e})") from None
-    mean, std = channel_stats(data.train.x[tr])
-    if mean.tolist() != c['norm']['mean'] or std.tolist() != c['norm']['std']:
-        raise RunError(f"{what}: its training split's mean and std differ from config.json's norm; "
-                       f"load {c.get('data', {}).get('path') or 'the data the run was trained on'}")
-    if not np.array_equal(data.test.y.numpy(), labels):
-        raise RunError(f"{what}: its test labels differ from those in predictions.npz")
-    return tr, va
-
-def _format2_config(c: dict, data, replaced: dict) -> dict:
-    ("A format-1 config.json in format 2: `params` split into the `TrainConfig` and the "
-     "placement; the data's checksum added.")
-    p = c['params']
-    if missing := [k for k in TRAIN_FIELDS if k not in p]:
-        raise RunError(f"config.json's params lack {', '.join(missing)}: this folder cannot be upgraded "
-                       "(its parameters are unknown); re-run it")
-    note = dict(from_format=1, commit=git_commit(), time=datetime.datetime.now().isoformat(timespec='seconds'),
-                replaced=replaced)
-    return dict(format=FORMAT, params={k: p[k] for k in TRAIN_FIELDS}, classes=c['classes'],
-                data={**c.get('data', {}), 'arrays_sha256': data.source.get('arrays_sha256')}, norm=c['norm'],
-                placement={k: p[k] for k in PLACEMENT_FIELDS if k in p},
-                provenance={**c.get('provenance', {}), 'upgraded': note})
-
-# %% ../nbs/03b_runs.ipynb #a0538144
-def _same_history(old: Path, h: dict) -> bool:
-    "Whether every number of a format-1 history CSV, read as float64, equals the history `h`."
-    rows = list(csv.DictReader(io.StringIO(regular_file(old).read_text())))
-    t = [r for r in rows if r['split'] == 'train']; v = [r for r in rows if r['split'] == 'val']
-    col = lambda rs, k, f=float: [f(r[k]) for r in rs]
-    return (col(t, 'loss') == h['train']['loss'] and col(t, 'acc') == h['train']['acc']
-            and col(t, 'lr') == h['train']['lr'] and col(t, 'iteration', int) == h['train']['iteration']
-            and col(v, 'loss') == h['val']['loss'] and col(v, 'acc') == h['val']['acc']
-            and col(v, 'iteration', int) == h['val']['iteration'] and col(t, 'epoch', int) == h['train']['epoch']
-            and col(v, 'epoch', int) == h['val']['epoch'])
-
-def upgrade_run(path: str|Path,  # a complete run folder, format 1 or 2
-                data,            # the `CIFAR10Data` the run was trained on (checked)
-               ) -> Path:
-    ("Convert a format-1 run folder to format 2 in place, losslessly, after checking `data` is the run's; "
-     "a format-2 folder is only checked.")
-    path = Path(path)
-    with run_lock(path):
-        marker = _verify_files(path)
-        if int(marker.get('format', 1)) >= 2:
-            load_run(path, verify=False).check_data(data)  # checked above
-            return path
-        c = read_config(path)
-        if c is None: raise RunError(f"{path/'config.json'} was not written by cifar_nb.runs: nothing to upgrade")
-        logits, labels = load_predictions(path/'predictions.npz')
-        tr, va = _recorded_data(path, c, data, labels)
-        m = load_json(regular_file(path/'metrics.json', path))
-        if (m.get('n_train'), m.get('n_val')) not in ((None, None), (len(tr), len(va))):
-            raise RunError(f"{path}: the recomputed split ({len(tr)} + {len(va)} images) differs from metrics.json's "
-                           f"({m['n_train']} + {m['n_val']})")
-        h = read_history_csv(path/'history.csv')
-        if not _same_history(path/'history.csv', h):
-            raise RunError(f"{path/'history.csv'} holds values that are not float32 training losses: "
-                           "it cannot be stored losslessly in format 2")
-        new_cfg = _format2_config(c, data,
-                                  {f: marker['files'][f] for f in ('config.json', 'history.csv', 'predictions.npz')})
-        # everything is checked: write the new files, each atomically, then the completion marker
-        save_split(path/'split.npz', len(data.train.y), tr, va)
-        write_history_csv(path/HISTORY, h)
-        if read_history_csv(path/HISTORY) != h:
-            raise RunError(f"{path/HISTORY} does not read back as history.csv: nothing was replaced")
-        save_predictions(path/'predictions.npz', logits, labels)
-        lg2, y2 = load_predictions(path/'predictions.npz')
-        if lg2.tobytes() != logits.tobytes() or not np.array_equal(y2, labels):
-            raise RunError(f"{path/'predictions.npz'} changed when re-stored")
-        save_json(path/'config.json', new_cfg)
-        save_json(path/COMPLETE, {'format': FORMAT, 'files': {f: sha256_file(path/f) for f in RUN_FILES},
-                                  'upgraded': dict(from_format=1,
-                                                   replaced=new_cfg['provenance']['upgraded']['replaced'])})
-        (path/'history.csv').unlink()
-    return path
 
 # %% ../nbs/03b_runs.ipynb #1f08b8fe
 def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100) -> Path:

@@ -4,23 +4,23 @@
 
 # %% ../nbs/01_sources.ipynb #1260ec96
 from __future__ import annotations
-import contextlib, functools, gzip, hashlib, io, multiprocessing as mp, os, tarfile, warnings
+import contextlib, functools, gzip, hashlib, io, multiprocessing as mp, os, posixpath, tarfile, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
-from .core import atomic_path, save_json, load_json, file_digest, regular_file, DataError, WriteError
+from .core import atomic_path, save_json, load_json, file_digest, regular_file, user_path, DataError, WriteError
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'MAX_ARCHIVE', 'RESIZE', 'MAX_PIXELS', 'default_cache_dir', 'listed_digest', 'verify_file',
-           'read_verified', 'archive_members', 'folder_files', 'decode_image', 'decode_images', 'arrays_sha256',
-           'cached_arrays']
+           'read_verified', 'archive_members', 'extract_members', 'folder_files', 'decode_image', 'decode_images',
+           'arrays_sha256', 'cached_arrays']
 
 # %% ../nbs/01_sources.ipynb #15498e3a
 def default_cache_dir() -> Path:
     "`$CIFAR_NB_CACHE` when set, else `~/.cache/cifar_nb`."
     env = os.environ.get('CIFAR_NB_CACHE')
-    return Path(env).expanduser() if env else Path.home()/'.cache'/'cifar_nb'
+    return user_path(env, 'CIFAR_NB_CACHE') if env else Path.home()/'.cache'/'cifar_nb'
 
 # %% ../nbs/01_sources.ipynb #3a4a9997
 def listed_digest(sums:str|Path, # a checksum file of `<digest>  <name>` lines
@@ -63,27 +63,71 @@ def read_verified(path:str|Path, # the file to read
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 # bytes once decompressed: ten times the CIFAR-10 JPEG copy; more is refused, not read into memory
 MAX_ARCHIVE = 1 << 30
+_REPACK = 'repack the archive with each image once, as a regular file'
+
+def _tar_bytes(archive:Path) -> bytes:
+    "The decompressed bytes of a .tar.gz (at most `MAX_ARCHIVE`); one line naming the archive when it is not gzip."
+    try:
+        with gzip.open(regular_file(archive)) as f: data = f.read(MAX_ARCHIVE + 1)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{archive} is not a readable tar.gz ({' '.join(str(e).split())}): copy it again") from None
+    if len(data) > MAX_ARCHIVE: raise DataError(f"{archive} decompresses to more than {MAX_ARCHIVE / 2**20:,.0f} MiB: "
+                                                "give a smaller archive, or a folder of images")
+    return data
+
+def _member_name(archive:Path, m:tarfile.TarInfo) -> str:
+    "The member's name, normalised (`./a//b` -> `a/b`); a `DataError` for a name that leaves the archive's folder."
+    name = posixpath.normpath(m.name)
+    if m.name.startswith('/') or name in ('.', '..') or name.startswith('../') or any(
+            len(os.fsencode(p)) > 255 for p in name.split('/')):
+        raise DataError(f"{archive}: member {m.name!r} has a name no extraction keeps (absolute, '..', empty or a "
+                        f"part over 255 bytes): {_REPACK}")
+    return name
+
+def _members(archive:Path, data:bytes) -> dict:
+    "Normalised name -> `TarInfo` of each file member; a `DataError` names any link, device, FIFO or duplicate."
+    files, dirs = {}, set()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode='r:') as tf:
+            for m in tf:
+                name = _member_name(archive, m)
+                if m.isdir(): dirs.add(name); continue
+                if not m.isfile() or m.issparse():
+                    what = ('a symbolic link' if m.issym() else 'a hard link' if m.islnk() else
+                            'a sparse file' if m.isfile() else 'a device or FIFO')
+                    raise DataError(f"{archive}: member {m.name} is {what}, which is not read: {_REPACK}")
+                if name in files: raise DataError(f"{archive}: member {m.name} appears twice: {_REPACK}")
+                files[name] = m
+    except tarfile.TarError as e:
+        raise DataError(f"{archive} is not a readable tar.gz ({' '.join(str(e).split())}): copy it again") from None
+    folders = dirs | {p for n in [*files, *dirs] for p in _parents(n)}
+    if both := sorted(set(files) & folders):
+        raise DataError(f"{archive}: member {both[0]} is both a file and a folder: {_REPACK}")
+    return files
+
+def _parents(name:str) -> list[str]:
+    "Every folder above `name`: 'a/b/c' -> ['a', 'a/b']."
+    parts = name.split('/'); return ['/'.join(parts[:i]) for i in range(1, len(parts))]
 
 def archive_members(archive:str|Path, # a .tar.gz
                     exts:tuple|None=None, # keep names ending with one of these (case-insensitive); None keeps all
                    ) -> list[tuple[str, bytes]]:
-    "`(member name, bytes)` of each regular, non-hidden file in the archive, sorted by name."
-    archive = Path(archive)
-    try:
-        with gzip.open(regular_file(archive)) as f: data = f.read(MAX_ARCHIVE + 1)
-    except (OSError, EOFError) as e:
-        raise DataError(f"{archive} is not a readable tar.gz ({e}): copy it again") from None
-    if len(data) > MAX_ARCHIVE: raise DataError(f"{archive} decompresses to more than {MAX_ARCHIVE / 2**20:,.0f} MiB: "
-                                                "give a smaller archive, or a folder of images")
-    out = []
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-            for m in tf:
-                base = m.name.rsplit('/', 1)[-1]
-                if not m.isfile() or base.startswith('.') or (exts and not base.lower().endswith(exts)): continue
-                out.append((m.name, data[m.offset_data:m.offset_data + m.size]))
-    except tarfile.TarError as e: raise DataError(f"{archive} is not a readable tar.gz ({e}): copy it again") from None
+    ("`(member name, bytes)` of each file in the archive outside hidden names, sorted by name; links, devices, "
+     "duplicates and names that leave the archive refuse the whole archive, naming the member.")
+    archive = Path(archive); data = _tar_bytes(archive)
+    out = [(n, data[m.offset_data:m.offset_data + m.size]) for n, m in _members(archive, data).items()
+           if not any(p.startswith('.') for p in n.split('/')) and not (exts and not n.lower().endswith(exts))]
     return sorted(out, key=lambda t: t[0])
+
+def extract_members(members:list[tuple[str, bytes]], # from `archive_members`
+                    dest:str|Path, # a new, empty folder
+                   ) -> Path:
+    "Write each `(name, bytes)` under `dest` as a regular file: an extraction holds exactly what `archive_members` read."
+    dest = Path(dest)
+    for name, blob in members:
+        p = dest/name; p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, 'xb') as f: f.write(blob)
+    return dest
 
 # %% ../nbs/01_sources.ipynb #7be16d70
 def folder_files(root:str|Path, # a folder
@@ -201,9 +245,10 @@ def _read_cache(path:Path, key:str) -> tuple[dict, dict]|None:
         if arrays_sha256(arrays) != meta.get('arrays_sha256'): raise ValueError('the arrays do not match the checksum')
         return arrays, meta
     except Exception as e:  # any failure to read the cache means: rebuild it
+        try: path.unlink(missing_ok=True); sidecar.unlink(missing_ok=True); done = 'deleted it, rebuilding'
+        except OSError: done = 'it cannot be deleted, reading around it'  # a read-only cache: bypassed
         warnings.warn(f"cache {path} is stale or corrupt ({type(e).__name__}: {' '.join(str(e).split())}); "
-                      "deleted it, rebuilding from the source")
-        path.unlink(missing_ok=True); sidecar.unlink(missing_ok=True)
+                      f"{done} from the source")
         return None
 
 # %% ../nbs/01_sources.ipynb #db14a42a

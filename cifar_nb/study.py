@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_study.ipynb #51c57d0c
 from __future__ import annotations
-import dataclasses, datetime, math, os, sys, time
+import dataclasses, datetime, math, os, re, sys, time
 from pathlib import Path
 import torch
 from .core import project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
@@ -12,14 +12,14 @@ from .config import TrainConfig, Placement, split_params
 from .studyfile import Study, CONFIG_PLACEMENT, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
 from .learner import make_optimizer, resolve_precision, make_step
-from .runs import (is_complete, load_run, run_state, read_config, build_model, find_runs, run_format,
+from .runs import (is_complete, load_run, run_state, read_config, build_model, find_runs,
                            prune_weights, RunError)
 from .executors import GuardedKernelManager, LocalExecutor, study_lock
 # statistics: 06b_stats
 from .stats import study_table, save_table
 
 # %% auto #0
-__all__ = ['STUDY_FILES', 'REPORT_FILES', 'LEAN_DROPPED', 'REGENERATE', 'run_dir', 'run_status', 'check_own_folder',
+__all__ = ['STUDY_FILES', 'REPORT_FILES', 'OWN_MARKER', 'LEAN_DROPPED', 'REGENERATE', 'run_dir', 'run_status', 'check_own_folder',
            'report_folder', 'compact_progress', 'execute_run', 'candidate_studies', 'find_shared_run',
            'write_study_file', 'run_study', 'shared_path', 'time_left', 'study_of', 'collect_runs',
            'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'render_report',
@@ -42,29 +42,72 @@ def run_status(path: Path, params: dict, data_sha: str|None) -> str:
 # %% ../nbs/06_study.ipynb #7284650f
 STUDY_FILES = {'study.json', 'study.toml', 'runs', 'table1.csv', 'table1.json', 'table1.md', 'lean.json', '.lock'}
 REPORT_FILES = {'report.html', 'report.ipynb', 'table1.csv', 'table1.json', 'table1.md', 'study', 'smoke', '.lock'}
+OWN_MARKER = '.cifar_nb.json'  # written by cifar_nb into every study and report folder it creates or first uses
+# mark a folder written before markers (.lock: the empty lock file of `run_lock`/`study_lock`, which also create folders)
+_SIGNS = {'study.json', 'lean.json', 'runs', 'report.html', 'report.ipynb', 'study', '.lock'}
 
-def check_own_folder(path: str|Path, allowed: set, what: str = 'study folder') -> Path:
-    "`path` if it is absent, empty or holds only the names in `allowed` (and their temporary files); else a `RunError`."
+_HEADS = {'report.html': b'<title>cifar_nb', 'table1.csv': b'config,n_seeds,', 'table1.md': b'| configuration'}
+
+def _written_by_us(p: Path) -> bool:
+    "Whether the file (or folder) `p` has the form cifar_nb writes under its name (a folder of runs: checked run by run)."
+    if p.is_symlink(): return False
+    if p.is_dir() and p.name not in ('runs', 'study', 'smoke'):  # another study's report folder (`reports/lr0001`)
+        return (p/OWN_MARKER).is_file() or (p/'report.html').is_file() or (p/'study'/'study.json').is_file()
+    if p.is_dir() != (p.name in ('runs', 'study', 'smoke')): return False
+    if p.name == '.lock': return p.is_file() and p.stat().st_size == 0
+    if p.is_dir() or p.name not in (*_HEADS, 'study.json', 'lean.json', 'table1.json', 'report.ipynb', OWN_MARKER):
+        return True
+    try:
+        if p.name in _HEADS:
+            if not p.is_file(): return False
+            with p.open('rb') as f: return _HEADS[p.name] in f.read(4096)
+        j = load_json(p)
+        if p.name == 'study.json':  # 'presets' before study files, 'configurations' since
+            return isinstance(j, dict) and {'seeds', 'scale'} <= set(j) and bool({'presets', 'configurations'} & set(j))
+        if p.name == 'lean.json': return isinstance(j, dict) and {'removed', 'kept_weights'} <= set(j)
+        if p.name == 'table1.json': return isinstance(j, list) and all(isinstance(r, dict) and 'config' in r for r in j)
+        if p.name == OWN_MARKER: return isinstance(j, dict) and isinstance(j.get('cifar_nb'), str)
+        pm = j.get('metadata', {}).get('papermill', {}) if isinstance(j, dict) else {}   # report.ipynb
+        return isinstance(pm, dict) and str(pm.get('input_path', '')).endswith('report.ipynb')
+    except (OSError, ValueError, AttributeError): return False
+
+def check_own_folder(path: str|Path,         # the folder cifar_nb is about to write into
+                     allowed: set,            # the names it writes there (`STUDY_FILES`, `REPORT_FILES`)
+                     what: str = 'study folder',  # what the folder is, in messages and in the marker
+                     claim: bool = False,     # create it (when absent) and write the marker
+                    ) -> Path:
+    ("`path` if it is absent, empty or cifar_nb's (its marker, or the form of the files it writes) and holds only "
+     "`allowed` names in their cifar_nb form; else a `RunError`, before anything is written.")
     path = Path(path)
     if path.exists() and not path.is_dir(): raise RunError(f"{what} {path} is a file: choose a folder")
-    if path.is_dir():
-        theirs = sorted(n for n in os.listdir(path) if n not in allowed
-                        and not any(n.startswith(f'.{a}.') for a in allowed))
-        if theirs:
-            raise RunError(f"{what} {path} holds files cifar_nb did not write "
-                           f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
-                           "choose an empty or new folder; nothing was written")
+    if not path.exists() and not (up := next(p for p in path.parents if p.exists())).is_dir():
+        raise RunError(f"{what} {path} cannot be created: {up} is a file; choose a folder elsewhere")
+    try: names = sorted(os.listdir(path)) if path.is_dir() else []
+    except OSError as e: raise RunError(f"{what} {path} cannot be read ({e.strerror or e}): choose another folder")
+    names = [n for n in names if not any(n.startswith(f'.{a}.') and n.endswith('.tmp') for a in allowed | {OWN_MARKER})]
+    if OWN_MARKER in names and _written_by_us(path/OWN_MARKER) and (m := load_json(path/OWN_MARKER))['cifar_nb'] != what:
+        raise RunError(f"{path} is a {m['cifar_nb']}, not a {what}: choose another folder; nothing was written")
+    theirs = [n for n in names if n not in allowed | {OWN_MARKER} or not _written_by_us(path/n)]
+    if not theirs and names and OWN_MARKER not in names and not _SIGNS & set(names): theirs = names  # no sign of ours
+    if theirs:
+        raise RunError(f"{what} {path} holds files cifar_nb did not write "
+                       f"({', '.join(theirs[:5])}{', ...' if len(theirs) > 5 else ''}): "
+                       "choose an empty or new folder; nothing was written")
+    if claim and OWN_MARKER not in names:
+        try: path.mkdir(parents=True, exist_ok=True)
+        except OSError as e: raise RunError(f"cannot create {what} {path}: {e.strerror or e}") from None
+        save_json(path/OWN_MARKER, dict(cifar_nb=what, created=datetime.datetime.now().isoformat(timespec='seconds')))
     return path
 
-# %% ../nbs/06_study.ipynb #b0a06f53
-def report_folder(path: str|Path) -> Path:
+# %% ../nbs/06_study.ipynb #5a3e0d62
+def report_folder(path: str|Path, claim: bool = False) -> Path:
     "`path` checked as a report folder: the report's files, study files and other reports' folders, nothing else."
     path = Path(path).resolve()
     extra = set()
     if path.is_dir():
         extra = {p.name for p in path.iterdir() if (p.suffix == '.toml' and p.is_file())
                  or (p.is_dir() and ((p/'report.html').is_file() or (p/'study'/'study.json').is_file()))}
-    return check_own_folder(path, REPORT_FILES | extra, 'report folder')
+    return check_own_folder(path, REPORT_FILES | extra, 'report folder', claim=claim)
 
 # %% ../nbs/06_study.ipynb #f96f5704
 def _fmt_s(s: float) -> str:
@@ -118,8 +161,9 @@ def _seed_list(study: Study, seeds) -> list:
 
 def _study_jobs(study_dir, study: Study, seeds: list, scale, only=None) -> list:
     "(name, seed, run folder, parameters) of every run (of `only`, when given), seed-major: seed 0's first."
-    return [(n, s, run_dir(study_dir, n, s), study.params(n, s, scale)) for s in seeds for n in study.configurations
-            if only is None or n in only]
+    per = {n: study.seeds_of(n, seeds) for n in study.configurations if only is None or n in only}
+    every = list(dict.fromkeys([*seeds, *(s for ss in per.values() for s in ss)]))
+    return [(n, s, run_dir(study_dir, n, s), study.params(n, s, scale)) for s in every for n in per if s in per[n]]
 
 def _data_sha(jobs_) -> str|None:
     "The identity of the data the study's runs will load (their `data_path`, else the default search)."
@@ -203,7 +247,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
              ) -> list[Path]:
     "Train every run of `study` that is not complete here nor shareable from another study; return all run folders."
     ex = executor or LocalExecutor(jobs)
-    study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES)  # absolute: nothing depends on the cwd
+    study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES, claim=True)  # absolute: not the cwd's
     study_dir.mkdir(parents=True, exist_ok=True)
     seeds, scale = _seed_list(study, seeds), study.scale if scale is None else scale
     study = dataclasses.replace(study, seeds=seeds, scale=scale)
@@ -278,7 +322,9 @@ def collect_runs(study_dir: str|Path,   # a study folder
     out, skipped = {}, []
     for n in st.configurations:
         d = study_dir/'runs'/slug(n)
-        own = {int(p.name[4:]): p for p in d.glob('seed*') if p.name[4:].isdigit()} if d.is_dir() else {}
+        found = sorted(d.glob('seed*')) if d.is_dir() else []
+        skipped += [str(p) for p in found if not re.fullmatch(r'seed[0-9]+', p.name)]  # seed0.bak, seed1-old, ...
+        own = {int(p.name[4:]): p for p in found if re.fullmatch(r'seed[0-9]+', p.name)}
         for s in sorted({*own, *(int(k) for k in shared.get(n, {}))}):
             p = own.get(s)
             if p is None or not is_complete(p):
@@ -286,7 +332,7 @@ def collect_runs(study_dir: str|Path,   # a study folder
                 if q is not None and is_complete(q): p = q
             if p is None or not is_complete(p): skipped.append(str(p or shared_path(study_dir, shared, n, s))); continue
             out.setdefault(n, {})[s] = load_run(p)
-    if skipped: log(f"skipping {len(skipped)} incomplete run(s): {', '.join(skipped)}")
+    if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {', '.join(skipped)}")
     return out
 
 # %% ../nbs/06_study.ipynb #1d1634ec
@@ -404,8 +450,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
     import papermill as pm
     from cifar_nb.publish import render_html
     study_dir, out_dir = (Path(study_dir).resolve(),
-                          report_folder(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
+                          report_folder(out_dir, claim=True))
     executed = out_dir/'report.ipynb'
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed),
@@ -458,9 +503,7 @@ def lean_study(study_dir: str|Path,    # a study folder whose run folders are in
     keep, figures = st.analyse if keep is None else keep, (st.figures_from,) if figures is None else figures
     size = lambda: sum(p.stat().st_size for p in study_dir.rglob('*') if p.is_file())
     before, runs = size(), find_runs(study_dir/'runs')
-    if old := [p for p in runs if run_format(p) < 2]:
-        raise RunError(f"{len(old)} run folder(s) are in format 1 (e.g. {old[0]}): convert them first with "
-                       "runs.upgrade_run(path, data); nothing was removed")
+    for p in runs: load_run(p)  # every run reads (format 2, files intact) before anything is removed
     first, drawn = _first_seeds(runs, keep), _first_seeds(runs, figures)
     man = load_json(study_dir/'lean.json') if (study_dir/'lean.json').exists() else {}
     removed, codes, pruned = (dict(man.get('removed', {})), dict(man.get('notebook_code', {})),

@@ -5,6 +5,7 @@ import contextlib, errno, json, os, shutil, signal, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
+from cifar_nb.studyfile import course_study
 import torch
 import papermill as pm
 from PIL import Image
@@ -111,6 +112,33 @@ def test_study_cli_refuses_a_study_folder_of_the_users(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.startswith(f'error: study folder {mine} holds files cifar_nb did not write') and r.stderr.count('\n') == 1, r.stderr
     assert 'Traceback' not in r.stderr and snapshot(mine) == before
+
+def test_study_cli_refuses_a_folder_holding_the_users_study_json(tmp_path):
+    mine = tmp_path/'mine'; mine.mkdir(); (mine/'study.json').write_text('{"my": "study"}'); before = snapshot(mine)
+    r = _study('--study-dir', mine)
+    assert r.returncode == 1 and r.stderr == f'error: study folder {mine} holds files cifar_nb did not write (study.json): ' \
+        'choose an empty or new folder; nothing was written\n', r.stdout + r.stderr
+    assert snapshot(mine) == before
+
+def test_study_cli_study_folder_below_a_file_is_one_line(tmp_path):
+    (tmp_path/'f').write_text('mine')
+    r = _study('--study-dir', tmp_path/'f'/'study')
+    assert r.returncode == 1 and r.stderr == f"error: study folder {tmp_path/'f'/'study'} cannot be created: {tmp_path/'f'} " \
+        'is a file; choose a folder elsewhere\n', r.stdout + r.stderr
+
+def test_study_and_report_folders_are_marked_and_legacy_ones_recognised(tmp_path):
+    from cifar_nb.study import check_own_folder, report_folder, STUDY_FILES, REPORT_FILES, OWN_MARKER, run_study, render_report
+    from cifar_nb.runs import fake_run
+    s = tmp_path/'s'
+    run_study(s, course_study(), seeds=1, only=['Base'], execute=lambda p, params: fake_run(p, params), log=lambda *a: None, data_sha=None)
+    assert json.loads((s/OWN_MARKER).read_text())['cifar_nb'] == 'study folder'
+    out = tmp_path/'out'; (out/'report.ipynb').parent.mkdir(); (out/'report.html').write_text('<html><title>mine</title>')
+    before = snapshot(out)
+    with pytest.raises(RunError, match=r'did not write \(report.html\)'): render_report(s, out, log=lambda *a: None)
+    assert snapshot(out) == before
+    # the committed folders, written before markers existed, are recognised by their files (a check writes nothing)
+    root = Path(__file__).parents[1]/'reports'
+    assert check_own_folder(root/'study', STUDY_FILES) == root/'study' and report_folder(root) == root
 
 def test_study_cli_refuses_a_report_folder_of_the_users_before_training(tmp_path):
     mine = tmp_path/'mine'; before = plant(mine)

@@ -189,3 +189,47 @@ def test_metrics_give_a_named_error_or_the_right_number(a, b, tpr, keep, thresho
         if 'fit_t' in out: assert M.detection_accuracy(A, B, out['fit_t']) >= max(M.detection_accuracy(A, B, t) for t in np.r_[A, B, np.inf]) - 1e-12
         if 'id_t' in out: assert (A >= out['id_t']).mean() >= keep - 1e-9
         if 'roc' in out: assert len(out['roc']['fpr']) == len(out['roc']['tpr']) <= max_points + 1
+
+# --- one reader of archives (issue 24, item 8) -------------------------------------------------------------------------
+# Random archives from a small grammar of members: files (some duplicated under another spelling of the name), folders,
+# symbolic and hard links, FIFOs, non-images, hidden and odd names. The archive read in memory (`archive_members`) and
+# the archive extracted (by `extract_cifar10_jpeg`'s writer, and by tarfile's own 'data'-filtered extraction) give the
+# same files, or the archive is refused with one line naming one of its members.
+import io, posixpath, tarfile, tempfile
+from cifar_nb.sources import archive_members, extract_members, folder_files
+
+NAMES = ['a.png', 'd/b.png', './d/b.png', 'd//b.png', 'd/e/c.jpg', 'd', 'd/e', '.h/x.png', 'd/.y.png', 'notes.txt',
+         'sp ace.png', 'ünï/cödé.png', 'd/b.png/z.png', '../up.png', '/abs.png', 'x' * 300 + '.png', 'a.PNG']
+KINDS = ['file'] * 4 + ['dir', 'sym', 'hard', 'fifo']
+MEMBER = st.tuples(st.sampled_from(KINDS), st.sampled_from(NAMES), st.binary(max_size=6), st.sampled_from(NAMES))
+
+def _archive(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w:gz') as tf:
+        for kind, name, payload, target in members:
+            ti = tarfile.TarInfo(name)
+            if kind == 'file': ti.size = len(payload); tf.addfile(ti, io.BytesIO(payload)); continue
+            ti.type = dict(dir=tarfile.DIRTYPE, sym=tarfile.SYMTYPE, hard=tarfile.LNKTYPE, fifo=tarfile.FIFOTYPE)[kind]
+            if kind in ('sym', 'hard'): ti.linkname = target
+            tf.addfile(ti)
+    return buf.getvalue()
+
+def _on_disk(root: Path) -> list:
+    "`(name, bytes)` of every file under `root` outside hidden names, as `folder_files` reads them."
+    return [(n, p.read_bytes()) for n, p in folder_files(root)]
+
+@settings(max_examples=150 * SCALE, **SETTINGS)
+@given(members=st.lists(MEMBER, min_size=1, max_size=6))
+def test_an_archive_reads_the_same_in_memory_and_extracted(members):
+    with tempfile.TemporaryDirectory() as d, bounded(20):
+        d = Path(d); tgz = d/'a.tar.gz'; tgz.write_bytes(_archive(members))
+        try: got = archive_members(tgz)
+        except Exception as e:
+            check_error(e, [m[1] for m in members] + [posixpath.normpath(m[1]) for m in members])
+            assert isinstance(e, DataError) and 'member' in str(e), str(e)
+            return
+        event('accepted')
+        assert [n for n, _ in got] == sorted({n for n, _ in got}), 'a name twice'
+        assert _on_disk(extract_members(got, d/'ours')) == got              # the project's extraction
+        with tarfile.open(tgz) as tf: tf.extractall(d/'tar', filter='data')  # tarfile's own, on an accepted archive
+        assert _on_disk(d/'tar') == got

@@ -98,7 +98,8 @@ def _interrupted(d):
     cfg, place = TrainConfig(n_train=100, epochs=2, batch_size=50), Placement(device='cpu', precision='fp32', out_dir=str(d))
     syn = synthetic_cifar(200, 50)
     d.mkdir()
-    save_json(d/'config.json', dict(params=dataclasses.asdict(cfg), classes=list(syn.classes), norm={},
+    save_json(d/'config.json', dict(format=2, params=dataclasses.asdict(cfg), classes=list(syn.classes),
+                                     norm=dict(mean=[0.5]*3, std=[0.25]*3),
                                      data=dict(arrays_sha256=syn.source['arrays_sha256'])))
     return cfg, place
 

@@ -1,5 +1,6 @@
 """The papermill training notebook: a real run on a small subset, its parameters cell, and bad parameters."""
-import ast, dataclasses, json
+import ast, dataclasses, json, os
+from pathlib import Path
 import pytest
 import papermill as pm
 from cifar_nb.core import project_root
@@ -70,3 +71,21 @@ def test_bad_parameters_stop_before_training(tmp_path, params, expect):
         _run(tmp_path, out_dir=str(tmp_path/'run'), **params)
     assert e.value.ename == 'ConfigError' and expect in e.value.evalue, e.value.evalue
     assert not (tmp_path/'run').exists()
+
+def test_papermill_command_line_shows_each_epoch_in_the_terminal(tmp_path):
+    "`papermill nbs/train.ipynb out.ipynb -p ...` in a terminal: a line per epoch (loss, accuracy, time left), no kernel warning."
+    import subprocess, sys
+    from cifar_nb.data import make_fake_cifar10
+    data = make_fake_cifar10(tmp_path/'data', n_train=20, n_test=5)
+    papermill = Path(sys.executable).parent/'papermill'
+    r = subprocess.run([str(papermill), str(NB), str(tmp_path/'out.ipynb'), '-p', 'epochs', '3', '-p', 'n_train', '100',
+                        '-p', 'batch_size', '50', '-p', 'device', 'cpu', '-p', 'out_dir', str(tmp_path/'run'),
+                        '-p', 'data_path', str(data)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, 'CIFAR_NB_CACHE': str(tmp_path/'cache')})
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if l.startswith('epoch ')]
+    assert [l.split(':')[0] for l in lines] == ['epoch 1/3', 'epoch 2/3', 'epoch 3/3'], r.stderr[-3000:]
+    assert all('validation loss' in l and 'accuracy' in l and 'left' in l for l in lines), lines
+    assert 'WARNING' not in r.stderr and 'not encrypted' not in r.stderr, r.stderr[-3000:]
+    out = (tmp_path/'out.ipynb').read_text()
+    assert 'epoch 1/3: loss' not in out  # the terminal's lines; the notebook keeps its progress bar

@@ -1,0 +1,110 @@
+"""Issue 24, item 7: every failure a user can cause is one line naming the file, folder, variable or argument, with what
+to do; never a raw traceback from the command line (`--debug` or CIFAR_NB_DEBUG=1 shows it). The command line and the
+public entry points are walked with bad inputs of the issue's classes: a test fails on a traceback, on a message of
+several lines, on an exception raised outside cifar_nb, or on a message that does not name the culprit."""
+import gzip, os, subprocess, sys, traceback
+from pathlib import Path
+import pytest
+from cifar_nb.studyfile import course_study
+from cifar_nb.core import DataError, ArgumentError, CorruptFileError, WriteError, save_json, sha256_file
+from cifar_nb.runs import RunError, fake_run, load_run, synthetic_cifar, train_run
+from cifar_nb.config import TrainConfig, Placement
+
+ROOT = Path(__file__).parents[1]
+PROJECT = (DataError, ArgumentError, CorruptFileError, WriteError, RunError)
+
+def cli(*args, env=None, timeout=240):
+    "Run the study's command line (smoke scale, one run) with `args` and `env` added."
+    env = {**{k: v for k, v in os.environ.items() if k != 'CIFAR_NB_DEBUG'}, 'PYTHONPATH': str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1',
+                           *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+def one_line(r, *names):
+    "The command failed with one line on stderr, no traceback, naming each of `names`."
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert 'Traceback' not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith(('usage:', ' '))]
+    assert len(lines) == 1 and 'error: ' in lines[0], r.stderr
+    for n in names: assert str(n) in lines[0], (n, lines[0])
+    return lines[0]
+
+def raises_one_line(f, *names):
+    "`f()` raises a project error whose one-line message names each of `names`; the error comes from cifar_nb."
+    with pytest.raises(Exception) as e: f()
+    where = traceback.extract_tb(e.value.__traceback__)[-1].filename
+    assert isinstance(e.value, PROJECT), f"raw {type(e.value).__name__} from {where}: {e.value}"
+    msg = str(e.value)
+    assert '\n' not in msg.strip(), msg
+    for n in names: assert str(n) in msg, (n, msg)
+    return msg
+
+NOUSER = '~nosuchuser42'
+
+@pytest.mark.parametrize('var', ['CIFAR_NB_DATA', 'CIFAR_NB_CACHE'])
+def test_cli_home_folder_of_an_unknown_user_names_the_variable(tmp_path, var):
+    one_line(cli('--study-dir', tmp_path/'s', '--plan', env={var: f'{NOUSER}/x'}), var, NOUSER)
+
+def test_cli_data_variable_that_is_a_loop_of_links(tmp_path):
+    os.symlink(tmp_path/'loop', tmp_path/'loop')
+    one_line(cli('--study-dir', tmp_path/'s', '--plan', env=dict(CIFAR_NB_DATA=str(tmp_path/'loop'))), 'CIFAR_NB_DATA')
+
+def test_cli_study_json_that_is_not_an_object(tmp_path):
+    (tmp_path/'s').mkdir(); (tmp_path/'s'/'study.json').write_text('[1, 2]')
+    one_line(cli('--study-dir', tmp_path/'s', '--plan'), 'study.json')
+    assert (tmp_path/'s'/'study.json').read_text() == '[1, 2]'
+
+def test_cli_malformed_dask_address(tmp_path):
+    pytest.importorskip('distributed')
+    one_line(cli('--study-dir', tmp_path/'s', '--plan', '--executor', 'dask', '--address', 'foo::bar'), '--address', 'foo::bar')
+
+@pytest.mark.parametrize('how', ['--debug', 'CIFAR_NB_DEBUG=1'])
+def test_debug_shows_the_traceback(tmp_path, how):
+    env = {'CIFAR_NB_CACHE': f'{NOUSER}/x', **(dict([how.split('=')]) if '=' in how else {})}
+    r = cli('--study-dir', tmp_path/'s', '--plan', *([how] if how.startswith('--') else []), env=env)
+    assert r.returncode != 0 and 'Traceback' in r.stderr and 'DataError' in r.stderr, r.stderr
+
+# --- the library's public entry points ------------------------------------------------------------------------------
+
+def test_ood_variable_home_folder_of_an_unknown_user(monkeypatch):
+    from cifar_nb.ood import load_ood_set
+    monkeypatch.setenv('CIFAR_NB_OOD', f'{NOUSER}/ood')
+    raises_one_line(lambda: load_ood_set('mnist', n=10), 'CIFAR_NB_OOD')
+
+def test_cache_variable_home_folder_of_an_unknown_user(monkeypatch, tmp_path):
+    from cifar_nb.data import load_cifar10, make_fake_cifar10
+    src = make_fake_cifar10(tmp_path/'src', n_train=1, n_test=1)
+    monkeypatch.setenv('CIFAR_NB_CACHE', f'{NOUSER}/c')
+    raises_one_line(lambda: load_cifar10(src, progress=False), 'CIFAR_NB_CACHE')
+
+def test_damaged_config_fields_are_named(tmp_path):
+    from cifar_nb.core import load_json
+    r = fake_run(tmp_path/'r', dict(lr=0.01))
+    c = load_json(r/'config.json'); c['norm'] = 'none'; save_json(r/'config.json', c)
+    m = load_json(r/'COMPLETE.json'); m['files']['config.json'] = sha256_file(r/'config.json'); save_json(r/'COMPLETE.json', m)
+    raises_one_line(lambda: load_run(r), 'config.json', 'field norm')
+
+def test_stray_seed_folder_is_skipped_and_named(tmp_path, capsys):
+    import shutil
+    from cifar_nb.study import run_study, finish_study
+    run_study(tmp_path/'s', course_study(), seeds=1, only=['Base'], execute=lambda p, params: fake_run(p, params),
+              log=lambda *a: None, data_sha=None)
+    shutil.copytree(tmp_path/'s'/'runs'/'base'/'seed0', tmp_path/'s'/'runs'/'base'/'seed0.bak')
+    assert Path(finish_study(tmp_path/'s')['md']).is_file()
+    assert 'seed0.bak' in capsys.readouterr().out
+
+def test_empty_and_non_tar_archives_with_a_matching_checksum_are_one_line(tmp_path):
+    from cifar_nb.data import load_cifar10
+    for name, raw in (('empty', b''), ('text', b'no tar here ' * 50)):
+        d = tmp_path/name; d.mkdir(); a = d/'cifar10-jpeg.tar.gz'; a.write_bytes(gzip.compress(raw))
+        (d/'SHA256SUMS').write_text(f'{sha256_file(a)}  cifar10-jpeg.tar.gz\n')
+        raises_one_line(lambda: load_cifar10(a, cache_dir=tmp_path/'c', progress=False), str(a))
+
+def test_too_large_n_train_names_n_train(tmp_path):
+    raises_one_line(lambda: train_run(TrainConfig(n_train=1000, epochs=1), Placement(device='cpu', out_dir=str(tmp_path/'r')),
+                                      data=synthetic_cifar(100, 20), progress=False), 'n_train')
+
+def test_study_folder_below_a_file_is_one_line(tmp_path):
+    from cifar_nb.study import run_study
+    (tmp_path/'f').write_text('mine')
+    raises_one_line(lambda: run_study(tmp_path/'f'/'s', course_study(), seeds=1, only=['Base'], execute=None, log=lambda *a: None,
+                                      data_sha=None), str(tmp_path/'f'))
