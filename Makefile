@@ -90,4 +90,4 @@ serve-docs: _site/index.html
 
 # README.md is generated from nbs/index.ipynb, its findings from reports/study (tests/test_readme.py checks that they agree)
 readme: $(STAMP)
-	$(PY) -c "from cifar_nb.report import write_readme; print('wrote', write_readme())"
+	$(PY) -c "from cifar_nb.readme import write_readme; print('wrote', write_readme())"

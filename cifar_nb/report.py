@@ -20,13 +20,12 @@ from .interpret import confusion_matrix, per_class_accuracy
 from .stats import mean_ci, precision_of
 
 # %% auto #0
-__all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR', 'TRAINING_CODE', 'FINDINGS_MARK',
-           'synthetic_runs', 'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'config_style', 'plot_accuracy',
-           'epoch_history', 'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch',
-           'plot_training', 'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame',
-           'plot_per_class', 'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes',
-           'notebook_code', 'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences', 'readme_findings',
-           'readme_with_findings', 'write_readme']
+__all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR', 'TRAINING_CODE', 'synthetic_runs',
+           'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history',
+           'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch', 'plot_training',
+           'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame', 'plot_per_class',
+           'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'notebook_code',
+           'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -556,78 +555,3 @@ def check_sentences(page: str) -> tuple[int, list[str]]:
     "(number of sentences checked, the disagreements) of a rendered report: each `said` sentence against its table."
     p = _Tables(); p.feed(page)
     return len(p.said), [w for s in p.said if (w := _check_one(s, p.tables))]
-
-# %% ../nbs/08_report.ipynb #af1d9b1d
-FINDINGS_MARK = '<!-- cifar_nb: findings -->'
-
-def _claim_cell(name: str, vs: list) -> str:
-    v = [f"{x['claim']}: **{x['verdict']}**" for x in vs if x['config'] == name]
-    return '; '.join(v) or '(no claim)'
-
-def _ood_bullet(runs: dict, st) -> str:
-    "The OOD bullet: the rule's verdict per set (per network) and the best detector per network, near and far."
-    from cifar_nb.ood import OOD_SET_INFO, set_title
-    from cifar_nb.stats import ood_verdicts
-    nets = {n: runs[n] for n in st.analyse if n in runs}
-    oodf, layf = ood_frame(nets), ood_frame(nets, 'layer_table')
-    if not len(oodf): return ''
-    kind = {s: OOD_SET_INFO.get(s, {}).get('kind', 'far') for s in dict.fromkeys(oodf['set'])}
-    ov = [v for v in ood_verdicts(layf.to_dict('records'), published=st.reference_ood) if v['kind'] == 'rule']
-    nf = near_far_frame(oodf, kind)
-    rule = '; '.join(f"{set_title(v['set'])} **{v['verdict']}** (AUROC " + ', '.join(f"{n} {100 * a:.1f}%" for n, a in v['auroc_by_config'].items()) + ')'
-                     for v in ov)
-    best = []
-    for g, sets in (('near', [s for s in kind if kind[s] == 'near']), ('far', [s for s in kind if kind[s] == 'far'])):
-        d = nf[(nf.group == g) & ~nf.detector.str.startswith('mean_act')]
-        per = [f"{n} {set_title(r.detector)} ({r.auroc:.1f}%)" for n in nets for r in [d[d.config == n].sort_values('auroc').iloc[-1]]]
-        best.append(f"on {g}-OOD ({', '.join(set_title(s) for s in sets)}{', averaged' if len(sets) > 1 else ''}): " + '; '.join(per))
-    return (f"- **OOD detection** ({', '.join(f'{len(by)} seeds of {n}' for n, by in nets.items())}): the mean-activation rule "
-            f"(a low mean activation of the last ReLU layer means OOD), tested network by network over each network's seeds: {rule}. "
-            f"The detector with the highest AUROC differs by network, {' and '.join(best)}.")
-
-def readme_findings(study_dir='reports/study', shown: str|None = None) -> str:
-    "The README's findings, as Markdown, computed from a study folder (its study file, runs and OOD tables); `shown`: its name in the text."
-    from cifar_nb.study import collect_runs, study_of
-    from cifar_nb.stats import study_table, claim_verdicts, precision_twins, seed_accuracies
-    st = study_of(study_dir); runs = collect_runs(study_dir, st, log=lambda *a: None)
-    B, rows = st.baseline, study_table(runs, st.baseline, st.reference)
-    vs, r0, acc = claim_verdicts(rows, st.claims, B, st.reference), f'vs_{B.lower()}', seed_accuracies(runs)
-    f = lambda v, nd=2, sg='': '' if not np.isfinite(v) else f"{v:{sg}.{nd}f}"
-    tab = [{'configuration': r['config'], 'test accuracy (%), mean ± std': f"{f(r['acc_mean'])} ± {f(r['acc_std'])}",
-            **({st.reference_source or 'published (%)': f(r['report_acc'])} if st.reference else {}),
-            f'Δ vs {B} (pp) [Holm-adjusted interval]': (f"{f(r[f'{r0}_diff'], 2, '+')} [{f(r[f'{r0}_diff'] - r[f'{r0}_diff_ci_holm'], 2, '+')}, "
-                                                      f"{f(r[f'{r0}_diff'] + r[f'{r0}_diff_ci_holm'], 2, '+')}]" if f'{r0}_diff' in r else ''),
-            'p (Holm)': f(r.get(f'{r0}_p_holm', math.nan), 3), 'verdict on the claim': _claim_cell(r['config'], vs)} for r in rows]
-    n_seeds = sorted({r['n_seeds'] for r in rows})
-    top = max(rows, key=lambda r: r['acc_mean'])
-    R = {r['config']: r for r in rows}
-    sig = [r for r in rows if np.isfinite(r.get(f'{r0}_p_holm', math.nan)) and r[f'{r0}_p_holm'] < 0.05]
-    def cmp(r):
-        per = [acc[r['config']][s] - acc[B][s] for s in sorted(set(acc[r['config']]) & set(acc[B]))]
-        ep = f"; {r['epochs']} epochs against {R[B]['epochs']}" if r['epochs'] != R[B]['epochs'] else ''
-        return (f"{r['config']} {f(r[f'{r0}_diff'], 2, '+')} pp (per seed {', '.join(f'{x:+.2f}' for x in per)}{ep})")
-    bullets = [f"- **Highest mean test accuracy:** {top['config']}, {f(top['acc_mean'])} ± {f(top['acc_std'])}% over {top['n_seeds']} seeds.",
-               f"- **Against {B}** (paired by seed, Holm's correction over {sum(f'{r0}_p' in r for r in rows)} comparisons): "
-               + ('; '.join(map(cmp, sig)) + ' differ beyond seed noise' if sig else 'no difference survives the correction')
-               + (f"; the Holm-adjusted intervals of {', '.join(r['config'] for r in rows if f'{r0}_p' in r and r not in sig)} contain zero."
-                  if len(sig) < sum(f'{r0}_p' in r for r in rows) else '.')]
-    if ood := _ood_bullet(runs, st): bullets.append(ood)
-    from cifar_nb.stats import markdown_table
-    return (f"Written by `cifar_nb.report.readme_findings` from `{shown or Path(study_dir).as_posix()}` ({st.title}; "
-            f"{'/'.join(map(str, n_seeds))} seeds per configuration). Test accuracy as mean ± standard deviation over seeds; "
-            f"Δ is the paired difference from {B} with its Holm-adjusted interval (it excludes zero exactly when the Holm-corrected "
-            "p is below 0.05); the verdicts are `cifar_nb.stats.claim_verdicts`'s:\n\n"
-            + markdown_table(pd.DataFrame(tab)) + '\n' + '\n'.join(bullets) + '\n')
-
-def readme_with_findings(index='nbs/index.ipynb', root=None, study_dir='reports/study') -> str:
-    "The README (`publish.readme_text`) with the findings written from `study_dir` after the line `FINDINGS_MARK`."
-    from cifar_nb.publish import readme_text
-    root = Path(root) if root is not None else project_root()
-    text = readme_text(index, root)
-    return text.replace(FINDINGS_MARK, FINDINGS_MARK + '\n\n' + readme_findings(root/study_dir, shown=str(study_dir)).strip(), 1)
-
-def write_readme(dest='README.md', root=None) -> Path:
-    "Write `readme_with_findings()` to `root/dest` (what `make readme` runs)."
-    from cifar_nb.core import atomic_write_text
-    root = Path(root) if root is not None else project_root()
-    return atomic_write_text(root/dest, readme_with_findings(root=root))

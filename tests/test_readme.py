@@ -1,7 +1,7 @@
 """README.md is generated from nbs/index.ipynb and its findings from the committed study (`make readme`): they must agree, and it must give the two commands."""
 from pathlib import Path
 
-from cifar_nb.report import readme_with_findings, FINDINGS_MARK
+from cifar_nb.readme import readme_with_findings, FINDINGS_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 
