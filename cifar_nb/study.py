@@ -52,7 +52,7 @@ def _written_by_us(p: Path) -> bool:
     "Whether the file (or folder) `p` has the form cifar_nb writes under its name (a folder of runs: checked run by run)."
     if p.is_symlink(): return False
     if p.is_dir() and p.name not in ('runs', 'study', 'smoke'):  # another study's report folder (`reports/lr0001`)
-        return (p/OWN_MARKER).is_file() or (p/'report.html').is_file() or (p/'study'/'study.json').is_file()
+        return any((p/q).exists() for q in (OWN_MARKER, 'report.html', 'study/study.json', 'study/runs', f'study/{OWN_MARKER}'))
     if p.is_dir() != (p.name in ('runs', 'study', 'smoke')): return False
     if p.name == '.lock': return p.is_file() and p.stat().st_size == 0
     if p.is_dir() or p.name not in (*_HEADS, 'study.json', 'lean.json', 'table1.json', 'report.ipynb', OWN_MARKER):
@@ -106,7 +106,7 @@ def report_folder(path: str|Path, claim: bool = False) -> Path:
     extra = set()
     if path.is_dir():
         extra = {p.name for p in path.iterdir() if (p.suffix == '.toml' and p.is_file())
-                 or (p.is_dir() and ((p/'report.html').is_file() or (p/'study'/'study.json').is_file()))}
+                 or (p.is_dir() and any((p/q).exists() for q in ('report.html', 'study/study.json', 'study/runs')))}
     return check_own_folder(path, REPORT_FILES | extra, 'report folder', claim=claim)
 
 # %% ../nbs/06_study.ipynb #f96f5704
