@@ -4,15 +4,15 @@
 
 # %% ../nbs/06d_cli.ipynb #702f3645
 from __future__ import annotations
-import argparse, dataclasses, os, sys, traceback
+import argparse, dataclasses, os, signal, sys, threading, traceback
 from pathlib import Path
 from .core import project_root, ArgumentError, DataError, CorruptFileError, WriteError
 from .studyfile import Study, StudyFileError, load_study, course_study, vary_study, slug, COURSE_FILE, SCALES
 from .runs import RunError, RunLocked
-from .executors import make_executor, ExecutorError
+from .executors import make_executor, ExecutorError, kill_started
 from .concurrency import choose_jobs
 from .study import (STUDY_FILES, check_own_folder, report_folder, plan_study, format_plan, run_study,
-                            finish_study, analyse_study, render_report)
+                            finish_study, check_baseline, analyse_study, render_report)
 
 # %% auto #0
 __all__ = ['default_dirs', 'main']
@@ -104,11 +104,25 @@ def _the_study(a) -> tuple[Study, str|None, list|None]:
 # %% ../nbs/06d_cli.ipynb #f2a867ee
 _USER_ERRORS = (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, ExecutorError, RuntimeError)
 
+def _stop(signum, frame):
+    "SIGTERM stops a study as Ctrl-C does."
+    raise KeyboardInterrupt(signum)
+
+def _stopped(e: KeyboardInterrupt) -> int:
+    ("A stop (Ctrl-C, SIGTERM): every kernel and worker the study started is killed, one line says how to resume, "
+     "and the process ends at once with 130 (SIGINT) or 143 (SIGTERM) (threads that waited on the kernels are not joined).")
+    kill_started()
+    print("stopped: run the same command again to resume (finished runs are kept, interrupted ones resume "
+          "from their last checkpoint)", file=sys.stderr)
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(128 + (e.args[0] if e.args and e.args[0] == signal.SIGTERM else signal.SIGINT))
+
 def main(argv=None) -> int:
     "Run a study: plan, train what is missing (or share it from another study), write the table, render the report."
     ap = _parser()
     a = ap.parse_args(argv)
     _check_args(ap, a)
+    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _stop)
     try: return _run(a, ap)
     except Exception as e:  # one line naming the problem, unless --debug (or CIFAR_NB_DEBUG=1)
         if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): traceback.print_exc()
@@ -116,8 +130,7 @@ def main(argv=None) -> int:
         print(f"error: {' '.join(str(e).split())}" if ours else f"error: {type(e).__name__}: {' '.join(str(e).split())} "
               "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
               file=sys.stderr); return 1
-    except KeyboardInterrupt:
-        print("stopped: run the same command again to resume (finished runs are kept)", file=sys.stderr); return 130
+    except KeyboardInterrupt as e: _stopped(e)
 
 # %% ../nbs/06d_cli.ipynb #771e15d3
 def _run(a, ap) -> int:
@@ -130,14 +143,21 @@ def _run(a, ap) -> int:
     # the folders are checked before anything is planned or trained
     check_own_folder(study_dir.resolve(), STUDY_FILES)
     if report_dir is not None: report_folder(report_dir)
-    plan, why = plan_study(study_dir, study, a.seeds, scale, reuse_from=reuse, only=only), ''
+    def executor_():
+        try: return make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
+        except ExecutorError as e: ap.error(str(e))  # an argument the executor refuses (exit status 2)
+    # a cluster is joined before the plan (which may hash the data set: seconds to minutes), so that an address
+    # nobody listens on fails within its connect timeout
+    executor, why = executor_() if a.executor == 'dask' else None, ''
+    try: plan = plan_study(study_dir, study, a.seeds, scale, reuse_from=reuse, only=only)
+    except BaseException:
+        if executor: executor.close()
+        raise
     if a.executor == 'local' and (a.jobs == 'auto' or (a.jobs is None and a.threads is None and scale == 'full')):
         ch = choose_jobs(plan['n_todo'], 'auto', measure=not a.plan, log=lambda s: print(s, flush=True))
         a.jobs, a.threads, why = ch['jobs'], ch['threads'], f" (--jobs auto: {ch['why']})"
         plan['estimate_s'] /= ch['ratio']  # the runs left, trained that many at once
-    try: executor = make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
-    except ExecutorError as e: ap.error(str(e))  # an argument the executor refuses (exit status 2)
-    with executor:
+    with executor or executor_() as executor:
         print(format_plan(plan) + f"\n  runs go to: {executor.describe()}{why}", flush=True)
         if a.plan: return 0
         run_study(study_dir, study, a.seeds, scale, log=lambda s: print(s, flush=True), executor=executor,
@@ -145,6 +165,7 @@ def _run(a, ap) -> int:
     paths = finish_study(study_dir)
     print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
     if report_dir is not None:
+        check_baseline(study_dir)  # before the analysis, which takes minutes
         # a smoke study evaluates OOD on 1,000 images per set
         analyse_study(study_dir, device='auto', n_per_set=None if scale == 'full' else 1000)
         render_report(study_dir, report_dir, smoke=scale != 'full')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06c_concurrency.ipynb #5b88dd38
 from __future__ import annotations
-import dataclasses, datetime, hashlib, json, math, os, statistics, subprocess, sys, time
+import dataclasses, datetime, hashlib, json, math, os, statistics, subprocess, sys, time, warnings
 from pathlib import Path
 import torch
 from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json
@@ -198,6 +198,22 @@ def save_concurrency(m: dict, cache_dir: str|Path|None = None) -> Path:
                      dict(m, machine=machine_key(m['device']),
                           date=datetime.datetime.now().isoformat(timespec='seconds')))
 
+_CONFIG_KEYS = {'jobs': int, 'threads': int, 'ratio': (int, float), 'bit_identical_to_alone': bool}
+
+def _kept_measurement(path: Path) -> dict|None:
+    "The measurement kept at `path`; None when there is none, or (with one warning naming the file) when it is damaged."
+    if not path.exists(): return None
+    try:
+        m = load_json(path)
+        ok = (isinstance(m, dict) and isinstance(m.get('configs'), list) and
+              all(isinstance(c, dict) and all(isinstance(c.get(k), t) for k, t in _CONFIG_KEYS.items()) for c in m['configs']))
+        if not ok: raise ValueError("not a measurement of configs with jobs, threads, ratio and bit_identical_to_alone")
+    except Exception as e:
+        warnings.warn(f"kept concurrency measurement {path} is damaged ({' '.join(str(e).split())}): "
+                      "it is ignored and measured again", stacklevel=2)
+        return None
+    return m
+
 def choose_jobs(n_runs: int,                         # runs the study has left to train
                 device: str = 'cpu',                 # where they train
                 measure: bool = True,                # measure now when this machine has no measurement yet
@@ -212,11 +228,7 @@ def choose_jobs(n_runs: int,                         # runs the study has left t
     if cores < 2: return one("one core")
     if n_runs < 2: return one("one run to train")
     path = concurrency_file('cpu', cache_dir)
-    m = None
-    if path.exists():
-        try: m = load_json(path)
-        except Exception: m = None  # a damaged cache file is measured again
-        if not (isinstance(m, dict) and isinstance(m.get('configs'), list)): m = None
+    m = _kept_measurement(path)
     if m is None and measure:
         if log: log(f"measuring how many runs at once train fastest on this machine (once; kept in {path}) ...")
         m = load_json(save_concurrency(measure_concurrency(cores, log=log), cache_dir))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_executors.ipynb #05a0bd39
 from __future__ import annotations
-import contextlib, hashlib, logging, os, secrets, sys, time
+import contextlib, hashlib, logging, os, secrets, signal, sys, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 import torch
@@ -15,8 +15,8 @@ from .runs import run_lock, RunLocked
 
 # %% auto #0
 __all__ = ['CHECK_FILE', 'ExecutorError', 'cpu_cores', 'split_threads', 'with_threads', 'guard_cmd', 'GuardedKernelManager',
-           'study_lock', 'Executor', 'LocalExecutor', 'wait_unlocked', 'code_fingerprint', 'local_cluster',
-           'run_request', 'DaskExecutor', 'make_executor']
+           'started_processes', 'kill_started', 'study_lock', 'Executor', 'LocalExecutor', 'wait_unlocked',
+           'code_fingerprint', 'local_cluster', 'run_request', 'DaskExecutor', 'make_executor']
 
 # %% ../nbs/06a_executors.ipynb #70428465
 class ExecutorError(RuntimeError):
@@ -64,6 +64,28 @@ class GuardedKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments=None) -> list:
         return guard_cmd(super().format_kernel_cmd(extra_arguments))
 
+# %% ../nbs/06a_executors.ipynb #9b99e82a
+def started_processes(pid: int|None = None, # the process whose descendants to list; None: this one
+                     ) -> list[int]:
+    "The processes `pid` started, and theirs, whatever their session (from /proc; [] off Linux)."
+    pid, parent = pid or os.getpid(), {}
+    for d in Path('/proc').glob('[0-9]*'):
+        try: stat = (d/'stat').read_text()
+        except OSError: continue  # gone meanwhile, or not ours to read
+        parent[int(d.name)] = int(stat.rsplit(')', 1)[1].split()[1])  # field 4, after the command's (name)
+    out, todo = [], [pid]
+    while todo:
+        kids = [p for p, pp in parent.items() if pp == todo[-1]]; todo.pop()
+        out += kids; todo += kids
+    return out
+
+def kill_started(sig: int = signal.SIGKILL) -> list[int]:
+    "Send `sig` to every process this one started, and theirs (kernels in their own sessions too); their ids."
+    pids = started_processes()
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError): os.kill(p, sig)
+    return pids
+
 # %% ../nbs/06a_executors.ipynb #1b9b1ba9
 @contextlib.contextmanager
 def study_lock(study_dir: str|Path):
@@ -106,11 +128,12 @@ class LocalExecutor(Executor):
             if on_start: on_start(i)
             t = time.perf_counter(); fn(Path(path), with_threads(params, self.threads))
             return i, time.perf_counter() - t
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        pool, wait = ThreadPoolExecutor(max_workers=self.jobs), True
         try:
             futs = [pool.submit(one, i, p, params) for i, (p, params) in enumerate(tasks)]
             for f in as_completed(futs): yield f.result()
-        finally: pool.shutdown(wait=True, cancel_futures=True)  # a failure cancels what has not started
+        except KeyboardInterrupt: wait = False; raise  # a stop: its kernels are killed (`kill_started`), not awaited
+        finally: pool.shutdown(wait=wait, cancel_futures=True)  # a failure cancels what has not started
 
 # %% ../nbs/06a_executors.ipynb #cd811cb7
 CHECK_FILE = '.cluster-check'
@@ -217,7 +240,7 @@ class DaskExecutor(Executor):
                  allowed_failures: int = 3,         # local cluster only: reruns of a run whose worker died
                  lock_wait_s: float = 120.,         # how long a rerun waits for the old kernel to free the run folder
                  timeout_s: float = 60.,            # how long to wait for a first worker
-                 connect_s: float = 10.):           # how long a scheduler at `address` has to answer
+                 connect_s: float = 5.):            # how long a scheduler at `address` has to answer
         try: import distributed
         except ImportError:
             raise ExecutorError("the dask executor needs the cluster extra: "

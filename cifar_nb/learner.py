@@ -4,14 +4,14 @@
 
 # %% ../nbs/03a_learner.ipynb #b623736d
 from __future__ import annotations
-import dataclasses, math, sys, time
+import dataclasses, io, math, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from .core import atomic_path, regular_file, DataError, cpu_flags, terminal_echo
+from .core import atomic_path, atomic_write_bytes, regular_file, DataError, cpu_flags, terminal_echo
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
@@ -345,7 +345,8 @@ def save_checkpoint(path, L):
     ck = dict(model=L.model.state_dict(), opt=_opt_state(L.opt), history=L.history, state=dataclasses.asdict(L.state),
               rng_cpu=torch.get_rng_state(), loader_rng=L.train_dl.generator.get_state())
     if torch.cuda.is_available(): ck['rng_cuda'] = torch.cuda.get_rng_state_all()
-    with atomic_path(path) as tmp: torch.save(ck, tmp)
+    # torch's own writer reports a full disk as 'enforce fail ...': serialised here, written by Python ('File too large')
+    buf = io.BytesIO(); torch.save(ck, buf); atomic_write_bytes(path, buf.getvalue())
 
 def load_checkpoint(path, L):
     "Restore what `save_checkpoint` wrote into `L` (model, optimiser, history, state, random states)."

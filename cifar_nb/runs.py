@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from safetensors.torch import save_file, load_file
+from safetensors.torch import load_file, save as safetensors_bytes
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
                            machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError,
                            DataError)
@@ -318,7 +318,8 @@ def _write_config(out_dir, cfg, place, data, loaders, device, amp, started):
 def _write_results(out_dir, res, test, loaders, t_start, started):
     "Weights, predictions, history and metrics, then the completion marker."
     save_state = {k: v.detach().contiguous().cpu() for k, v in res.best_state.items()}
-    with atomic_path(out_dir/'weights.safetensors') as tmp: save_file(save_state, str(tmp))
+    # safetensors' own writer hides the cause of a failed write: serialised here, written by Python
+    atomic_write_bytes(out_dir/'weights.safetensors', safetensors_bytes(save_state))
     test_loss, test_acc, logits = test
     save_predictions(out_dir/'predictions.npz', logits, loaders['test'].y.cpu().numpy())
     write_history_csv(out_dir/HISTORY, res.history)
@@ -658,7 +659,7 @@ def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100) -> 
     save_json(path/'metrics.json', dict(test_acc=float((logits.argmax(1) == labels).mean()), test_loss=1.0,
                                         best_epoch=1, best_val_loss=1.5, train_seconds=1.0, val_seconds=0.1,
                                         total_seconds=2.0, images_per_s=1000.))
-    with atomic_path(path/'weights.safetensors') as t: save_file(build_model(cfg).state_dict(), str(t))
+    atomic_write_bytes(path/'weights.safetensors', safetensors_bytes(build_model(cfg).state_dict()))
     save_predictions(path/'predictions.npz', logits, labels)
     save_json(path/COMPLETE, {'format': FORMAT, 'files': {f: sha256_file(path/f) for f in RUN_FILES}})
     return path

@@ -5,6 +5,8 @@
 # %% ../nbs/01_sources.ipynb #1260ec96
 from __future__ import annotations
 import contextlib, functools, gzip, hashlib, io, multiprocessing as mp, os, posixpath, tarfile, warnings
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -214,10 +216,16 @@ def decode_images(items:list[tuple], # `(display name, bytes or path)` pairs
     workers = min(os.cpu_count() or 1, len(chunks))
     ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
     fn = functools.partial(_decode_chunk, resize=resize)
+    # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed, out of memory) breaks the pool at once,
+    # where Pool.imap would wait for its chunk forever
     with tqdm(total=len(items), desc=desc, unit='img', disable=not progress) as bar, \
-         (ctx.Pool(workers) if workers > 1 else contextlib.nullcontext()) as pool:
-        for arr in (pool.imap(fn, chunks) if pool else map(fn, chunks)):
-            out[done:done+len(arr)] = arr; done += len(arr); bar.update(len(arr))
+         (ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else contextlib.nullcontext()) as pool:
+        try:
+            for arr in (pool.map(fn, chunks) if pool else map(fn, chunks)):
+                out[done:done+len(arr)] = arr; done += len(arr); bar.update(len(arr))
+        except BrokenProcessPool:
+            raise DataError(f"{desc}: a decoding worker died (killed, or out of memory) after {done:,} of "
+                            f"{len(items):,} images; run again (with more free memory)") from None
     return out
 
 # %% ../nbs/01_sources.ipynb #604f41e4

@@ -4,12 +4,12 @@
 
 # %% ../nbs/06_study.ipynb #51c57d0c
 from __future__ import annotations
-import dataclasses, datetime, math, os, re, sys, time
+import dataclasses, datetime, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
 from .core import project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
 from .config import TrainConfig, Placement, split_params
-from .studyfile import Study, CONFIG_PLACEMENT, load_study, course_study, to_toml, slug
+from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
 from .learner import make_optimizer, resolve_precision, make_step
 from .runs import (is_complete, load_run, run_state, read_config, build_model, find_runs,
@@ -22,8 +22,8 @@ from .stats import study_table, save_table
 __all__ = ['STUDY_FILES', 'REPORT_FILES', 'OWN_MARKER', 'LEAN_DROPPED', 'REGENERATE', 'run_dir', 'run_status', 'check_own_folder',
            'report_folder', 'compact_progress', 'execute_run', 'candidate_studies', 'find_shared_run',
            'write_study_file', 'run_study', 'shared_path', 'time_left', 'study_of', 'collect_runs',
-           'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'render_report',
-           'lean_study', 'finish_study']
+           'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'check_baseline',
+           'render_report', 'lean_study', 'finish_study']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
@@ -443,12 +443,24 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
             if did: log(f"analysis: {n} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
     return out
 
+# %% ../nbs/06_study.ipynb #2130abc6
+def check_baseline(study_dir: str|Path, study: Study|None = None) -> None:
+    "Fail (`RunError`, one line) when the study in `study_dir` has no complete run of its baseline configuration."
+    study_dir = Path(study_dir); st = study or study_of(study_dir)
+    if collect_runs(study_dir, st, log=lambda *a: None).get(st.baseline): return
+    sf = study_dir/'study.toml'
+    raise RunError(f"{study_dir} holds no complete run of the study's baseline configuration {st.baseline!r}, "
+                   f"which the report compares every configuration with: train it first "
+                   f"(python -m cifar_nb.study {sf if sf.is_file() else COURSE_FILE} --study-dir {study_dir} "
+                   f"--configurations {shlex.quote(st.baseline)})")
+
 # %% ../nbs/06_study.ipynb #134281c2
 def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
     ("Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` "
      "(self-contained), plus the tables.")
     import papermill as pm
     from cifar_nb.publish import render_html
+    check_baseline(study_dir)  # before the report folder is claimed
     study_dir, out_dir = (Path(study_dir).resolve(),
                           report_folder(out_dir, claim=True))
     executed = out_dir/'report.ipynb'

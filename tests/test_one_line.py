@@ -108,3 +108,45 @@ def test_study_folder_below_a_file_is_one_line(tmp_path):
     (tmp_path/'f').write_text('mine')
     raises_one_line(lambda: run_study(tmp_path/'f'/'s', course_study(), seeds=1, only=['Base'], execute=None, log=lambda *a: None,
                                       data_sha=None), str(tmp_path/'f'))
+
+def test_damaged_kept_concurrency_measurement_is_ignored_with_one_warning(tmp_path, monkeypatch):
+    import warnings
+    from cifar_nb import concurrency
+    monkeypatch.setattr(concurrency, 'cpu_cores', lambda: 2)  # the file is read only where there are cores to split
+    f = concurrency.concurrency_file('cpu', tmp_path); f.parent.mkdir(parents=True)
+    for damaged in ('{"configs": [', '{"configs": [{"jobs": "two"}]}', '[1, 2]'):
+        f.write_text(damaged)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            ch = concurrency.choose_jobs(4, measure=False, cache_dir=tmp_path)
+        assert ch['jobs'] == 1 and 'not measured' in ch['why'], ch
+        assert len(w) == 1 and str(f) in str(w[0].message) and 'measured again' in str(w[0].message), [str(x.message) for x in w]
+        assert '\n' not in str(w[0].message)
+
+def test_report_of_a_study_without_its_baseline_names_it(tmp_path):
+    from cifar_nb.study import run_study, render_report
+    run_study(tmp_path/'s', course_study(), seeds=1, only=['Base'], execute=lambda p, params: fake_run(p, params),
+              log=lambda *a: None, data_sha=None)
+    msg = raises_one_line(lambda: render_report(tmp_path/'s', tmp_path/'r', log=lambda *a: None),
+                          "'Improved'", '--configurations Improved', tmp_path/'s')
+    assert not (tmp_path/'r').exists(), 'the report folder was created before the check'
+
+WRITE_WITH_A_FILE_SIZE_LIMIT = '''
+import resource, sys
+from cifar_nb.runs import synthetic_cifar, train_run
+from cifar_nb.config import TrainConfig, Placement
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # a disk that is full after 200 kB a file
+train_run(TrainConfig(n_train=200, batch_size=32, epochs=1), Placement(device='cpu', out_dir=sys.argv[1]),
+          data=synthetic_cifar(300, 20), progress=False)
+'''
+
+def test_disk_full_is_recorded_as_cannot_write_file_too_large(tmp_path):
+    import json
+    r = subprocess.run([sys.executable, '-c', WRITE_WITH_A_FILE_SIZE_LIMIT, str(tmp_path/'r')], capture_output=True,
+                       text=True, timeout=240, env={**os.environ, 'PYTHONPATH': str(ROOT)}, cwd=ROOT)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('cifar_nb.core.WriteError: cannot write ') and 'File too large' in last, r.stderr[-2000:]
+    assert 'enforce fail' not in r.stderr
+    failed = json.loads((tmp_path/'r'/'FAILED.json').read_text())
+    assert failed['kind'] == 'WriteError' and 'File too large' in failed['error'] and str(tmp_path/'r') in failed['error'], failed
