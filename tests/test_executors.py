@@ -74,7 +74,7 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
         # a second invocation reuses both runs
         again = []
         study.run_study(d, STUDY, 1, executor=ex, log=again.append)
-        assert '2 complete and reused, 0 to train' in again[0], again
+        assert '2 complete and reused, 0 shared from other studies, 0 to train' in again[0], again
     nb = (run/'train.ipynb').read_text()
     assert 'resuming' in nb and CHECKPOINT in nb                # the rerun started from the checkpoint, not from scratch
     assert any('to train on dask local cluster' in l for l in logs), logs

@@ -93,7 +93,7 @@ def test_killed_study_resumes_only_what_is_missing(tmp_path):
     time.sleep(1)  # the killed kernel's lock goes with its process
     r = subprocess.run([sys.executable, '-c', STUDY_SCRIPT, str(d)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert '1 complete and reused, 2 to train' in r.stdout and 'Improved seed 0 (resuming)' in r.stdout, r.stdout
+    assert '1 complete and reused, 0 shared from other studies, 2 to train' in r.stdout and 'Improved seed 0 (resuming)' in r.stdout, r.stdout
     assert (d/'runs'/'base'/'seed0'/'weights.safetensors').stat().st_mtime_ns == base_w
     runs = collect_runs(d)
     assert set(runs) == {'Base', 'Improved', 'No L2'} and all(len(v) == 1 for v in runs.values())
@@ -142,3 +142,43 @@ def test_report_renders_a_custom_study(tmp_path):
                    'Out-of-distribution detection', 'Not available yet: no OOD'):
         assert course not in html, course
     assert 'Traceback' not in html
+
+CUSTOM_SMOKE = '''
+title = "Does more dropout help?"
+baseline = "Improved"
+seeds = 2
+analyse = ["Improved"]
+[configurations]
+Improved = {}
+"Dropout 0.5" = { dropout = 0.5 }
+[[claims]]
+better = "Dropout 0.5"
+than = "Improved"
+says = "more dropout helps"
+'''
+
+
+@pytest.fixture(scope='module')
+def custom(tmp_path_factory):
+    "A study file of the user's with two configurations and a claim, end to end at smoke scale: train, analyse, report."
+    d = tmp_path_factory.mktemp('custom')
+    (d/'dropout.toml').write_text(CUSTOM_SMOKE)
+    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', str(d/'dropout.toml'), '--scale', 'smoke',
+                        '--study-dir', str(d/'study'), '--report', str(d/'report')], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return d, r.stdout
+
+def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custom):
+    from cifar_nb.stats import VERDICTS
+    d, out = custom
+    assert '2 configurations x 2 seeds = 4 runs' in out and '[done 4/4]' in out, out[-2000:]
+    assert (d/'study'/'study.toml').read_text() == CUSTOM_SMOKE                    # the folder keeps the file it ran
+    html = (d/'report'/'report.html').read_text()
+    text = re.sub(r'<[^>]+>', ' ', html)
+    assert 'Does more dropout help?' in text and 'Dropout 0.5' in text and 'more dropout helps' in text
+    # the claim's row carries one of the verdict words
+    row = re.search(r'more dropout helps(.{0,600})', text, re.S).group(1)
+    assert any(v in row for v in VERDICTS), row
+    for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92'):  # nothing of the course report's
+        assert course_name not in text, course_name
+    assert 'Traceback' not in html and external_urls(html) == []
