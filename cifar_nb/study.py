@@ -460,7 +460,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
      "(self-contained), plus the tables.")
     import papermill as pm
     from cifar_nb.publish import render_html
-    check_baseline(study_dir)  # before the report folder is claimed
+    report_folder(out_dir); check_baseline(study_dir)  # a folder of the user's is refused first; neither is claimed yet
     study_dir, out_dir = (Path(study_dir).resolve(),
                           report_folder(out_dir, claim=True))
     executed = out_dir/'report.ipynb'
