@@ -105,7 +105,9 @@ def _the_study(a) -> tuple[Study, str|None, list|None]:
 _USER_ERRORS = (ArgumentError, DataError, CorruptFileError, RunError, RunLocked, WriteError, ExecutorError, RuntimeError)
 
 def _stop(signum, frame):
-    "SIGTERM stops a study as Ctrl-C does."
+    ("Ctrl-C and SIGTERM: kill what the study started at once (a cluster or kernel that is shut down politely takes "
+     "seconds), then unwind the driver, whose `finally` blocks remove its half-written files.")
+    kill_started()
     raise KeyboardInterrupt(signum)
 
 def _stopped(e: KeyboardInterrupt) -> int:
@@ -122,7 +124,8 @@ def main(argv=None) -> int:
     ap = _parser()
     a = ap.parse_args(argv)
     _check_args(ap, a)
-    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _stop)
+    stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    before = {sig: signal.signal(sig, _stop) for sig in stops}  # put back when main returns (a notebook calling it)
     try: return _run(a, ap)
     except Exception as e:  # one line naming the problem, unless --debug (or CIFAR_NB_DEBUG=1)
         if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): traceback.print_exc()
@@ -131,6 +134,8 @@ def main(argv=None) -> int:
               "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
               file=sys.stderr); return 1
     except KeyboardInterrupt as e: _stopped(e)
+    finally:
+        for sig, h in before.items(): signal.signal(sig, h)
 
 # %% ../nbs/06d_cli.ipynb #771e15d3
 def _run(a, ap) -> int:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors.torch import load_file, save_file, save as safetensors_bytes
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
                            machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError,
                            DataError)
