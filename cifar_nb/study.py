@@ -213,7 +213,7 @@ def _statuses(study_dir: Path, jobs_: list, data_sha, reuse_from) -> tuple[list,
     old = load_json(study_dir/'study.json').get('shared', {}) if (study_dir/'study.json').is_file() else {}
     shared, cands = {}, None
     for i, (n, s, p, params) in enumerate(jobs_):
-        if status[i] != 'todo': continue
+        if status[i] != 'todo' or data_sha is None: continue  # unknown data: nothing can be shown to be the same run
         q = old.get(n, {}).get(str(s))
         q = (study_dir/q).resolve() if q else None
         if q is None or not _matches(q, params, data_sha):

@@ -164,7 +164,8 @@ def custom(tmp_path_factory):
     d = tmp_path_factory.mktemp('custom')
     (d/'dropout.toml').write_text(CUSTOM_SMOKE)
     r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', str(d/'dropout.toml'), '--scale', 'smoke',
-                        '--study-dir', str(d/'study'), '--report', str(d/'report')], capture_output=True, text=True, timeout=1200)
+                        '--study-dir', str(d/'study'), '--report', str(d/'report'), '--reuse-from', 'none'],
+                       capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return d, r.stdout
 
