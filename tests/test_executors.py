@@ -55,7 +55,7 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
     with DaskExecutor(jobs=2, threads=1) as ex:
         pids = ex.client.run(os.getpid)                      # worker address -> process id
         def driver():
-            try: study.run_study(d, STUDY, 1, executor=ex, log=logs.append)
+            try: study.run_study(d, STUDY, 1, executor=ex, log=logs.append, reuse_from=[])
             except BaseException as e: out['error'] = e
         th = threading.Thread(target=driver); th.start()
         _wait(lambda: (run/CHECKPOINT).exists() or not th.is_alive(), 180, 'the first checkpoint of Improved')
@@ -73,7 +73,7 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
         assert pids[addr] not in ex.client.run(os.getpid).values()
         # a second invocation reuses both runs
         again = []
-        study.run_study(d, STUDY, 1, executor=ex, log=again.append)
+        study.run_study(d, STUDY, 1, executor=ex, log=again.append, reuse_from=[])
         assert '2 complete and reused, 0 shared from other studies, 0 to train' in again[0], again
     nb = (run/'train.ipynb').read_text()
     assert 'resuming' in nb and CHECKPOINT in nb                # the rerun started from the checkpoint, not from scratch
