@@ -173,7 +173,9 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     from cifar_nb.stats import VERDICTS
     d, out = custom
     assert '2 configurations x 2 seeds = 4 runs' in out and '[done 4/4]' in out, out[-2000:]
-    assert (d/'study'/'study.toml').read_text() == CUSTOM_SMOKE                    # the folder keeps the file it ran
+    kept = load_study(d/'study'/'study.toml')                                # the folder keeps the study it ran:
+    assert (kept.configurations, kept.claims, kept.scale) == (load_study(d/'dropout.toml').configurations,
+                                                              load_study(d/'dropout.toml').claims, 'smoke')  # with --scale
     html = (d/'report'/'report.html').read_text()
     text = re.sub(r'<[^>]+>', ' ', html)
     assert 'Does more dropout help?' in text and 'Dropout 0.5' in text and 'more dropout helps' in text
