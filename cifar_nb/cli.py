@@ -175,3 +175,7 @@ def _run(a, ap) -> int:
         analyse_study(study_dir, device='auto', n_per_set=None if scale == 'full' else 1000)
         render_report(study_dir, report_dir, smoke=scale != 'full')
     return 0
+
+# %% ../nbs/06d_cli.ipynb #c11e0a1n
+#| eval: false
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())  # python -m cifar_nb.cli (python -m cifar_nb.study runs this)

@@ -547,5 +547,6 @@ def finish_study(study_dir: str|Path, study: Study|None = None) -> dict:
 # %% ../nbs/06_study.ipynb #37a72632
 #| eval: false
 if __name__ == '__main__' and '__file__' in globals():  # python -m cifar_nb.study: the command line (06d_cli)
-    from cifar_nb.cli import main
-    sys.exit(main())
+    # the command line sits above this module: run it as its own program (same process id, signals and exit status)
+    # rather than import it from here
+    os.execv(sys.executable, [sys.executable, '-m', 'cifar_nb.cli', *sys.argv[1:]])
