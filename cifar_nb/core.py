@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['KERNEL_ARGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError',
+__all__ = ['KERNEL_ARGS', 'ISA_FLAGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError',
            'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file',
            'user_path', 'CorruptFileError', 'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model',
-           'cpu_flags', 'machine_info', 'seed_everything', 'terminal_echo']
+           'cpu_flags', 'machine_info', 'machine_kind', 'seed_everything', 'terminal_echo']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -238,9 +238,21 @@ def machine_info(device: str|torch.device = 'auto') -> dict:
     dev = get_device(device)
     info = dict(cpu=cpu_model(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 torch=torch.__version__, python=platform.python_version(), platform=platform.platform(),
-                device=str(dev), gpu=None)
+                device=str(dev), gpu=None, isa=sorted(ISA_FLAGS & cpu_flags()))
     if dev.type == 'cuda': info['gpu'] = torch.cuda.get_device_name(dev)
     return info
+
+# the instruction sets that change a CPU's arithmetic here (which kernels oneDNN picks, native bf16): a machine's kind
+ISA_FLAGS = frozenset({'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'amx_int8'})
+
+def machine_kind(machine: dict|None) -> str:
+    ("A machine's kind as `machine_info` recorded it: the GPU's name, or the CPU model with its arithmetic flags "
+     "(runs recorded before the flags were kept say only the model).")
+    m = machine or {}
+    if m.get('gpu'): return str(m['gpu'])
+    isa = m.get('isa')
+    top = [f for f in ('amx_bf16', 'avx512_bf16', 'avx512f', 'avx2') if isa and f in isa][:1]
+    return f"{m.get('cpu') or 'unknown CPU'}" + (f" ({top[0]})" if top else ' (flags not recorded)' if isa is None else '')
 
 # %% ../nbs/00_core.ipynb #b3c61543
 def seed_everything(seed: int) -> None:
