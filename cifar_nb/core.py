@@ -4,16 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #66d2dcca
 from __future__ import annotations
-import hashlib, json, os, platform, stat, subprocess, tempfile, contextlib, math
+import hashlib, html, json, os, platform, re, stat, subprocess, tempfile, contextlib, math
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['KERNEL_ARGS', 'ISA_FLAGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'get_device', 'WriteError',
-           'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file',
-           'user_path', 'CorruptFileError', 'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model',
-           'cpu_flags', 'machine_info', 'machine_kind', 'seed_everything', 'terminal_echo']
+__all__ = ['KERNEL_ARGS', 'ISA_FLAGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'plain_text', 'md_text',
+           'get_device', 'WriteError', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json',
+           'DataError', 'regular_file', 'user_path', 'CorruptFileError', 'load_json', 'file_digest', 'sha256_file',
+           'git_commit', 'cpu_model', 'cpu_flags', 'machine_info', 'machine_kind', 'seed_everything', 'terminal_echo']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -63,6 +63,23 @@ def check_number(name:str, # the argument's name, for the message
         raise error(f"{name}={show_value(value)} must be "
                     f"{'None or ' if none else ''}{'an int' if integer else 'a number'} in {rng}")
     return value.item() if isinstance(value, np.generic) else value  # numpy scalars as Python numbers: torch wants those
+
+# %% ../nbs/00_core.ipynb #e557558b
+_CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]')
+
+def plain_text(s, # a user's text: a title, a configuration name, a claim
+              ) -> str:
+    "One line of a user's text for a terminal or a log: control characters and bidi overrides shown as `\\x..` escapes."
+    return _CONTROL.sub(lambda m: m[0].encode('unicode_escape').decode(), str(s).replace('\r\n', ' ').replace('\n', ' '))
+
+def md_text(s, # a user's text to put inside Markdown that becomes HTML
+           ) -> str:
+    ("A user's text as inert Markdown: one line (newlines become spaces, so no heading or list can start), every "
+     "Markdown and HTML special character backslash- or entity-escaped, so it renders as the same characters and "
+     "never as a tag, an attribute, a link or a section.")
+    s = plain_text(s)
+    s = html.escape(s, quote=True)  # &, <, >, " and ' as entities: no tag and no attribute can open
+    return re.sub(r'([\\`*_{}\[\]()#+\-.!|~$])', r'\\\1', s)
 
 # %% ../nbs/00_core.ipynb #ff5403bc
 def get_device(device: str|torch.device = 'auto') -> torch.device:
