@@ -60,6 +60,7 @@ class Study:
     declared: dict = field(default_factory=dict)        # configuration -> what the file wrote for it (with `from`)
     follow_ups: list = field(default_factory=list)      # study folders (relative to this one's) the report points to
     config_seeds: dict = field(default_factory=dict)    # configuration -> its own seeds (else the study's)
+    design: dict|None = None       # a two-stage seeds plan {'pilot', 'half_width', 'max'}: `seeds` is then the pilot
     path: Path|None = None
 
     def __post_init__(self): self.figures_from = self.figures_from or self.baseline
@@ -87,6 +88,23 @@ def _name(src, key, v, names) -> str:
     return v
 
 MAX_SEEDS = 1000  # seeds of a configuration, whether given as a count or as a list (and --seeds)
+
+def _design(src, v, key='seeds') -> dict:
+    ("A two-stage plan of the seeds, `{ pilot = 3, half_width = 2.0, max = 5 }`: a pilot of `pilot` seeds, then as "
+     "many seeds (at most `max`) as Stein's design needs for intervals of at most `half_width` pp.")
+    if bad := [k for k in v if k not in ('pilot', 'half_width', 'max')]:
+        raise _err(src, f"{key}.{bad[0]}", "unknown key; a seeds plan has pilot, half_width and max")
+    for k in ('pilot', 'half_width', 'max'):
+        if k not in v: raise _err(src, key, f"a seeds plan needs pilot, half_width and max; {k} is missing")
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
+    if not (is_int(v['pilot']) and 2 <= v['pilot'] <= MAX_SEEDS):
+        raise _err(src, f"{key}.pilot", f"must be a number of seeds in [2, {MAX_SEEDS}] (a pilot needs a spread), got {show_value(v['pilot'])}")
+    hw = v['half_width']
+    if not (isinstance(hw, (int, float)) and not isinstance(hw, bool) and 0 < hw <= 100):
+        raise _err(src, f"{key}.half_width", f"must be a number of percentage points in (0, 100], got {show_value(hw)}")
+    if not (is_int(v['max']) and v['pilot'] <= v['max'] <= MAX_SEEDS):
+        raise _err(src, f"{key}.max", f"must be a number of seeds in [pilot, {MAX_SEEDS}], got {show_value(v['max'])}")
+    return dict(pilot=v['pilot'], half_width=float(hw), max=v['max'])
 
 def _seeds(src, v, key='seeds') -> list:
     "An int n (seeds 0..n-1) or a list of distinct seeds; at most `MAX_SEEDS` either way."
@@ -240,10 +258,14 @@ def parse_study(d: dict,            # the parsed TOML
     analyse = [_name(src, f"analyse[{i}]", a, names) for i, a in enumerate(analyse)]
     if len(set(analyse)) < len(analyse): raise _err(src, 'analyse', "names a configuration twice")
     figs, fu = d.get('figures_from'), d.get('follow_ups', [])
+    design = _design(src, d['seeds']) if isinstance(d.get('seeds'), dict) else None
+    if design and own_seeds: raise _err(src, 'seeds', "a seeds plan decides every configuration's seeds: "
+                                                      "remove the configurations' own seeds")
     if not isinstance(fu, list) or not all(isinstance(x, str) and x.strip() for x in fu):
         raise _err(src, 'follow_ups', f"must be a list of study folders (relative to this study's folder), got {show_value(fu)}")
     return Study(title=_str(src, 'title', d['title']), baseline=baseline, configurations=confs,
-                 seeds=_seeds(src, d.get('seeds', 1)), scale=_scale(src, d.get('scale', 'full')), analyse=analyse,
+                 seeds=_seeds(src, design['pilot'] if design else d.get('seeds', 1)), design=design,
+                 scale=_scale(src, d.get('scale', 'full')), analyse=analyse,
                  figures_from=None if figs is None else _name(src, 'figures_from', figs, names),
                  claims=_claims(src, d.get('claims', []), names),
                  description=_str(src, 'description', d.get('description', ''), empty=True),
@@ -309,7 +331,7 @@ def to_toml(st: Study) -> str:
     "The study as a study file (`load_study` reads it back to the same `Study`)."
     L = [f"title = {_toml_value(st.title)}"]
     if st.description: L.append(f"description = {_toml_value(st.description)}")
-    L += [f"baseline = {_toml_value(st.baseline)}", f"seeds = {_toml_value(st.seeds)}",
+    L += [f"baseline = {_toml_value(st.baseline)}", f"seeds = {_toml_value(st.design or st.seeds)}",
           f"scale = {_toml_value(st.scale)}", f"analyse = {_toml_value(st.analyse)}"]
     if st.figures_from != st.baseline: L.append(f"figures_from = {_toml_value(st.figures_from)}")
     if st.follow_ups: L.append(f"follow_ups = {_toml_value(st.follow_ups)}")
@@ -326,7 +348,7 @@ def to_toml(st: Study) -> str:
 def _same(a: Study, b: Study) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in ('title', 'baseline', 'configurations', 'seeds', 'scale',
                'analyse', 'figures_from', 'claims', 'description', 'reference', 'reference_source', 'reference_ood',
-               'figure_claims', 'follow_ups', 'config_seeds'))
+               'figure_claims', 'follow_ups', 'config_seeds', 'design'))
 
 # %% ../nbs/03c_studyfile.ipynb #f359ee8b
 def _parse_value(src, key, text: str):
