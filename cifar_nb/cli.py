@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                     "see cifar_nb.concurrency; else 1)")
     ap.add_argument('--threads', type=int, default=None,
                     help='intra-op CPU threads per run (default: the cores split between the runs)')
+    ap.add_argument('--target', type=float, default=None, metavar='PP',
+                    help="plan the seeds: a pilot (--seeds, else the study file's, at least 2), then as many seeds as "
+                         "make every comparison's interval at most +-PP percentage points (Stein's two-stage design)")
+    ap.add_argument('--max-seeds', type=int, default=None, metavar='N',
+                    help="with --target: at most N seeds per configuration (default 5)")
+    ap.add_argument('--share-mixed', action='store_true',
+                    help="share runs of other studies trained on another machine kind, thread count or training code "
+                         "(by default they are trained here; shared, the report names them)")
     ap.add_argument('--plan', action='store_true', help='print the plan and the time estimate, train nothing')
     ap.add_argument('--debug', action='store_true', help='on an error, print the whole traceback too (also: CIFAR_NB_DEBUG=1)')
     return ap
@@ -79,6 +87,11 @@ def _check_args(ap, a):
         if not 1 <= a.jobs <= 64: ap.error(f"--jobs must be in [1, 64] or 'auto', got {a.jobs}")
     if a.threads is not None and not 1 <= a.threads <= 1024:
         ap.error(f"--threads must be in [1, 1024], got {a.threads}")
+    if a.target is not None and not 0 < a.target <= 100:
+        ap.error(f"--target must be a half-width in (0, 100] percentage points, got {a.target:g}")
+    if a.max_seeds is not None and a.target is None: ap.error("--max-seeds goes with --target")
+    if a.max_seeds is not None and not 2 <= a.max_seeds <= MAX_SEEDS:
+        ap.error(f"--max-seeds must be in [2, {MAX_SEEDS}], got {a.max_seeds}")
     if a.jobs == 'auto' and a.executor != 'local':
         ap.error("--jobs auto chooses for the local executor: give the dask cluster's workers as a number")
 
@@ -101,6 +114,14 @@ def _the_study(a) -> tuple[Study, str|None, list|None]:
         if bad := [c for c in only if c not in st.configurations]:
             raise StudyFileError(f"--configurations: {', '.join(map(repr, bad))} not in the study; "
                                  f"its configurations are: {', '.join(map(repr, st.configurations))}")
+    if a.target is not None:  # a seeds plan from the command line: the pilot is --seeds, else the file's seeds
+        pilot = a.seeds or (st.design or {}).get('pilot') or len(st.seeds)
+        if pilot < 2: raise StudyFileError(f"--target needs a pilot of at least 2 seeds: give --seeds 3 (got {pilot})")
+        mx = a.max_seeds or max(5, pilot)
+        if mx < pilot: raise StudyFileError(f"--max-seeds {mx} is below the pilot's {pilot} seeds")
+        st = dataclasses.replace(st, design=dict(pilot=pilot, half_width=a.target, max=mx), seeds=list(range(pilot)),
+                                 config_seeds={})
+        a.seeds = None  # the plan decides
     return st, name, only
 
 # %% ../nbs/06d_cli.ipynb #f2a867ee
@@ -157,7 +178,8 @@ def _run(a, ap) -> int:
     # a cluster is joined before the plan (which may hash the data set: seconds to minutes), so that an address
     # nobody listens on fails within its connect timeout
     executor, why = executor_() if a.executor == 'dask' else None, ''
-    try: plan = plan_study(study_dir, study, a.seeds, scale, reuse_from=reuse, only=only)
+    try: plan = plan_study(study_dir, study, a.seeds, scale, reuse_from=reuse, only=only, share_mixed=a.share_mixed,
+                           threads=a.threads)
     except BaseException:
         if executor: executor.close()
         raise
@@ -169,7 +191,7 @@ def _run(a, ap) -> int:
         _say(_plan_text(plan) + f"\n  runs go to: {executor.describe()}{why}")
         if a.plan: return 0
         run_study(study_dir, study, a.seeds, scale, log=_say, executor=executor,
-                  reuse_from=reuse, only=only)
+                  reuse_from=reuse, only=only, share_mixed=a.share_mixed)
     paths = finish_study(study_dir)
     _say(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
     if report_dir is not None:

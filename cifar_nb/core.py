@@ -13,7 +13,8 @@ import torch
 __all__ = ['KERNEL_ARGS', 'ISA_FLAGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'plain_text', 'md_text',
            'get_device', 'WriteError', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json',
            'DataError', 'regular_file', 'user_path', 'CorruptFileError', 'load_json', 'file_digest', 'sha256_file',
-           'git_commit', 'cpu_model', 'cpu_flags', 'machine_info', 'machine_kind', 'seed_everything', 'terminal_echo']
+           'git_commit', 'cpu_model', 'cpu_flags', 'machine_info', 'machine_kind', 'same_kind', 'notebook_code',
+           'seed_everything', 'terminal_echo']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -270,6 +271,26 @@ def machine_kind(machine: dict|None) -> str:
     isa = m.get('isa')
     top = [f for f in ('amx_bf16', 'avx512_bf16', 'avx512f', 'avx2') if isa and f in isa][:1]
     return f"{m.get('cpu') or 'unknown CPU'}" + (f" ({top[0]})" if top else ' (flags not recorded)' if isa is None else '')
+
+def same_kind(a: str, b: str) -> bool:
+    ("Whether two `machine_kind`s can be the same machine: equal, or the same CPU model where one of them recorded no "
+     "flags (a run's identical losses with another then tell; see the report's identical-loss table).")
+    strip = lambda k: k.removesuffix(' (flags not recorded)')
+    if a == b: return True
+    if a.endswith(' (flags not recorded)') or b.endswith(' (flags not recorded)'):
+        return strip(a) == strip(b) or strip(a) == strip(b).rsplit(' (', 1)[0] or strip(b) == strip(a).rsplit(' (', 1)[0]
+    return False
+
+# %% ../nbs/00_core.ipynb #e55d625c
+def notebook_code(path) -> str|None:
+    ("A short SHA-256 of a notebook's code cells, papermill's parameters and injected parameters left out (None when "
+     "absent): the training-code digest of a run, the same for `nbs/train.ipynb` and the copy papermill executed.")
+    p = Path(path)
+    if not p.exists(): return None
+    cells = json.loads(regular_file(p).read_text())['cells']  # never a FIFO or a device
+    src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code'
+           and not {'parameters', 'injected-parameters'} & set(c.get('metadata', {}).get('tags', []))]
+    return hashlib.sha256('\n'.join(src).encode()).hexdigest()[:10]
 
 # %% ../nbs/00_core.ipynb #b3c61543
 def seed_everything(seed: int) -> None:

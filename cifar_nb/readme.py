@@ -47,7 +47,7 @@ def readme_findings(study_dir='reports/study', shown: str|None = None) -> str:
     from cifar_nb.study import collect_runs, study_of
     from cifar_nb.stats import study_table, claim_verdicts, precision_twins, seed_accuracies
     st = study_of(study_dir); runs = collect_runs(study_dir, st, log=lambda *a: None)
-    B, rows = st.baseline, study_table(runs, st.baseline, st.reference)
+    B, rows = st.baseline, study_table(runs, st.baseline, st.reference, design=st.design)
     vs, r0, acc = claim_verdicts(rows, st.claims, B, st.reference), f'vs_{B.lower()}', seed_accuracies(runs)
     f = lambda v, nd=2, sg='': '' if not np.isfinite(v) else f"{v:{sg}.{nd}f}"
     tab = [{'configuration': r['config'], 'test accuracy (%), mean ± std': f"{f(r['acc_mean'])} ± {f(r['acc_std'])}",

@@ -24,8 +24,8 @@ __all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_C
            'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history',
            'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch', 'plot_training',
            'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame', 'plot_per_class',
-           'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'notebook_code',
-           'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences']
+           'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'ood_frame',
+           'near_far_frame', 'said', 'best_row', 'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -448,14 +448,7 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
                      'training code changed': ', '.join(touched) or 'none'})
     return pd.DataFrame(rows, columns=['from', 'to', 'files changed', 'lines +', 'lines −', 'training code changed'])
 
-def notebook_code(path) -> str|None:
-    "A short SHA-256 of an executed notebook's code cells, papermill's injected parameters left out (None when absent)."
-    p = Path(path)
-    if not p.exists(): return None
-    cells = json.loads(regular_file(p).read_text())['cells']  # never a FIFO or a device
-    src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code'
-           and not {'parameters', 'injected-parameters'} & set(c.get('metadata', {}).get('tags', []))]
-    return hashlib.sha256('\n'.join(src).encode()).hexdigest()[:10]
+from .core import notebook_code  # the training-code digest (cifar_nb.core); importable from here as before
 
 # %% ../nbs/08_report.ipynb #49e907cc
 def ood_frame(runs: dict,                # {configuration: {seed: run}}

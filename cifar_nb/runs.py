@@ -642,7 +642,9 @@ def synthetic_cifar(n_train=500, n_test=200, seed=0):
                                    name='synthetic', arrays_sha256=sha))
 
 # %% ../nbs/03b_runs.ipynb #1f08b8fe
-def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100, data_sha: str|None = None) -> Path:
+def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100, data_sha: str|None = None,
+             provenance: dict|None = None, # what config.json records of where it ran (None: this machine, as trained here)
+            ) -> Path:
     "Write a minimal complete run folder with the given flat parameters (it trains nothing; for tests and examples)."
     cfg, place = split_params(params, check_device=False)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -652,7 +654,9 @@ def fake_run(path: Path, params: dict, acc: float|None = None, n: int = 100, dat
     logits = np.eye(10, dtype=np.float32)[np.where(np.arange(n) < acc*n, labels, (labels + 1) % 10)]
     save_json(path/'config.json', dict(format=FORMAT, params=asdict(cfg), placement=asdict(place),
                                        classes=list(CLASSES), norm=dict(mean=[0.5]*3, std=[0.25]*3),
-                                       data=dict(name='fake', arrays_sha256=data_sha), provenance={}))
+                                       data=dict(name='fake', arrays_sha256=data_sha),
+                                       provenance=provenance if provenance is not None else dict(
+                                           machine=machine_info('cpu'), threads=place.threads or torch.get_num_threads())))
     save_split(path/'split.npz', 10 * n, np.arange(0, 9 * n), np.arange(9 * n, 10 * n))
     write_history_csv(path/HISTORY, {'train': dict(iteration=[1], epoch=[1], lr=[cfg.lr], loss=[2.0], acc=[0.1]),
                                               'val': dict(iteration=[1], epoch=[1], loss=[1.5], acc=[acc])})

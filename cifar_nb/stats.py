@@ -15,9 +15,9 @@ from .core import save_json, atomic_write_text
 
 # %% auto #0
 __all__ = ['VERDICTS', 'verdict_word', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'holm_levels', 'min_detectable_effect',
-           'seeds_to_detect', 'stein_seeds', 'stein_interval', 'precision_of', 'precision_twins', 'seed_accuracies',
-           'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts', 'cell_value', 'markdown_table',
-           'diff_column', 'table1_frame', 'table_markdown', 'save_table']
+           'seeds_to_detect', 'stein_seeds', 'stein_interval', 'stein_plan', 'precision_of', 'precision_twins',
+           'seed_accuracies', 'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts', 'cell_value',
+           'markdown_table', 'diff_column', 'table1_frame', 'table_markdown', 'save_table']
 
 # %% ../nbs/06b_stats.ipynb #540ddfb3
 VERDICTS = {
@@ -180,6 +180,24 @@ def stein_interval(diffs,              # every paired difference, the pilot's fi
     p = float(2 * stats.t.sf(abs(mean) * math.sqrt(n) / s0, pilot_n - 1)) if s0 > 0 else (0.0 if mean else 1.0)
     return dict(n=n, diff=mean, half_width=float(t * s0 / math.sqrt(n)), p_adj=min(1.0, p * max(m, 1)), pilot_sd=s0)
 
+# %% ../nbs/06b_stats.ipynb #161722e3
+def stein_plan(acc: dict,          # {configuration: {seed: accuracy}} of the pilot's runs
+               reference: str,     # the baseline every other configuration is compared with
+               design: dict,       # {'pilot', 'half_width', 'max'}
+               compared: list|None = None,  # the configurations compared with `reference` (None: all the others)
+               alpha: float = 0.05,
+              ) -> dict:
+    ("The total seeds of each configuration under Stein's design: each comparison's from its pilot spread (Bonferroni "
+     "over the compared configurations), the baseline's the most any comparison needs, the rest the pilot.")
+    n0, ref = int(design['pilot']), acc[reference]
+    compared = [n for n in acc if n != reference] if compared is None else list(compared)
+    out = {n: n0 for n in acc}
+    for n in compared:
+        d = [acc[n][s] - ref[s] for s in range(n0)]
+        out[n] = stein_seeds(float(np.std(d, ddof=1)), n0, design['half_width'], len(compared), alpha, design['max'])
+    out[reference] = max([out[n] for n in compared], default=n0)
+    return out
+
 # %% ../nbs/06b_stats.ipynb #a83eb6c9
 from .config import TRAIN_FIELDS
 
@@ -238,7 +256,8 @@ def _stein_rows(rows: list[dict], acc_all: dict, reference: str, design: dict, a
         pilot = [s for s in seeds if s < n0]
         d = [acc[s] - ref[s] for s in seeds]
         s0 = float(np.std([acc[s] - ref[s] for s in pilot], ddof=1)) if len(pilot) >= 2 else math.nan
-        planned = stein_seeds(s0, n0, design['half_width'], m, alpha, design.get('max')) if len(pilot) == n0 else None
+        planned = (stein_seeds(s0, n0, design['half_width'], m, alpha, design['max']) if len(pilot) == n0
+                   else None)  # the same rule as `stein_plan`, which chose the seeds
         st = stein_interval(d[:planned] if planned else d, n0, m, alpha)
         r.update({f'{r0}_diff': st['diff'], f'{r0}_n': st['n'], f'{r0}_diff_ci_holm': st['half_width'],
                   f'{r0}_p_holm': st['p_adj'], f'{r0}_holm_level': 1 - alpha / m, 'design': 'stein',

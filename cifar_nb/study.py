@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses, datetime, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
-from .core import project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
+from .core import (project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
+                           machine_kind, same_kind, notebook_code)
 from .config import TrainConfig, Placement, split_params
 from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
@@ -16,12 +17,13 @@ from .runs import (is_complete, load_run, run_state, read_config, build_model, f
                            prune_weights, RunError)
 from .executors import GuardedKernelManager, LocalExecutor, study_lock
 # statistics: 06b_stats
-from .stats import study_table, save_table
+from .stats import study_table, save_table, stein_plan, precision_twins
 
 # %% auto #0
 __all__ = ['STUDY_FILES', 'REPORT_FILES', 'OWN_MARKER', 'LEAN_DROPPED', 'REGENERATE', 'run_dir', 'run_status', 'check_own_folder',
            'report_folder', 'compact_progress', 'execute_run', 'candidate_studies', 'find_shared_run',
-           'write_study_file', 'run_study', 'shared_path', 'time_left', 'study_of', 'collect_runs',
+           'run_code_digest', 'arithmetic_of', 'arithmetic_here', 'arithmetic_differences', 'mixing_notes',
+           'design_seeds', 'write_study_file', 'run_study', 'shared_path', 'time_left', 'study_of', 'collect_runs',
            'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'check_baseline',
            'render_report', 'lean_study', 'finish_study']
 
@@ -199,28 +201,108 @@ def candidate_studies(study_dir: str|Path, reuse_from: list|None = None) -> list
             roots += sorted(p for p in top.glob('*') if p.is_dir()) + sorted(p for p in top.glob('*/study') if p.is_dir())
     return [r for r in dict.fromkeys(roots) if r != here and (r/'study.json').is_file() and (r/'runs').is_dir()]
 
-def find_shared_run(studies: list[Path], params: dict, data_sha: str|None) -> Path|None:
-    "A complete run folder in one of `studies` with the identity and placement of `params`, else None."
-    for st in studies:
-        for p in sorted((st/'runs').glob(f"*/seed{params['seed']}")):
-            if _matches(p, params, data_sha): return p
-    return None
+def find_shared_run(studies: list[Path], params: dict, data_sha: str|None, here: dict|None = None) -> Path|None:
+    ("A complete run folder in one of `studies` with the identity and placement of `params`, else None; with `here` "
+     "(`arithmetic_here`), one trained with that arithmetic first.")
+    found = [p for st in studies for p in sorted((st/'runs').glob(f"*/seed{params['seed']}")) if _matches(p, params, data_sha)]
+    same = [p for p in found if here is not None and not arithmetic_differences(arithmetic_of(p), here)]
+    return (same or found or [None])[0]
+
+# %% ../nbs/06_study.ipynb #bf1b7249
+def run_code_digest(path: str|Path) -> str|None:
+    "A run's training-code digest: of its executed `train.ipynb`, else as its study's `lean.json` recorded it."
+    p = Path(path)
+    if (c := notebook_code(p/'train.ipynb')) is not None: return c
+    lj = p.parent.parent.parent/'lean.json'  # <study>/runs/<configuration>/seed<n>
+    try: return (load_json(lj).get('notebook_code') or {}).get(p.relative_to(lj.parent).as_posix()) if lj.is_file() else None
+    except (OSError, ValueError): return None
+
+def arithmetic_of(path: str|Path) -> dict:
+    "What sets a run's last digits besides its parameters and data: machine kind, CPU threads, training code."
+    prov = (read_config(path) or {}).get('provenance', {})
+    return dict(machine=machine_kind(prov.get('machine')), code=run_code_digest(path),
+                threads=prov.get('threads') or (prov.get('machine') or {}).get('torch_threads'))  # older runs: the machine's
+
+def arithmetic_here(threads: int|None = None, device='auto') -> dict:
+    "The same for a run trained here now with `threads` CPU threads (None: torch's default)."
+    return dict(machine=machine_kind(machine_info(device)), threads=threads or torch.get_num_threads(),
+                code=notebook_code(project_root()/'nbs'/'train.ipynb'))
+
+def arithmetic_differences(there: dict, here: dict) -> list[str]:
+    ("How two runs' arithmetic differs, in words (empty for none); threads count only on the CPU, the training code "
+     "where both runs recorded it (a run trained outside a study's papermill run did not).")
+    keys = ('machine', 'code') if 'cuda' in str(here.get('machine', '')).lower() else ('machine', 'threads', 'code')
+    name = dict(machine='machine', threads='threads', code='training code')
+    same = lambda k: (same_kind(str(there.get(k)), str(here.get(k))) if k == 'machine' else
+                      None in (there.get(k), here.get(k)) if k == 'code' else  # code not recorded: machine and threads tell
+                      there.get(k) == here.get(k))
+    return [f"{name[k]} {there.get(k)} there, {here.get(k)} here" for k in keys if not same(k)]
+
+# %% ../nbs/06_study.ipynb #a0fffff2
+def mixing_notes(study_dir: Path, jobs_: list, status: list, elsewhere: list, here: dict) -> list[str]:
+    ("The plan's lines about arithmetic: runs of other studies trained elsewhere (trained here instead, or shared and "
+     "named), and runs left to train here beside this study's own runs from another machine, threads or code.")
+    out, todo = [], [i for i, st in enumerate(status) if st not in ('done', 'shared')]
+    kept, redo = [e for e in elsewhere if e[4]], [e for e in elsewhere if not e[4]]
+    if redo:
+        out.append(f"note: {len(redo)} run(s) of other studies have these parameters and data but other arithmetic "
+                   f"({'; '.join(redo[0][3])}): trained here instead (--share-mixed shares them; the report names them)")
+    if kept:
+        out.append(f"note: sharing {len(kept)} run(s) trained with other arithmetic ({'; '.join(kept[0][3])}), as "
+                   "asked (--share-mixed): the report names them")
+    if todo:
+        own = {tuple(arithmetic_differences(arithmetic_of(p), here)) for (_, _, p, _), st in zip(jobs_, status) if st == 'done'}
+        if diff := next((d for d in own if d), None):
+            out.append(f"note: this study's complete runs were trained with other arithmetic ({'; '.join(diff)}): the "
+                       f"{len(todo)} run(s) left would mix machines; to keep one experiment, train them where the others were")
+    return out
+
+def design_seeds(study_dir: str|Path, study: Study, scale=None, data_sha='auto', reuse_from=None,
+                 share_mixed: bool = False, threads: int|None = None) -> dict|None:
+    ("{configuration: seeds} that a study's seeds plan asks for (`stats.stein_plan` on the pilot's test accuracies), "
+     "or None while a pilot run is missing.")
+    n0 = study.design['pilot']
+    pilot = dataclasses.replace(study, design=None, seeds=list(range(n0)))
+    scale = study.scale if scale is None else scale
+    jobs_ = _study_jobs(Path(study_dir).resolve(), pilot, pilot.seeds, scale)
+    data_sha = _data_sha(jobs_) if data_sha == 'auto' else data_sha
+    status, shared, _ = _statuses(Path(study_dir).resolve(), jobs_, data_sha, reuse_from, arithmetic_here(threads), share_mixed)
+    runs = {}
+    for (n, s, p, _), st in zip(jobs_, status):
+        q = p if st == 'done' else shared_path(Path(study_dir).resolve(), shared, n, s) if st == 'shared' else None
+        if q is None: return None
+        runs.setdefault(n, {})[s] = load_run(q, verify=False)
+    twins = {b for _, b in precision_twins(runs)}
+    acc = {n: {s: 100 * r.metrics['test_acc'] for s, r in by.items()} for n, by in runs.items()}
+    per = stein_plan(acc, study.baseline, study.design, [n for n in acc if n != study.baseline and n not in twins])
+    return {n: list(range(k)) for n, k in per.items()}
 
 # %% ../nbs/06_study.ipynb #db18c20f
-def _statuses(study_dir: Path, jobs_: list, data_sha, reuse_from) -> tuple[list, dict]:
-    "Each run's status ('done', 'resume', 'shared' or 'todo') and the shared runs' folders {name: {seed: path}}."
+def _statuses(study_dir: Path, jobs_: list, data_sha, reuse_from,
+              here: dict|None = None,    # `arithmetic_here` of the runs to train (None: this machine, torch's threads)
+              share_mixed: bool = False, # share matching runs trained with other arithmetic too
+             ) -> tuple[list, dict, list]:
+    ("Each run's status ('done', 'resume', 'shared' or 'todo'), the shared runs' folders {name: {seed: path}}, and "
+     "the matching runs of other studies trained with other arithmetic [(name, seed, path, differences, shared)].")
     status = [run_status(p, params, data_sha) for _, _, p, params in jobs_]  # a foreign folder stops here
     old = load_json(study_dir/'study.json').get('shared', {}) if (study_dir/'study.json').is_file() else {}
-    shared, cands = {}, None
+    shared, cands, elsewhere = {}, None, []
     for i, (n, s, p, params) in enumerate(jobs_):
         if status[i] != 'todo' or data_sha is None: continue  # unknown data: nothing can be shown to be the same run
+        here = arithmetic_here() if here is None else here
         q = old.get(n, {}).get(str(s))
         q = (study_dir/q).resolve() if q else None
-        if q is None or not _matches(q, params, data_sha):
+        q = q if q is not None and _matches(q, params, data_sha) else None  # the run shared last time, still the same
+        if q is None or arithmetic_differences(arithmetic_of(q), here):  # look for one trained as here
             cands = candidate_studies(study_dir, reuse_from) if cands is None else cands
-            q = find_shared_run(cands, params, data_sha)
-        if q is not None: status[i] = 'shared'; shared.setdefault(n, {})[str(s)] = os.path.relpath(q, study_dir)
-    return status, shared
+            found = find_shared_run(cands, params, data_sha, here)
+            if found is not None and (q is None or not arithmetic_differences(arithmetic_of(found), here)): q = found
+        if q is None: continue
+        if diff := arithmetic_differences(arithmetic_of(q), here):
+            elsewhere.append((n, s, q, diff, share_mixed))
+            if not share_mixed: continue  # trained here instead
+        status[i] = 'shared'; shared.setdefault(n, {})[str(s)] = os.path.relpath(q, study_dir)
+    return status, shared, elsewhere
 
 def write_study_file(study_dir: Path, study: Study) -> Path:
     "Keep the study file in the study folder: the user's file as written when it is the study run, else `to_toml`."
@@ -244,9 +326,21 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
               executor=None,                # where runs execute (`cifar_nb.executors`); None: `LocalExecutor(jobs)`
               reuse_from: list|None = None, # study folders whose runs may be shared; None: those nearby
               only: list|None = None,       # train only these configurations (the study file is kept whole)
+              share_mixed: bool = False,    # share runs of other studies trained with other arithmetic (named)
+              _file: Study|None = None,     # the study whose file the folder keeps (a seeds plan's stages)
              ) -> list[Path]:
     "Train every run of `study` that is not complete here nor shareable from another study; return all run folders."
     ex = executor or LocalExecutor(jobs)
+    if study.design and seeds is None:  # a seeds plan: the pilot, then the seeds the pilot asks for
+        kw = dict(scale=scale, execute=execute, log=log, executor=ex, data_sha=data_sha, reuse_from=reuse_from,
+                  only=only, share_mixed=share_mixed, _file=study)
+        pilot = dataclasses.replace(study, design=None, seeds=list(range(study.design['pilot'])))
+        run_study(study_dir, pilot, **kw)
+        per = design_seeds(study_dir, study, scale, data_sha=data_sha, reuse_from=reuse_from, share_mixed=share_mixed,
+                           threads=ex.threads)
+        log(f"seeds plan (pilot {study.design['pilot']}, half-width {study.design['half_width']:g} pp, at most "
+            f"{study.design['max']}): " + ', '.join(f"{n} {len(s)}" for n, s in per.items()))
+        return run_study(study_dir, dataclasses.replace(pilot, config_seeds=per), **kw)
     study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES, claim=True)  # absolute: not the cwd's
     study_dir.mkdir(parents=True, exist_ok=True)
     seeds, scale = _seed_list(study, seeds), study.scale if scale is None else scale
@@ -254,9 +348,11 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
     with study_lock(study_dir):  # a second driver on this folder fails here
         jobs_ = _study_jobs(study_dir, study, seeds, scale, only)
         if data_sha == 'auto': data_sha = _data_sha(jobs_)
-        status, shared = _statuses(study_dir, jobs_, data_sha, reuse_from)
-        write_study_file(study_dir, study)
+        here = arithmetic_here(ex.threads)
+        status, shared, elsewhere = _statuses(study_dir, jobs_, data_sha, reuse_from, here, share_mixed)
+        write_study_file(study_dir, dataclasses.replace(_file, scale=scale) if _file else study)
         todo = [i for i, st in enumerate(status) if st not in ('done', 'shared')]
+        for line in mixing_notes(study_dir, jobs_, status, elsewhere, here): log(line)
         # several at once: the longest runs first, so that the last ones end together (results do not depend on order)
         if ex.jobs > 1: todo.sort(key=lambda i: -_run_weight(jobs_[i][3]))
         log(f"study {study_dir}: {len(jobs_)} runs ({len(only or study.configurations)} configurations x {len(seeds)} seeds, "
@@ -278,11 +374,15 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             log(f"[done {len(took)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
         st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
+        mixed = [dict(configuration=n, seed=s, path=os.path.relpath(q, study_dir), differences=d)
+                 for n, s, q, d, kept in elsewhere if kept]
+        if not todo and st and st.get('shared', {}) == shared and st.get('mixed', []) == mixed:
+            return [shared_path(study_dir, shared, n, s) or p for n, s, p, _ in jobs_]  # nothing new: nothing written
         inv = st.get('invocations', []) + [dict(
             title=study.title, configurations=list(study.configurations), seeds=seeds, scale=scale, jobs=ex.jobs,
             threads=ex.threads, executor=ex.describe(), trained=len(todo), shared=status.count('shared'),
             wall_seconds=time.perf_counter() - t0, finished=datetime.datetime.now().isoformat(timespec='seconds'))]
-        save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, shared=shared,
+        save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, shared=shared, mixed=mixed,
                                                wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
     return [shared_path(study_dir, shared, n, s) or p for n, s, p, _ in jobs_]
 
@@ -362,31 +462,56 @@ def _run_images(params: dict) -> int:
 
 def plan_study(study_dir: str|Path, study: Study, seeds: int|list|None = None, scale: str|dict|None = None,
                images_per_s: float|None = None, data_sha: str|None = 'auto', reuse_from: list|None = None,
-               only: list|None = None) -> dict:
-    "What a study would train and about how long it would take (the throughput is measured when not given)."
+               only: list|None = None, share_mixed: bool = False, threads: int|None = None) -> dict:
+    ("What a study would train and about how long it would take (the throughput is measured when not given); a "
+     "seeds plan's seeds per configuration once its pilot is complete, else the pilot and the most it may add.")
+    design, decided = (study.design if seeds is None else None), None
+    if design:
+        decided = design_seeds(study_dir, study, scale, data_sha, reuse_from, share_mixed, threads)
+        # before the pilot ends, the time is the pilot's plus the most the plan may add (every configuration at its cap)
+        per = decided or {n: list(range(design['max'])) for n in study.configurations}
+        study = dataclasses.replace(study, design=None, config_seeds=per)
     seeds, scale = _seed_list(study, seeds), study.scale if scale is None else scale
     jobs = _study_jobs(study_dir, study, seeds, scale, only)
     data_sha = _data_sha(jobs) if data_sha == 'auto' else data_sha
-    status, _ = _statuses(Path(study_dir).resolve(), jobs, data_sha, reuse_from)
+    here = arithmetic_here(threads)
+    status, _, elsewhere = _statuses(Path(study_dir).resolve(), jobs, data_sha, reuse_from, here, share_mixed)
     todo = [(n, s, p) for (n, s, d, p), st in zip(jobs, status) if st not in ('done', 'shared')]
     ips = images_per_s or (measure_throughput() if todo else float('nan'))
-    est = sum(_run_images(p) / ips + _OVERHEAD_S for _, _, p in todo)
+    cost = lambda p: _run_images(p) / ips + _OVERHEAD_S
+    per_config = {n: dict(seeds=len(study.seeds_of(n, seeds)), todo=sum(t[0] == n for t in todo),
+                          seconds=sum(cost(p) for m, _, p in todo if m == n)) for n in (only or study.configurations)}
     return dict(study_dir=str(study_dir), title=study.title, configurations=list(only or study.configurations), seeds=seeds,
                 scale=_scale_name(scale), n_runs=len(jobs), n_todo=len(todo), n_shared=status.count('shared'),
-                images_per_s=ips, estimate_s=est, todo=[f"{n} seed {s}" for n, s, _ in todo])
+                images_per_s=ips, estimate_s=sum(cost(p) for *_, p in todo), todo=[f"{n} seed {s}" for n, s, _ in todo],
+                per_config=per_config, design=design, design_decided=decided is not None,
+                notes=mixing_notes(Path(study_dir).resolve(), jobs, status, elsewhere, here))
 
 def format_plan(plan: dict) -> str:
     "The plan as a few lines for the terminal."
     m = machine_info()
     lines = [f"study {plan['study_dir']}: {plan['title']}",
-             f"  {len(plan['configurations'])} configurations x {len(plan['seeds'])} seeds = {plan['n_runs']} runs "
+             (f"  {len(plan['configurations'])} configurations x {len(plan['seeds'])} seeds = {plan['n_runs']} runs "
+              if len(plan['configurations']) * len(plan['seeds']) == plan['n_runs'] else
+              f"  {len(plan['configurations'])} configurations, {plan['n_runs']} runs ")
+             +
              f"(scale {plan['scale']}); {plan['n_runs'] - plan['n_todo'] - plan['n_shared']} complete and reused, "
              f"{plan['n_shared']} shared from other studies, {plan['n_todo']} to train",
              f"  configurations: {', '.join(plan['configurations'])}; seeds: {', '.join(map(str, plan['seeds']))}",
              f"  machine: {m.get('gpu') or m.get('cpu')} ({m.get('cores', '?')} cores), torch {m.get('torch')}"]
+    if d := plan.get('design'):
+        lines.append(f"  seeds plan (Stein's two-stage design): a pilot of {d['pilot']} seeds, then as many as make every "
+                     f"comparison's interval at most ±{d['half_width']:g} pp (at most {d['max']}); "
+                     + ("the pilot is complete, so:" if plan['design_decided'] else
+                        f"the pilot is not complete: the times below assume the cap of {d['max']} seeds everywhere"))
+    if plan.get('design') or len({v['seeds'] for v in plan.get('per_config', {}).values()}) > 1 or plan['n_todo']:
+        for n, v in plan.get('per_config', {}).items():
+            lines.append(f"    {n}: {v['seeds']} seeds, {v['todo']} to train"
+                         + (f", about {_fmt_s(v['seconds'])}" if v['todo'] else ''))
     if plan['n_todo']:
         lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: "
-                     f"estimated {_fmt_s(plan['estimate_s'])} for the runs left")
+                     f"estimated {_fmt_s(plan['estimate_s'])} for the runs left (one at a time)")
+    lines += [f"  {n}" for n in plan.get('notes', [])]
     return '\n'.join(lines)
 
 # %% ../nbs/06_study.ipynb #d8b566bd
@@ -473,7 +598,8 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
         raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
     st = study_of(study_dir)
     html = render_html(executed, out_dir/'report.html', exclude_input=True, title=f'cifar_nb: {st.title}')
-    rows = study_table(collect_runs(study_dir, st, log=lambda *a: None), reference=st.baseline, published=st.reference)
+    rows = study_table(collect_runs(study_dir, st, log=lambda *a: None), reference=st.baseline, published=st.reference,
+                       design=st.design)
     save_table(rows, out_dir, stem='table1', reference=st.baseline)
     log(f"report: {html}")
     return Path(html)
@@ -542,7 +668,8 @@ def finish_study(study_dir: str|Path, study: Study|None = None) -> dict:
     st = study or study_of(study_dir)
     runs = collect_runs(study_dir, st)
     if not runs: raise RunError(f"{study_dir} holds no complete runs yet: run the study first")
-    return save_table(study_table(runs, reference=st.baseline, published=st.reference), study_dir, reference=st.baseline)
+    return save_table(study_table(runs, reference=st.baseline, published=st.reference, design=st.design), study_dir,
+                      reference=st.baseline)
 
 # %% ../nbs/06_study.ipynb #37a72632
 #| eval: false
