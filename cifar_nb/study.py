@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_study.ipynb #51c57d0c
 from __future__ import annotations
-import dataclasses, datetime, math, os, re, shlex, sys, time
+import dataclasses, datetime, hashlib, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
 from .core import (project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
@@ -25,7 +25,7 @@ __all__ = ['STUDY_FILES', 'REPORT_FILES', 'OWN_MARKER', 'LEAN_DROPPED', 'REGENER
            'run_code_digest', 'arithmetic_of', 'arithmetic_here', 'arithmetic_differences', 'mixing_notes',
            'design_seeds', 'write_study_file', 'run_study', 'shared_path', 'time_left', 'study_of', 'collect_runs',
            'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'check_baseline',
-           'render_report', 'lean_study', 'finish_study']
+           'report_inputs', 'render_report', 'lean_study', 'finish_study']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
@@ -580,13 +580,43 @@ def check_baseline(study_dir: str|Path, study: Study|None = None) -> None:
                    f"--configurations {shlex.quote(st.baseline)})")
 
 # %% ../nbs/06_study.ipynb #134281c2
-def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print) -> Path:
+_INPUTS_META = 'cifar-nb-inputs'
+_NOT_INPUTS = {'.lock', 'table1.csv', 'table1.json', 'table1.md', 'report.html', 'report.ipynb'}
+
+def report_inputs(study_dir: str|Path) -> str:
+    ("A digest of everything a study's report is drawn from: the study folder's files (its runs, shared runs and "
+     "follow-up studies included, outputs left out), the report notebook and the library's code.")
+    study_dir, h = Path(study_dir).resolve(), hashlib.sha256()
+    st = study_of(study_dir)
+    sj = load_json(study_dir/'study.json') if (study_dir/'study.json').is_file() else {}
+    shared = [(study_dir/q).resolve() for by in sj.get('shared', {}).values() for q in by.values()]
+    roots = [study_dir, *shared, *((study_dir/f).resolve() for f in st.follow_ups)]
+    files = [p for r in roots if r.exists() for p in sorted(r.rglob('*') if r.is_dir() else [r])
+             if p.is_file() and p.name not in _NOT_INPUTS and not p.name.startswith('.') and '__pycache__' not in p.parts]
+    files += [project_root()/'nbs'/'report.ipynb', *sorted((project_root()/'cifar_nb').glob('*.py'))]
+    for p in files:
+        h.update(str(p.relative_to(p.anchor)).encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()[:20]
+
+def _rendered_inputs(html_path: Path) -> str|None:
+    "The inputs digest a rendered report.html carries, else None."
+    if not html_path.is_file(): return None
+    m = re.search(rf'<meta name="{_INPUTS_META}" content="([0-9a-f]+)"', html_path.read_text(errors='replace')[:20000])
+    return m[1] if m else None
+
+def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print,
+                  force: bool = False, # render even when the report is up to date with its inputs
+                 ) -> Path:
     ("Execute `nbs/report.ipynb` on the study with papermill and render `<out_dir>/report.html` "
-     "(self-contained), plus the tables.")
+     "(self-contained), plus the tables; a report already rendered from the same inputs is left as it is.")
     import papermill as pm
     from cifar_nb.publish import render_html
     report_folder(out_dir)     # a folder of the user's is refused first, then a study without its baseline
     check_baseline(study_dir)  # both before the report folder is claimed
+    key = report_inputs(study_dir)
+    if not force and _rendered_inputs(Path(out_dir)/'report.html') == key and (Path(out_dir)/'table1.json').is_file():
+        log(f"report: {Path(out_dir)/'report.html'} is up to date with its runs and code (nothing rendered)")
+        return Path(out_dir)/'report.html'
     study_dir, out_dir = (Path(study_dir).resolve(),
                           report_folder(out_dir, claim=True))
     executed = out_dir/'report.ipynb'
@@ -598,6 +628,8 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
         raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
     st = study_of(study_dir)
     html = render_html(executed, out_dir/'report.html', exclude_input=True, title=f'cifar_nb: {st.title}')
+    page = Path(html).read_text()  # the digest of its inputs, so that an unchanged study is not rendered again
+    atomic_write_text(html, page.replace('<head>', f'<head>\n<meta name="{_INPUTS_META}" content="{key}">', 1))
     rows = study_table(collect_runs(study_dir, st, log=lambda *a: None), reference=st.baseline, published=st.reference,
                        design=st.design)
     save_table(rows, out_dir, stem='table1', reference=st.baseline)
