@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, datetime, hashlib, json, math, os, statistics, subprocess, sys, time, warnings
 from pathlib import Path
 import torch
-from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json
+from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json, ProcessError
 from .sources import default_cache_dir
 from .config import TrainConfig, Placement, split_params
 from .studyfile import course_study
@@ -96,14 +96,14 @@ def run_together(specs: list[dict], timeout_s: float = 3600) -> dict:
     try:
         for pr in procs:
             if (line := pr.stdout.readline()).strip() != 'ready':
-                raise RuntimeError("a concurrency probe process failed before training "
+                raise ProcessError("a concurrency probe process failed before training "
                                    f"(exit {pr.wait()}): {line.strip()}")
         for pr in procs: pr.stdin.write('go\n'); pr.stdin.flush()
         out = []
         for pr in procs:
             line = pr.stdout.readline()
             if pr.wait(timeout=timeout_s) != 0 or not line.strip():
-                raise RuntimeError("a concurrency probe process failed while training")
+                raise ProcessError("a concurrency probe process failed while training")
             out.append(json.loads(line))
     finally:
         for pr in procs:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from .core import atomic_path, atomic_write_bytes, regular_file, DataError, cpu_flags, terminal_echo
+from .core import atomic_path, atomic_write_bytes, regular_file, DataError, cpu_flags, terminal_echo, TrainingError
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
@@ -284,7 +284,7 @@ class HistoryCB(Callback):
         v['loss'].append(L.val_loss); v['acc'].append(L.val_acc)
 
 # %% ../nbs/03a_learner.ipynb #63b1c642
-class Diverged(FloatingPointError):
+class Diverged(TrainingError, FloatingPointError):
     "Training diverged or learned nothing; the message says what was seen and what to change."
 
 class DivergenceCB(Callback):
@@ -331,7 +331,7 @@ class EarlyStoppingCB(Callback):
         L.state.stop = p is not None and L.state.bad_epochs >= p and L.epoch + 1 < L.cfg.epochs
 
 # %% ../nbs/03a_learner.ipynb #ee0f29ed
-class CheckpointError(RuntimeError):
+class CheckpointError(TrainingError, RuntimeError):
     "A checkpoint file cannot be read safely; the message names it and what to do."
 
 def _opt_state(opt) -> dict:

@@ -14,7 +14,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file, save as safetensors_bytes
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
                            machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError,
-                           DataError)
+                           DataError, CifarNbError)
 from .sources import arrays_sha256
 from .data import CIFAR10Data, ImageSet, CLASSES, load_cifar10
 from .loader import split_for_run, channel_stats, DeviceLoader
@@ -41,10 +41,10 @@ _PRUNABLE = {'weights.safetensors'}  # the only file of RUN_FILES a lean copy ma
 _OLD_FORMAT = ("this cifar_nb reads run folders in format 2 only; folders in format 1 need the previous release "
                "(commit 51edbee or earlier, whose runs.upgrade_run converts them to format 2), or re-run them")
 
-class RunError(ValueError):
+class RunError(CifarNbError, ValueError):
     "A run folder is missing a file, incomplete, corrupt, inconsistent or not a run folder; the message names it."
 
-class RunLocked(RuntimeError):
+class RunLocked(CifarNbError, RuntimeError):
     "Another process is writing into this run folder."
 
 # %% ../nbs/03b_runs.ipynb #8df28315

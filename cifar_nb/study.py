@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses, datetime, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
-from .core import project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
+from .core import (project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
+                           ProcessError)
 from .config import TrainConfig, Placement, split_params
 from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
@@ -148,7 +149,7 @@ def execute_run(path: Path, params: dict, log=print) -> None:
                             # stop of a kernel holding torch cost 1-4 s per run (bench.py --only overhead)
                             shutdown_kernel='immediate')
     except pm.PapermillExecutionError as e:
-        raise RuntimeError(f"run {path} failed: {e.ename}: "
+        raise ProcessError(f"run {path} failed: {e.ename}: "
                            f"{e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
     finally:
         if (path/'train.ipynb').exists(): compact_progress(path/'train.ipynb')
@@ -470,7 +471,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
                             parameters=dict(study_dir=str(study_dir), smoke=smoke),
                             kernel_name='python3', progress_bar=False, cwd=str(out_dir), extra_arguments=KERNEL_ARGS)
     except pm.PapermillExecutionError as e:
-        raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
+        raise ProcessError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
     st = study_of(study_dir)
     html = render_html(executed, out_dir/'report.html', exclude_input=True, title=f'cifar_nb: {st.title}')
     rows = study_table(collect_runs(study_dir, st, log=lambda *a: None), reference=st.baseline, published=st.reference)
