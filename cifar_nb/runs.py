@@ -19,7 +19,7 @@ from .sources import arrays_sha256
 from .data import CIFAR10Data, ImageSet, CLASSES, load_cifar10
 from .loader import split_for_run, channel_stats, DeviceLoader
 from .model import report_cnn
-from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params
+from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params, with_defaults
 from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
 
 # %% auto #0
@@ -115,8 +115,8 @@ def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
     return {**asdict(cfg), 'data_sha256': data_sha}
 
 def _recorded_identity(c: dict) -> dict:
-    "The identity recorded in a config.json."
-    p = c['params']
+    "The identity recorded in a config.json (a field it lacks reads as its default: `with_defaults`)."
+    p = with_defaults(c['params'])
     return {**{k: p.get(k) for k in TRAIN_FIELDS}, 'data_sha256': c.get('data', {}).get('arrays_sha256')}
 
 def _difference(key: str, there, here, c: dict) -> str:
@@ -423,7 +423,9 @@ class Run:
     labels: np.ndarray  # test labels (N,) int64
 
     @property
-    def params(self) -> dict: return self.config['params']
+    def params(self) -> dict:
+        "The recorded parameters, a `TrainConfig` field they lack read as its default (`with_defaults`)."
+        return with_defaults(self.config['params'])
     @property
     def classes(self) -> list: return self.config['classes']
     @property
