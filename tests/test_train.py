@@ -150,3 +150,44 @@ def test_a_run_with_label_smoothing_trains_and_records_it(tmp_path):
     assert load_json(run.path/'config.json')['params']['label_smoothing'] == 0.1 and run.cfg == cfg
     assert run_state(run.path, dataclasses.replace(cfg, label_smoothing=0.0), data.source['arrays_sha256']).state == 'other'
     assert run_state(run.path, cfg, data.source['arrays_sha256']).state == 'complete'
+
+
+# --- one setup (issue 28, item 3) -----------------------------------------------------------------------------------
+import importlib.util
+import numpy as np
+import cifar_nb.runs as runs_mod, cifar_nb.concurrency as concurrency, cifar_nb.study as study_mod
+
+def _bench():
+    spec = importlib.util.spec_from_file_location('bench_for_test', project_root()/'bench'/'bench.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+def test_training_the_probes_and_the_bench_use_one_setup(tmp_path, monkeypatch):
+    "train_run, the concurrency probe, the study's throughput estimate and the benchmark's loops all build through runs.setup."
+    bench, calls, real = _bench(), [], runs_mod.setup
+    assert concurrency.setup is real and bench.setup is real
+    def spy(cfg, place, data):
+        calls.append(cfg); return real(cfg, place, data)
+    for m in (runs_mod, concurrency, bench): monkeypatch.setattr(m, 'setup', spy)
+    data, cfg = synthetic_cifar(n_train=300, n_test=50), TrainConfig(epochs=1, lr=0.01, batch_size=30)
+    place = Placement(device='cpu', precision='fp32')
+    train_run(cfg, dataclasses.replace(place, out_dir=str(tmp_path/'r')), data=data, progress=False)
+    concurrency.learner_setup(data, cfg, place, 3)
+    assert study_mod.measure_throughput('cpu', batch_size=30, steps=1) > 0
+    bench.learner_steps(data, cfg, place, steps=2, warmup=1)
+    bench.learner_epoch(data, cfg, place)
+    assert len(calls) == 5, calls
+
+def test_the_setup_step_trains_what_train_run_trains(tmp_path):
+    "One epoch of `setup(...).step()` over the setup's loader gives exactly the training losses train_run records."
+    data = synthetic_cifar(n_train=300, n_test=50)
+    cfg, place = TrainConfig(epochs=1, lr=0.01, batch_size=30), Placement(device='cpu', precision='fp32', threads=1)
+    import torch
+    before = torch.get_num_threads()
+    try:
+        run = load_run(train_run(cfg, dataclasses.replace(place, out_dir=str(tmp_path/'r')), data=data, progress=False))
+        s = runs_mod.setup(cfg, place, data); step = s.step()
+        for xb, yb in s.loaders['train']: step(xb, yb)
+        losses = step.read()[0]
+    finally: torch.set_num_threads(before)
+    assert run.history['train']['loss'] == [float(np.float32(l)) for l in losses]
