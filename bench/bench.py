@@ -4,7 +4,7 @@ Sections (all by default; `--only a,b` picks some):
   data         decoding the JPEGs once, then loading the decoded cache
   loops        training images/s of three loops on the same data and the same device: a torchvision ImageFolder
                DataLoader loop, a plain loop over in-memory float32 tensors, and cifar_nb's learner (its loaders,
-               optimiser and training step `learner.make_step`), with their ratios (the report's Base network)
+               optimiser and training step, built by `runs.setup` as a run builds them), with their ratios (the report's Base network)
   choices      what the defaults choose here (precision, memory format, threads, step) and why, against a short
                timing of every candidate: is the default the fastest measured?
   concurrency  the study on a CPU: J runs at once with T threads each (J*T = cores), each its own process using the
@@ -40,9 +40,9 @@ from cifar_nb.core import machine_info, save_json, get_device, cpu_model, cpu_fl
 from cifar_nb.config import TrainConfig, Placement
 from cifar_nb.studyfile import course_study
 from cifar_nb.model import report_cnn
-from cifar_nb.learner import fit, resolve_precision, resolve_step, native_bf16_cpu
-from cifar_nb.concurrency import (preset_cfg, endless, learner_parts, learner_setup, measure_concurrency,
-                                  save_concurrency, choose_jobs)
+from cifar_nb.learner import resolve_precision, resolve_step, native_bf16_cpu
+from cifar_nb.runs import setup
+from cifar_nb.concurrency import preset_cfg, endless, measure_concurrency, save_concurrency, choose_jobs
 
 SECTIONS = ('data', 'loops', 'choices', 'concurrency', 'presets', 'scaling', 'overhead')
 BS = 128  # the report's batch size: every comparison below uses it
@@ -109,8 +109,9 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, steps: int, dev: torch.device) 
     return n / (time.perf_counter() - t0)
 
 def learner_steps(data, cfg: TrainConfig, place: Placement, steps: int, warmup: int = 5) -> float:
-    "Training images/s of the learner's own step over its own loader, as `fit` runs them (one read-back at the end)."
-    _, step, batches = learner_setup(data, cfg, place, max(steps, warmup))
+    "Training images/s of the learner's own step over its own loader (`runs.setup`, as a run builds them; one read-back at the end)."
+    s = setup(cfg, place, data)
+    step, batches = s.step(max(steps, warmup)), endless(s.loaders['train'])
     for _ in range(warmup): step(*next(batches))
     step.read()  # waits for the warm-up (allocator, oneDNN primitives; a graph step captures after GraphStep.warmup steps)
     t = time.perf_counter()
@@ -126,13 +127,13 @@ class _Head:
 
 def learner_epoch(data, cfg: TrainConfig, place: Placement) -> dict:
     "One epoch of `fit` (training and validation) after a short warm-up; seconds and training images/s."
-    dev, L, m = learner_parts(data, cfg, place)
-    amp, kw = resolve_precision(place.precision, dev), dict(step=place.step, compile=place.compile == 'yes', progress=False)
-    fit(m, _Head(L['train'], 5), _Head(L['val'], 1), dataclasses.replace(cfg, epochs=1), amp, **kw)
-    _sync(dev); t = time.perf_counter()
-    r = fit(m, L['train'], L['val'], dataclasses.replace(cfg, epochs=1), amp, **kw)
-    _sync(dev)
-    return dict(epoch_seconds=time.perf_counter() - t, train_images_per_s=r.images_per_s, n_train=L['train'].n,
+    s = setup(cfg, place, data)  # the model, loaders, precision and step of a run (`runs.setup`)
+    one = dataclasses.replace(cfg, epochs=1)
+    s.fit(_Head(s.loaders['train'], 5), _Head(s.loaders['val'], 1), one, progress=False)
+    _sync(s.device); t = time.perf_counter()
+    r = s.fit(cfg=one, progress=False)
+    _sync(s.device)
+    return dict(epoch_seconds=time.perf_counter() - t, train_images_per_s=r.images_per_s, n_train=s.loaders['train'].n,
                 batch_size=cfg.batch_size)
 
 # --- sections --------------------------------------------------------------------------------------------------------

@@ -7,12 +7,11 @@ from __future__ import annotations
 import dataclasses, datetime, hashlib, json, math, os, statistics, subprocess, sys, time, warnings
 from pathlib import Path
 import torch
-from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json
+from .core import get_device, seed_everything, cpu_model, cpu_flags, save_json, load_json, ProcessError
 from .sources import default_cache_dir
 from .config import TrainConfig, Placement, split_params
 from .studyfile import course_study
-from .learner import make_optimizer, make_step, lr_at, resolve_precision
-from .runs import make_loaders, build_model
+from .runs import setup
 from .executors import cpu_cores
 
 # %% auto #0
@@ -38,22 +37,14 @@ def endless(loader):
     while True: yield from loader
 
 def learner_parts(data, cfg: TrainConfig, place: Placement) -> tuple:
-    "The device, the loaders (on it) and the seeded model in its memory format, as `train_run` builds them."
-    dev = get_device(place.device)
-    seed_everything(cfg.seed)
-    L = make_loaders(cfg, data, dev, place.channels_last)
-    model = build_model(cfg).to(dev)
-    if place.channels_last: model = model.to(memory_format=torch.channels_last)
-    return dev, L, model
+    "The device, the loaders (on it) and the seeded model in its memory format: `runs.setup`, as `train_run` builds them."
+    s = setup(cfg, place, data)
+    return s.device, s.loaders, s.model
 
 def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
-    "The model, the learner's step and an endless batch iterator (`learner_parts` and `make_step`)."
-    dev, L, model = learner_parts(data, cfg, place)
-    fwd = torch.compile(model) if place.compile == 'yes' else None
-    step = make_step(model, make_optimizer(model, cfg), resolve_precision(place.precision, dev), n_steps, place.step,
-                     fwd)
-    step.set_lr(lr_at(cfg, 0))
-    return model, step, endless(L['train'])
+    "The model, the step `fit` trains with and an endless batch iterator, from `runs.setup`."
+    s = setup(cfg, place, data)
+    return s.model, s.step(n_steps), endless(s.loaders['train'])
 
 def weights_sha256(model: torch.nn.Module) -> str:
     "SHA-256 over the model's state (names and bytes): equal hashes, equal weights."
@@ -96,14 +87,14 @@ def run_together(specs: list[dict], timeout_s: float = 3600) -> dict:
     try:
         for pr in procs:
             if (line := pr.stdout.readline()).strip() != 'ready':
-                raise RuntimeError("a concurrency probe process failed before training "
+                raise ProcessError("a concurrency probe process failed before training "
                                    f"(exit {pr.wait()}): {line.strip()}")
         for pr in procs: pr.stdin.write('go\n'); pr.stdin.flush()
         out = []
         for pr in procs:
             line = pr.stdout.readline()
             if pr.wait(timeout=timeout_s) != 0 or not line.strip():
-                raise RuntimeError("a concurrency probe process failed while training")
+                raise ProcessError("a concurrency probe process failed while training")
             out.append(json.loads(line))
     finally:
         for pr in procs:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields, asdict
 from .core import get_device, ArgumentError, show_value
 
 # %% auto #0
-__all__ = ['TRAIN_FIELDS', 'PLACEMENT_FIELDS', 'ConfigError', 'TrainConfig', 'Placement', 'validate', 'split_params',
-           'params_from_namespace', 'flat_params']
+__all__ = ['TRAIN_FIELDS', 'PLACEMENT_FIELDS', 'TRAIN_DEFAULTS', 'ConfigError', 'TrainConfig', 'Placement', 'validate',
+           'with_defaults', 'split_params', 'params_from_namespace', 'flat_params']
 
 # %% ../nbs/03_config.ipynb #fecf6dc8
 class ConfigError(ArgumentError):
@@ -35,6 +35,7 @@ class TrainConfig:
     init: str = 'glorot'          # 'glorot' (the report's framework) or 'torch'
     val_fraction: float = 0.1     # stratified share of the training images held out for validation
     augment: bool = False         # random crop (pad 4) and horizontal flip; the report does not augment
+    label_smoothing: float = 0.0  # training loss against targets mixed with the uniform distribution; 0: plain cross-entropy
     patience: int|None = None     # stop after this many epochs without a better validation loss; None never stops
     seed: int = 0                 # seeds initialisation, dropout, split, shuffling and augmentation
     n_train: int|None = None      # train on a stratified subset of this many images (quick runs); None uses all
@@ -90,7 +91,7 @@ _RULES = dict(
     lr_schedule=_one_of('piecewise', 'none'), lr_drop_factor=_in(0, 1, lo_open=True), lr_drop_period=_in(1, 10000),
     l2=_in(0, 1), dropout=_in(0, 1, hi_open=True), bn_after=_one_of('conv1', 'conv2', 'conv3'),
     dropout_before=_one_of('fc1', 'fc2'), init=_one_of('glorot', 'torch'),
-    val_fraction=_in(0, 1, lo_open=True, hi_open=True), patience=_in(1, 10000, none=True), seed=_in(0, 2**63 - 1),
+    val_fraction=_in(0, 1, lo_open=True, hi_open=True), label_smoothing=_in(0, 1, hi_open=True), patience=_in(1, 10000, none=True), seed=_in(0, 2**63 - 1),
     n_train=_in(10, 10**7, none=True), precision=_one_of('auto', 'bf16', 'fp16', 'fp32'),
     compile=_one_of('auto', 'yes', 'no'), step=_one_of('auto', 'graph', 'eager'),
     threads=_in(1, 1024, none=True), data_path=_path(), out_dir=_path(),
@@ -120,6 +121,12 @@ Placement.validate = validate
 # %% ../nbs/03_config.ipynb #5f153931
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 PLACEMENT_FIELDS = tuple(f.name for f in fields(Placement))
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+def with_defaults(params:dict, # a run's recorded parameters (its config.json's `params`)
+                 ) -> dict:
+    "`params` with every `TrainConfig` field it lacks read as its default: a field added later leaves old runs as they were."
+    return {**TRAIN_DEFAULTS, **params}
 
 def split_params(d:dict, # flat parameters: fields of `TrainConfig` and `Placement`
                  check_device:bool=True, # check that `device` exists here

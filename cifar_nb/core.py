@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['KERNEL_ARGS', 'ISA_FLAGS', 'project_root', 'ArgumentError', 'show_value', 'check_number', 'plain_text', 'md_text',
-           'get_device', 'WriteError', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'save_json',
-           'DataError', 'regular_file', 'user_path', 'CorruptFileError', 'load_json', 'file_digest', 'sha256_file',
-           'git_commit', 'cpu_model', 'cpu_flags', 'machine_info', 'machine_kind', 'same_kind', 'notebook_code',
-           'seed_everything', 'terminal_echo']
+__all__ = ['KERNEL_ARGS', 'ISA_FLAGS', 'project_root', 'CifarNbError', 'TrainingError', 'ProcessError', 'ArgumentError',
+           'show_value', 'check_number', 'plain_text', 'md_text', 'get_device', 'WriteError', 'atomic_path',
+           'atomic_write_bytes', 'atomic_write_text', 'save_json', 'DataError', 'regular_file', 'user_path',
+           'CorruptFileError', 'load_json', 'file_digest', 'sha256_file', 'git_commit', 'cpu_model', 'cpu_flags',
+           'machine_info', 'machine_kind', 'same_kind', 'notebook_code', 'seed_everything', 'terminal_echo']
 
 # %% ../nbs/00_core.ipynb #1a598eb3
 def project_root() -> Path:
@@ -29,8 +29,18 @@ def project_root() -> Path:
 # user can do nothing about; the notebook's own output and errors are not affected.
 KERNEL_ARGS = ['--IPKernelApp.log_level=ERROR']
 
+# %% ../nbs/00_core.ipynb #a5329681
+class CifarNbError(Exception):
+    "The base of every error cifar_nb raises on purpose: its one-line message names the culprit and what to do."
+
+class TrainingError(CifarNbError):
+    "Training cannot go on (a diverged run, an unusable checkpoint)."
+
+class ProcessError(CifarNbError, RuntimeError):
+    "A process cifar_nb started (a run's kernel, the report notebook, a measurement) failed; the message says where."
+
 # %% ../nbs/00_core.ipynb #e74ab438
-class ArgumentError(ValueError):
+class ArgumentError(CifarNbError, ValueError):
     "An argument of the public API has the wrong type or is out of range; the message names it and what it accepts."
 
 def show_value(v, width:int=60) -> str:
@@ -102,7 +112,7 @@ def get_device(device: str|torch.device = 'auto') -> torch.device:
     return dev
 
 # %% ../nbs/00_core.ipynb #33371fe0
-class WriteError(OSError):
+class WriteError(CifarNbError, OSError):
     "A file could not be written; the message names the path and the cause."
 
 # %% ../nbs/00_core.ipynb #3ae5d6a7
@@ -160,7 +170,7 @@ def save_json(path: str|Path, obj) -> Path:
                              json.dumps(clean(json.loads(json.dumps(obj, default=_json_default))), indent=2) + '\n')
 
 # %% ../nbs/00_core.ipynb #248304fc
-class DataError(ValueError):
+class DataError(CifarNbError, ValueError):
     "Missing or bad input data or files; the one-line message names the problem and what to do."
 
 def regular_file(path: str|Path,           # the file to read
@@ -195,7 +205,7 @@ def user_path(value: str|os.PathLike, # a path the user gave; `~` and `~user` ar
                         "machine; give a full path") from None
 
 # %% ../nbs/00_core.ipynb #7f6172bf
-class CorruptFileError(ValueError):
+class CorruptFileError(CifarNbError, ValueError):
     "A file exists but cannot be parsed; the message names it and says what to do."
 
 def load_json(path: str|Path,              # the JSON file

@@ -4,7 +4,9 @@
 
 # %% ../nbs/05a_detectors.ipynb #bef96ec4
 from __future__ import annotations
+import hashlib, inspect, json, re, textwrap
 from dataclasses import dataclass
+from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,8 @@ from .model import RELUS, capture, features_and_logits
 
 # %% auto #0
 __all__ = ['DETECTORS', 'MAHALANOBIS_RIDGE', 'layer_activations', 'mean_activation_scores', 'mean_activation_score',
-           'as_detectors', 'DetectorStats', 'fit_detectors', 'detector_scores']
+           'as_detectors', 'DetectorStats', 'fit_detectors', 'code_digest', 'Detector', 'register_detector',
+           'unregister_detector', 'detector_names', 'detector_keys', 'fit_settings', 'detector_scores']
 
 # %% ../nbs/05a_detectors.ipynb #42b69d2d
 def _device_of(model: nn.Module) -> torch.device:
@@ -61,16 +64,18 @@ def mean_activation_score(model: nn.Module, x: torch.Tensor, layer: str = 'relu4
     return mean_activation_scores(model, x, (layer,), batch_size, prep)[layer]
 
 # %% ../nbs/05a_detectors.ipynb #b15a891c
-DETECTORS = ('msp', 'max_logit', 'energy', 'mahalanobis', 'knn', 'react', 'vim')
+DETECTORS = ('msp', 'max_logit', 'energy', 'mahalanobis', 'knn', 'react', 'vim')  # the built-in ones (registered below)
 
 def as_detectors(detectors) -> tuple:
-    "Detector names from a tuple or list, or a comma-separated string; anything else, or an unknown name, is refused."
+    ("Registered detector names from a tuple or list, or a comma-separated string (None: every registered one); "
+     "anything else, or an unknown name, is refused.")
+    if detectors is None: return detector_names()
     if isinstance(detectors, str): detectors = [d.strip() for d in detectors.split(',') if d.strip()]
     if not isinstance(detectors, (list, tuple)) or not all(isinstance(d, str) for d in detectors):
         raise ArgumentError(f"detectors={show_value(detectors)} must be detector names (a tuple, or a string like "
-                            f"'msp,energy'); the detectors are: {', '.join(DETECTORS)}")
-    if bad := [d for d in detectors if d not in DETECTORS]:
-        raise ArgumentError(f"unknown detector(s) {bad}; the detectors are: {', '.join(DETECTORS)}")
+                            f"'msp,energy'); the detectors are: {', '.join(detector_names())}")
+    if bad := [d for d in detectors if d not in _REGISTRY]:
+        raise ArgumentError(f"unknown detector(s) {bad}; the detectors are: {', '.join(detector_names())}")
     return tuple(dict.fromkeys(detectors))
 
 @dataclass
@@ -161,24 +166,95 @@ def _mahalanobis_score(f: torch.Tensor, means: torch.Tensor, precision: torch.Te
     d = (fp * f).sum(1, keepdim=True) - 2 * fp @ means.T + ((means @ precision) * means).sum(1)[None]
     return -d.min(1).values
 
-# %% ../nbs/05a_detectors.ipynb #3a5bf39a
+# %% ../nbs/05a_detectors.ipynb #30ec3883
+def code_digest(*fns) -> str:
+    "A digest of functions' source code (their bytecode where the source cannot be read)."
+    h = hashlib.sha256()
+    for fn in fns:
+        try: s = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError):
+            c = getattr(fn, '__code__', None); s = repr((c.co_code, c.co_consts, c.co_names) if c else fn)
+        h.update(s.encode() + b'\0')
+    return h.hexdigest()[:16]
+
+@dataclass(frozen=True)
+class Detector:
+    "A registered post-hoc detector (`register_detector`)."
+    name: str
+    fn: Callable      # fn(features, logits, head, stats, **settings) -> one score per image, higher = more ID
+    settings: dict    # passed to `fn`; part of what its results depend on
+    needs: tuple = () # other functions whose code its results depend on (its helpers, the fit of the statistics)
+
+    def key(self) -> dict:
+        "What its stored results depend on: its settings and a digest of its code (`fn` and `needs`)."
+        return dict(settings=json.loads(json.dumps(self.settings, default=repr)), code=code_digest(self.fn, *self.needs))
+
+# %% ../nbs/05a_detectors.ipynb #49096f38
+_REGISTRY: dict = {}
+
+def register_detector(name: str,     # the detector's name in tables (letters, digits and _)
+                      fn=None,       # fn(features, logits, head, stats, **settings); None: used as a decorator
+                      *, needs: tuple = (),  # functions whose code its results also depend on
+                      **settings,    # passed to `fn`, and recorded with its results
+                     ):
+    "Register `fn` as the detector `name` (a name registered again is replaced); without `fn`, a decorator."
+    if not isinstance(name, str) or not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', name):
+        raise ArgumentError(f"detector name {show_value(name)} must be letters, digits and _ (not starting with a digit)")
+    def add(f):
+        if not callable(f): raise ArgumentError(f"detector {name!r}: {show_value(f)} is not a function")
+        _REGISTRY[name] = Detector(name, f, dict(settings), tuple(needs))
+        return f
+    return add if fn is None else add(fn)
+
+def unregister_detector(name: str) -> None:
+    "Remove the detector `name` from the registry."
+    as_detectors([name]); del _REGISTRY[name]
+
+def detector_names() -> tuple:
+    "Every registered detector, in the order they were registered."
+    return tuple(_REGISTRY)
+
+def detector_keys(detectors=None) -> dict:
+    "{name: key} of `detectors` (None: every registered one): what each one's stored results depend on."
+    return {d: _REGISTRY[d].key() for d in as_detectors(detectors)}
+
+# %% ../nbs/05a_detectors.ipynb #8a111f29
+def _msp(f, logits, head, st): return logits.softmax(1).max(1).values
+def _max_logit(f, logits, head, st): return logits.max(1).values
+def _energy(f, logits, head, st): return logits.logsumexp(1)
+def _mahalanobis(f, logits, head, st, ridge): return _mahalanobis_score(f, st.means, st.precision)
+def _knn(f, logits, head, st, k): return _knn_score(f, st.bank, st.k)
+def _react(f, logits, head, st, percentile): return head(f.clamp(max=st.clip)).logsumexp(1)
+def _vim(f, logits, head, st, dim):
+    return logits.double().logsumexp(1) - st.vim_alpha * ((f.double() - st.vim_origin) @ st.vim_null).norm(dim=1)
+
+register_detector('msp', _msp)
+register_detector('max_logit', _max_logit)
+register_detector('energy', _energy)
+register_detector('mahalanobis', _mahalanobis, needs=(_mahalanobis_score, fit_detectors), ridge=MAHALANOBIS_RIDGE)
+register_detector('knn', _knn, needs=(_knn_score, fit_detectors), k=50)
+register_detector('react', _react, needs=(fit_detectors,), percentile=90)
+register_detector('vim', _vim, needs=(_fit_vim, fit_detectors), dim=None)
+
+def fit_settings() -> dict:
+    "The `fit_detectors` settings of the registered fitted detectors (mahalanobis, knn, react, vim): what `evaluate_ood` fits."
+    g = lambda d, k, v: _REGISTRY[d].settings.get(k, v) if d in _REGISTRY else v
+    return dict(k=g('knn', 'k', 50), react_percentile=g('react', 'percentile', 90), vim_dim=g('vim', 'dim', None),
+                ridge=g('mahalanobis', 'ridge', MAHALANOBIS_RIDGE))
+
 def _score_batch(f: torch.Tensor, logits: torch.Tensor, head: nn.Linear, st: DetectorStats, name: str) -> torch.Tensor:
-    "One detector's scores for a batch of penultimate features and logits."
-    if name == 'msp': return logits.softmax(1).max(1).values
-    if name == 'max_logit': return logits.max(1).values
-    if name == 'energy': return logits.logsumexp(1)
-    if name == 'mahalanobis': return _mahalanobis_score(f, st.means, st.precision)
-    if name == 'knn': return _knn_score(f, st.bank, st.k)
-    if name == 'react': return head(f.clamp(max=st.clip)).logsumexp(1)
-    if name == 'vim':
-        return logits.double().logsumexp(1) - st.vim_alpha * ((f.double() - st.vim_origin) @ st.vim_null).norm(dim=1)
-    raise ValueError(f"unknown detector {name!r}; the detectors are: {', '.join(DETECTORS)}")
+    "One registered detector's scores for a batch of penultimate features and logits, checked: one per image."
+    d = _REGISTRY[name]
+    s = torch.as_tensor(d.fn(f, logits, head, st, **d.settings))
+    if s.shape != (len(f),):
+        raise ArgumentError(f"detector {name!r} returned scores of shape {tuple(s.shape)}; it must return one per image ({len(f)},)")
+    return s
 
 # %% ../nbs/05a_detectors.ipynb #21737751
 def detector_scores(model: nn.Sequential,  # the trained network, in eval mode (its device is used)
                     x: torch.Tensor,       # normalised float images (N,3,32,32)
                     stats: DetectorStats,  # from `fit_detectors`
-                    detectors: tuple = DETECTORS,  # which scores to compute
+                    detectors: tuple|None = None,  # which scores to compute; None: every registered detector
                     batch_size: int = 1000,        # images per forward pass
                     prep=None,                     # applied to each batch first, e.g. `run.normalise` for uint8 images
                    ) -> dict[str, np.ndarray]:

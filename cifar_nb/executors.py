@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from jupyter_client.manager import AsyncKernelManager
 import cifar_nb
-from .core import project_root, atomic_write_text
+from .core import project_root, atomic_write_text, CifarNbError
 from .runs import run_lock, RunLocked
 
 # %% auto #0
@@ -19,7 +19,7 @@ __all__ = ['CHECK_FILE', 'ExecutorError', 'cpu_cores', 'split_threads', 'with_th
            'code_fingerprint', 'local_cluster', 'run_request', 'DaskExecutor', 'make_executor']
 
 # %% ../nbs/06a_executors.ipynb #70428465
-class ExecutorError(RuntimeError):
+class ExecutorError(CifarNbError, RuntimeError):
     "The study cannot run where it was asked to (no workers, a folder they cannot reach, other code, too many threads)."
 
 def cpu_cores() -> int:

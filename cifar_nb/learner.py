@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from .core import atomic_path, atomic_write_bytes, regular_file, DataError, cpu_flags, terminal_echo
+from .core import atomic_path, atomic_write_bytes, regular_file, DataError, cpu_flags, terminal_echo, TrainingError
 from .config import TrainConfig, ConfigError
 
 # %% auto #0
 __all__ = ['lr_at', 'FusedSGD', 'make_optimizer', 'native_bf16_cpu', 'resolve_precision', 'evaluate', 'TrainStep', 'GraphStep',
-           'resolve_step', 'make_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB', 'Diverged', 'DivergenceCB',
-           'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'CheckpointCB',
-           'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches', 'synthetic_batches']
+           'resolve_step', 'make_step', 'build_step', 'Callback', 'FitState', 'ScheduleCB', 'HistoryCB', 'Diverged',
+           'DivergenceCB', 'BestWeightsCB', 'EarlyStoppingCB', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
+           'CheckpointCB', 'ProgressCB', 'FitResult', 'Learner', 'fit', 'TensorBatches', 'synthetic_batches']
 
 # %% ../nbs/03a_learner.ipynb #d6bced0e
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -134,8 +134,10 @@ class TrainStep:
                  amp: torch.dtype|None = None,  # autocast dtype; None computes in float32
                  n_steps: int = 1,         # steps per epoch (the size of the record)
                  forward=None,             # what computes the logits (e.g. a compiled model); None: `model`
+                 label_smoothing: float = 0.0,  # `TrainConfig.label_smoothing`; 0: plain cross-entropy
                 ):
         self.model, self.opt, self.amp, self.forward = model, opt, amp, forward or model
+        self.label_smoothing = label_smoothing
         self.device = next(model.parameters()).device
         self.losses = torch.zeros(n_steps, device=self.device)
         self.correct = torch.zeros(n_steps, device=self.device)
@@ -147,7 +149,9 @@ class TrainStep:
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None,
                             cache_enabled=cache):
             out = self.forward(xb)
-            loss = F.cross_entropy(out.float(), yb)
+            # label smoothing only when asked: the default is the same call, and the same arithmetic, as ever
+            loss = (F.cross_entropy(out.float(), yb, label_smoothing=self.label_smoothing) if self.label_smoothing
+                    else F.cross_entropy(out.float(), yb))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -182,8 +186,8 @@ class GraphStep(TrainStep):
     "The same step captured once as a CUDA graph and replayed (static inputs, learning rate as a device tensor)."
     warmup = 3  # eager steps (on a side stream) before the capture
 
-    def __init__(self, model, opt, amp=None, n_steps=1, forward=None):
-        super().__init__(model, opt, amp, n_steps, forward)
+    def __init__(self, model, opt, amp=None, n_steps=1, forward=None, label_smoothing=0.0):
+        super().__init__(model, opt, amp, n_steps, forward, label_smoothing)
         if self.device.type != 'cuda': raise ConfigError("step='graph' needs a CUDA device; use step='eager' or 'auto'")
         for g in self.opt.param_groups: g['lr'] = torch.tensor(float(g['lr']), device=self.device)
         self.graph, self.calls, self.static = None, 0, None
@@ -230,11 +234,25 @@ def resolve_step(kind: str, device: torch.device, compiled: bool = False) -> str
         raise ConfigError(f"parameter step='graph' needs a CUDA device, not {device}: use step='eager' or 'auto'")
     return 'graph' if kind == 'graph' or (kind == 'auto' and device.type == 'cuda' and not compiled) else 'eager'
 
-def make_step(model, opt, amp=None, n_steps=1, kind: str = 'auto', forward=None) -> TrainStep:
+def make_step(model, opt, amp=None, n_steps=1, kind: str = 'auto', forward=None, label_smoothing: float = 0.0
+             ) -> TrainStep:
     "The training step `resolve_step` chooses, over `model` (and `forward`, e.g. a compiled model)."
     dev = next(model.parameters()).device
     return (GraphStep if resolve_step(kind, dev, forward is not None) == 'graph'
-            else TrainStep)(model, opt, amp, n_steps, forward)
+            else TrainStep)(model, opt, amp, n_steps, forward, label_smoothing)
+
+def build_step(model: nn.Module,      # the network, on its device
+               cfg: TrainConfig,      # the optimiser's settings and the loss's (`label_smoothing`)
+               amp: torch.dtype|None = None,  # autocast dtype (`resolve_precision`)
+               n_steps: int = 1,      # steps per epoch
+               kind: str = 'auto',    # 'auto', 'graph' or 'eager'
+               compile: bool = False, # compile the forward pass
+               opt=None,              # an optimiser to reuse (the learner's, restored from a checkpoint); None: a new one
+              ) -> TrainStep:
+    "The step a run trains with, as `fit` builds it: `cfg`'s optimiser and loss, the forward compiled when asked."
+    fwd = torch.compile(model) if compile else None
+    return make_step(model, make_optimizer(model, cfg) if opt is None else opt, amp, n_steps, kind, fwd,
+                     cfg.label_smoothing)
 
 # %% ../nbs/03a_learner.ipynb #69456f0e
 class Callback:
@@ -284,7 +302,7 @@ class HistoryCB(Callback):
         v['loss'].append(L.val_loss); v['acc'].append(L.val_acc)
 
 # %% ../nbs/03a_learner.ipynb #63b1c642
-class Diverged(FloatingPointError):
+class Diverged(TrainingError, FloatingPointError):
     "Training diverged or learned nothing; the message says what was seen and what to change."
 
 class DivergenceCB(Callback):
@@ -331,7 +349,7 @@ class EarlyStoppingCB(Callback):
         L.state.stop = p is not None and L.state.bad_epochs >= p and L.epoch + 1 < L.cfg.epochs
 
 # %% ../nbs/03a_learner.ipynb #ee0f29ed
-class CheckpointError(RuntimeError):
+class CheckpointError(TrainingError, RuntimeError):
     "A checkpoint file cannot be read safely; the message names it and what to do."
 
 def _opt_state(opt) -> dict:
@@ -430,8 +448,7 @@ class Learner:
 
     def fit(self) -> FitResult:
         self('before_fit')  # may restore a checkpoint: the step is built after it
-        fwd = torch.compile(self.model) if self.compile else None
-        self.step = make_step(self.model, self.opt, self.amp, self.n_steps, self.step_kind, fwd)
+        self.step = build_step(self.model, self.cfg, self.amp, self.n_steps, self.step_kind, self.compile, self.opt)
         per_step = [cb for cb in self.cbs if type(cb).after_step is not Callback.after_step]
         try:
             for self.epoch in range(self.state.epoch, self.cfg.epochs):

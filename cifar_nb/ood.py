@@ -12,21 +12,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from .core import (project_root, get_device, atomic_path, atomic_write_text, sha256_file, DataError,
-                           ArgumentError, check_number, show_value, user_path)
+                           ArgumentError, check_number, show_value, user_path, load_json)
 from .sources import (IMAGE_EXTS, RESIZE, default_cache_dir, listed_digest, verify_file, archive_members,
                               folder_files, decode_images, cached_arrays)
 from .data import load_cifar10
 from .model import RELUS, get_layer, layer_names
 from .metrics import auroc, aupr_in, aupr_out, fpr_at_tpr, roc_points, threshold_accuracy
 from .detectors import (DETECTORS, MAHALANOBIS_RIDGE, as_detectors, fit_detectors, detector_scores,
-                                 mean_activation_scores)
+                                 mean_activation_scores, detector_keys, fit_settings)
 from .runs import load_run, run_subfolder
 
 # %% auto #0
-__all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'NOISE_MAX', 'set_title',
+__all__ = ['TIN_CIFAR_OVERLAP', 'OOD_ARCHIVES', 'NOISE_SETS', 'OOD_SETS', 'OOD_SET_INFO', 'NOISE_MAX', 'OOD_FILES', 'set_title',
            'ood_data_dir', 'load_ood_set', 'fit_eval_split', 'FitEval', 'score_table', 'layer_table', 'table_frame',
            'score_histograms', 'plot_hist_summary', 'plot_hist_grid', 'plot_roc', 'plot_roc_grid', 'ood_label',
-           'table_json', 'evaluate_ood', 'plot_ood_decisions']
+           'table_json', 'stored_detectors', 'missing_detectors', 'evaluate_ood', 'plot_ood_decisions']
 
 # %% ../nbs/05b_ood.ipynb #867023d6
 TIN_CIFAR_OVERLAP = {  # Tiny ImageNet wnid -> (WordNet name, the CIFAR-10 class it belongs to)
@@ -433,6 +433,51 @@ def _save_ood(out: Path, res: dict, meta: dict) -> dict:
                                                            separators=(',', ':'), default=str) + '\n')
     return {k: Path(v) for k, v in paths.items()}
 
+# %% ../nbs/05b_ood.ipynb #d084335a
+OOD_FILES = ('ood_table.json', 'ood_table.csv', 'layer_table.json', 'layer_table.csv', 'summaries.json')
+
+def _stored(run_dir) -> dict|None:
+    "The OOD tables and summaries stored in `<run_dir>/ood` (each with its metadata), or None when one is missing or unreadable."
+    d = Path(run_dir)/'ood'
+    try: t, l, s = (load_json(d/f, root=run_dir) for f in ('ood_table.json', 'layer_table.json', 'summaries.json'))
+    except (OSError, ValueError): return None
+    ok = all(isinstance(x, dict) for x in (t, l, s)) and isinstance(t.get('rows'), list) and isinstance(l.get('rows'), list)
+    return dict(table=t, layers=l, summaries=s) if ok else None
+
+def stored_detectors(run_dir, sets=OOD_SETS, layer: str = 'relu4', n_per_set: int|None = None, seed: int = 0) -> dict:
+    ("{detector: key} of the results stored in the run folder that an evaluation with these arguments would give: "
+     "{} when there are none, or they were computed on other sets, images or layer; 'unkeyed' for tables written "
+     "before detectors were keyed.")
+    st = _stored(run_dir)
+    if st is None: return {}
+    t = st['table']; rows = [r for r in t['rows'] if isinstance(r, dict)]
+    if not rows or 'id_threshold' not in rows[0]: return {}  # thresholds fitted on OOD data too: superseded tables
+    names = [ood_label(s) for s in _check_args(n_per_set, 1, seed, sets)]
+    if (t.get('layer'), t.get('n_per_set'), t.get('seed'), list(t.get('set_sizes') or {})) != (layer, n_per_set, seed, names):
+        return {}
+    have = list(dict.fromkeys(r.get('detector') for r in rows))
+    if isinstance(t.get('detectors'), dict): return {d: k for d, k in t['detectors'].items() if d in have}
+    return {d: 'unkeyed' for d in have if d in DETECTORS}
+
+def missing_detectors(run_dir, detectors=None, sets=OOD_SETS, layer: str = 'relu4', n_per_set: int|None = None,
+                      seed: int = 0) -> list:
+    ("The detectors (None: every registered one) whose results the run folder's stored OOD evaluation lacks, or "
+     "computed with other code or settings.")
+    have = stored_detectors(run_dir, sets, layer, n_per_set, seed)
+    return [d for d, k in detector_keys(detectors).items() if have.get(d) not in (k, 'unkeyed')]
+
+def _merge(res: dict, kept: dict) -> tuple[dict, dict]:
+    ("The stored tables and summaries with the rows of the detectors just computed put in their place, and the "
+     "stored metadata with their keys added; every other row as stored.")
+    new, t = set(res['computed']), kept['table']
+    meta = {k: v for k, v in t.items() if k != 'rows'}
+    keys = t.get('detectors') if isinstance(t.get('detectors'), dict) else \
+           {d: 'unkeyed' for d in dict.fromkeys(r['detector'] for r in t['rows']) if d in DETECTORS}
+    meta['detectors'] = {**{d: k for d, k in keys.items() if d not in new}, **detector_keys(res['computed'])}
+    rows = [r for r in t['rows'] if r.get('detector') not in new] + [r for r in res['ood_table'] if r['detector'] in new]
+    scores = {**kept['summaries'].get('scores', {}), **{k: v for k, v in res['summaries'].items() if k in new}}
+    return dict(res, ood_table=rows, layer_table=kept['layers']['rows'], summaries=scores), meta
+
 # %% ../nbs/05b_ood.ipynb #4e0df1a8
 def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  sets: tuple|str = OOD_SETS,  # OOD set names or folders/archives (a comma-separated string works too)
@@ -442,15 +487,26 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  n_per_set: int|None = None,
                  device: str = 'cpu',         # 'auto', 'cpu', 'cuda'
                  save: bool = True,           # write the tables and summaries into `<run_dir>/ood/`
-                 detectors: tuple = DETECTORS,  # the post-hoc detectors to run
+                 detectors: tuple|None = None,  # the post-hoc detectors to run; None: every registered one
                  seed: int = 0,               # seeds the subsets, the noise sets and the fit/eval cuts
                  batch_size: int = 1000,      # images per forward pass
                  cache_dir: str|Path|None = None,  # where decoded OOD sets are cached
                  progress: bool = True,       # progress bar over the sets
+                 # compute only the detectors whose stored results are missing or stale (`missing_detectors`), merged in
+                 only_missing: bool = False,
                 ) -> dict:
     ("Every detector and the report's method on every OOD set, fitted and evaluated on disjoint "
-     "images; tables and summaries.")
+     "images; tables and summaries (`computed` names the detectors computed).")
     sets, detectors = _check_args(n_per_set, batch_size, seed, sets), as_detectors(detectors)
+    kept = None
+    if only_missing and save:
+        todo = missing_detectors(run_dir, detectors, sets, layer, n_per_set, seed)
+        kept = _stored(run_dir) if stored_detectors(run_dir, sets, layer, n_per_set, seed) else None
+        if not todo and kept is not None:  # every detector's stored results are current: they are the results
+            return dict(computed=[], ood_table=kept['table']['rows'], layer_table=kept['layers']['rows'],
+                        summaries=kept['summaries'].get('scores', {}),
+                        paths={f: p for f in OOD_FILES if (p := Path(run_dir)/'ood'/f).exists()})
+        if kept is not None: detectors = tuple(todo)
     run = load_run(run_dir); model = run.model(get_device(device))
     out = run_subfolder(run.path, 'ood') if save else None  # a file or a link in its place is refused before any work
     get_layer(model, layer)  # an unknown layer fails before any work, listing the names
@@ -458,7 +514,7 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
         data = load_cifar10(run.placement.get('data_path'), progress=False)
     layers = [l for l in RELUS if l in layer_names(model)] + ([layer] if layer not in RELUS else [])
     idp = _id_parts(run, data, n_per_set, seed)
-    stats = fit_detectors(model, idp['x_train'], idp['y_train'], batch_size=batch_size, prep=run.normalise)
+    stats = fit_detectors(model, idp['x_train'], idp['y_train'], batch_size=batch_size, prep=run.normalise, **fit_settings())
     sc = lambda x: _all_scores(model, x, stats, detectors, layers, layer, run.normalise, batch_size)
     (fit_s, fit_a), (ev_s, ev_a) = sc(idp['x_fit']), sc(idp['x_eval'])
     res = dict(scores=dict(id={k: FitEval(fit_s[k], ev_s[k]) for k in fit_s}, ood={}),
@@ -477,7 +533,7 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
         res['images']['ood'][s], res['n_sets'][s] = x[ei], len(x)
     res['ood_table'] = score_table(res['scores']['id'], res['scores']['ood'])
     res['layer_table'] = layer_table(res['layer_scores']['id'], res['layer_scores']['ood'])
-    res['summaries'] = _summaries(res)
+    res['summaries'], res['computed'] = _summaries(res), list(detectors)
     if save:
         meta = dict(run=str(run.path), data=data.source.get('name'), layer=layer, n_per_set=n_per_set, seed=seed,
                     test_acc=run.metrics.get('test_acc'), n_id_fit=len(idp['val_idx']), n_id_eval=len(idp['test_idx']),
@@ -488,7 +544,9 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
                                '(fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
                     resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)),
                     # the covariance ridge Mahalanobis was fitted with (tables without it: 1e-4, the earlier default)
-                    mahalanobis_ridge=MAHALANOBIS_RIDGE)
+                    mahalanobis_ridge=fit_settings()['ridge'],
+                    detectors=detector_keys(detectors))  # what each detector's rows depend on: settings and code
+        if kept is not None: res, meta = _merge(res, kept)
         res['paths'] = _save_ood(out, res, meta)
     return res
 

@@ -14,20 +14,21 @@ from torch import nn
 from safetensors.torch import load_file, save_file, save as safetensors_bytes
 from .core import (project_root, get_device, atomic_path, atomic_write_bytes, save_json, load_json, sha256_file,
                            machine_info, git_commit, seed_everything, regular_file, show_value, CorruptFileError,
-                           DataError)
+                           DataError, CifarNbError)
 from .sources import arrays_sha256
 from .data import CIFAR10Data, ImageSet, CLASSES, load_cifar10
 from .loader import split_for_run, channel_stats, DeviceLoader
 from .model import report_cnn
-from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params
-from .learner import fit, evaluate, resolve_precision, resolve_step, Diverged, CheckpointError
+from .config import TrainConfig, Placement, ConfigError, TRAIN_FIELDS, PLACEMENT_FIELDS, split_params, with_defaults
+from .learner import (fit, evaluate, resolve_precision, resolve_step, build_step, lr_at, Diverged, CheckpointError,
+                              TrainStep, FitResult)
 
 # %% auto #0
 __all__ = ['FORMAT', 'HISTORY', 'RUN_FILES', 'COMPLETE', 'CHECKPOINT', 'FAILED', 'RunError', 'RunLocked', 'run_lock', 'RunState',
            'read_config', 'identity', 'run_state', 'write_history_csv', 'read_history_csv', 'save_predictions',
-           'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model', 'make_loaders',
-           'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights', 'run_subfolder',
-           'synthetic_cifar', 'fake_run']
+           'load_predictions', 'save_split', 'load_split', 'plot_progress', 'build_model', 'make_loaders', 'Setup',
+           'setup', 'new_run_dir', 'train_run', 'Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights',
+           'run_subfolder', 'synthetic_cifar', 'fake_run']
 
 # %% ../nbs/03b_runs.ipynb #4b1ddb66
 FORMAT = 2
@@ -41,10 +42,10 @@ _PRUNABLE = {'weights.safetensors'}  # the only file of RUN_FILES a lean copy ma
 _OLD_FORMAT = ("this cifar_nb reads run folders in format 2 only; folders in format 1 need the previous release "
                "(commit 51edbee or earlier, whose runs.upgrade_run converts them to format 2), or re-run them")
 
-class RunError(ValueError):
+class RunError(CifarNbError, ValueError):
     "A run folder is missing a file, incomplete, corrupt, inconsistent or not a run folder; the message names it."
 
-class RunLocked(RuntimeError):
+class RunLocked(CifarNbError, RuntimeError):
     "Another process is writing into this run folder."
 
 # %% ../nbs/03b_runs.ipynb #8df28315
@@ -115,8 +116,8 @@ def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
     return {**asdict(cfg), 'data_sha256': data_sha}
 
 def _recorded_identity(c: dict) -> dict:
-    "The identity recorded in a config.json."
-    p = c['params']
+    "The identity recorded in a config.json (a field it lacks reads as its default: `with_defaults`)."
+    p = with_defaults(c['params'])
     return {**{k: p.get(k) for k in TRAIN_FIELDS}, 'data_sha256': c.get('data', {}).get('arrays_sha256')}
 
 def _difference(key: str, there, here, c: dict) -> str:
@@ -292,6 +293,46 @@ def make_loaders(cfg: TrainConfig, data, device: torch.device, channels_last: bo
         test=DeviceLoader(data.test.x, data.test.y, 1000, **kw),
         train_idx=tr_idx, val_idx=va_idx, mean=mean, std=std)
 
+# %% ../nbs/03b_runs.ipynb #d3b00c17
+@dataclass
+class Setup:
+    "What a run trains with, built by `setup` from its config, its placement and the data."
+    cfg: TrainConfig
+    place: Placement
+    data: CIFAR10Data
+    device: torch.device
+    amp: torch.dtype|None  # autocast dtype (`resolve_precision`); None: float32
+    loaders: dict          # `make_loaders`: train, val, test, the split's indices and the normalisation
+    model: nn.Module       # seeded with `cfg.seed`, on `device`, in the placement's memory format
+
+    def step(self, n_steps: int|None = None) -> TrainStep:
+        "A fresh optimiser and the step `fit` trains with, at the first epoch's learning rate (`n_steps` per epoch)."
+        st = build_step(self.model, self.cfg, self.amp, n_steps or len(self.loaders['train']), self.place.step,
+                        self.place.compile == 'yes')
+        st.set_lr(lr_at(self.cfg, 0))
+        return st
+
+    def fit(self, train=None, val=None, cfg: TrainConfig|None = None, **kw) -> FitResult:
+        "`fit` on the setup's model, loaders, precision, step and compilation (`train`, `val`, `cfg` replace its own)."
+        return fit(self.model, self.loaders['train'] if train is None else train,
+                   self.loaders['val'] if val is None else val, cfg or self.cfg, self.amp, step=self.place.step,
+                   compile=self.place.compile == 'yes', **kw)
+
+def setup(cfg: TrainConfig, # what the run computes
+          place: Placement, # where and how
+          data,             # a loaded `CIFAR10Data`
+         ) -> Setup:
+    "Threads, device, precision, loaders, then the seeded model: what a run trains with, in `train_run`'s order."
+    if place.threads is not None: torch.set_num_threads(place.threads)
+    device = get_device(place.device)
+    amp = resolve_precision(place.precision, device)
+    resolve_step(place.step, device, place.compile == 'yes')  # a step the device cannot run is refused here
+    loaders = make_loaders(cfg, data, device, place.channels_last)
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)
+    if place.channels_last: model = model.to(memory_format=torch.channels_last)
+    return Setup(cfg, place, data, device, amp, loaders, model)
+
 # %% ../nbs/03b_runs.ipynb #5cce5e8f
 def new_run_dir(root: str|Path|None = None) -> Path:
     "A fresh, unique folder name under `root` (default: the project's `runs/`)."
@@ -354,15 +395,11 @@ def _start(out_dir: Path):
     elif (out_dir/CHECKPOINT).exists(): print(f"resuming {out_dir} from {CHECKPOINT}")
 
 # %% ../nbs/03b_runs.ipynb #ae810fa1
-def _prepare(cfg: TrainConfig, place: Placement, data, progress: bool) -> tuple:
-    "`(data, device, amp, loaders)`: everything that can be refused is refused here, before the run folder is written."
+def _prepare(cfg: TrainConfig, place: Placement, data, progress: bool) -> Setup:
+    "The run's `Setup` (its data loaded when not given): everything that can be refused is refused before the folder is written."
     if data is None:
         data = load_cifar10(place.data_path, progress=progress)
-    if place.threads is not None: torch.set_num_threads(place.threads)
-    device = get_device(place.device)
-    amp = resolve_precision(place.precision, device)
-    resolve_step(place.step, device, place.compile == 'yes')
-    return data, device, amp, make_loaders(cfg, data, device, place.channels_last)
+    return setup(cfg, place, data)
 
 def train_run(cfg: TrainConfig,              # what to train
               place: Placement|None = None,  # where and how; `place.out_dir` is the run folder
@@ -380,7 +417,8 @@ def train_run(cfg: TrainConfig,              # what to train
     st = run_state(out_dir)
     if st.state in ('foreign',): raise RunError(f"{st.detail}: choose an empty or new out_dir; nothing was written")
     t_start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec='seconds')
-    data, device, amp, loaders = _prepare(cfg, place, data, progress)
+    s = _prepare(cfg, place, data, progress)
+    data, device, amp, loaders, model = s.data, s.device, s.amp, s.loaders, s.model
     with run_lock(out_dir):
         st = run_state(out_dir, cfg, data.source.get('arrays_sha256'))
         if st.state in ('foreign', 'other'):
@@ -394,14 +432,10 @@ def train_run(cfg: TrainConfig,              # what to train
                 print(f"note: {out_dir} started with {c['provenance']['threads']} CPU threads and resumes with "
                       f"{torch.get_num_threads()}: on the CPU its last digits will differ from an uninterrupted run "
                       f"(pass threads={c['provenance']['threads']} to match it bit for bit)")
-            seed_everything(cfg.seed)
-            model = build_model(cfg).to(device)
-            if place.channels_last: model = model.to(memory_format=torch.channels_last)
             if not (out_dir/CHECKPOINT).exists():
                 _write_config(out_dir, cfg, place, data, loaders, device, amp, started)
             save_split(out_dir/'split.npz', len(data.train.y), loaders['train_idx'], loaders['val_idx'])
-            res = fit(model, loaders['train'], loaders['val'], cfg, amp, step=place.step,
-                      compile=place.compile == 'yes', checkpoint=out_dir/CHECKPOINT, progress=progress)
+            res = s.fit(checkpoint=out_dir/CHECKPOINT, progress=progress)
             if res.best_state is None:
                 raise Diverged("no epoch gave a finite validation loss: the run diverged; lower lr")
             model.load_state_dict(res.best_state)
@@ -423,7 +457,9 @@ class Run:
     labels: np.ndarray  # test labels (N,) int64
 
     @property
-    def params(self) -> dict: return self.config['params']
+    def params(self) -> dict:
+        "The recorded parameters, a `TrainConfig` field they lack read as its default (`with_defaults`)."
+        return with_defaults(self.config['params'])
     @property
     def classes(self) -> list: return self.config['classes']
     @property

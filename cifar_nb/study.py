@@ -8,7 +8,7 @@ import dataclasses, datetime, hashlib, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
 from .core import (project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
-                           machine_kind, same_kind, notebook_code)
+                           machine_kind, same_kind, notebook_code, ProcessError)
 from .config import TrainConfig, Placement, split_params
 from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
@@ -150,7 +150,7 @@ def execute_run(path: Path, params: dict, log=print) -> None:
                             # stop of a kernel holding torch cost 1-4 s per run (bench.py --only overhead)
                             shutdown_kernel='immediate')
     except pm.PapermillExecutionError as e:
-        raise RuntimeError(f"run {path} failed: {e.ename}: "
+        raise ProcessError(f"run {path} failed: {e.ename}: "
                            f"{e.evalue} (the executed notebook is {path/'train.ipynb'})") from None
     finally:
         if (path/'train.ipynb').exists(): compact_progress(path/'train.ipynb')
@@ -437,14 +437,12 @@ def collect_runs(study_dir: str|Path,   # a study folder
 
 # %% ../nbs/06_study.ipynb #1d1634ec
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
-    ("Training images/s of the report's Improved network on `device`: the learner's own step, "
-     "a few times after a warm-up.")
-    dev = get_device(device); cfg = TrainConfig()
-    model = build_model(cfg).to(dev).to(memory_format=torch.channels_last)
-    step = make_step(model, make_optimizer(model, cfg), resolve_precision(precision, dev), n_steps=steps + 5)
-    g = torch.Generator().manual_seed(0)
-    xb = torch.randn(batch_size, 3, 32, 32, generator=g).to(dev).contiguous(memory_format=torch.channels_last)
-    yb = torch.randint(0, 10, (batch_size,), generator=g).to(dev)
+    ("Training images/s of the report's Improved network on `device`: the learner's own step (`runs.setup`, as a run "
+     "builds it) on one batch, a few times after a warm-up.")
+    from cifar_nb.runs import setup, synthetic_cifar  # pixel values do not change the speed
+    s = setup(TrainConfig(batch_size=batch_size), Placement(device=device, precision=precision),
+              synthetic_cifar(n_train=max(200, 2 * batch_size), n_test=10))
+    step, (xb, yb) = s.step(steps + 5), next(iter(s.loaders['train']))
     for _ in range(5): step(xb, yb)
     step.read()  # waits for the warm-up
     t = time.perf_counter()
@@ -538,12 +536,11 @@ def study_provenance(study_dir: str|Path, runs: dict) -> dict:
                       else _fmt_s(st['wall_seconds']) if 'wall_seconds' in st else 'unknown'))
 
 # %% ../nbs/06_study.ipynb #44bb2e9d
-def _ood_done(path: Path) -> bool:
-    "Whether a run folder holds a current OOD evaluation (tables with the threshold fitted on ID data only)."
-    f = Path(path)/'ood'/'ood_table.json'
-    if not f.exists(): return False
-    rows = load_json(f).get('rows', [])
-    return bool(rows) and 'id_threshold' in rows[0]
+def _ood_todo(path: Path, n_per_set: int|None) -> list:
+    ("The registered detectors whose results the run's stored OOD evaluation lacks or computed with other code or "
+     "settings (`ood.missing_detectors`): content, not a file's existence, decides.")
+    from cifar_nb.ood import missing_detectors
+    return missing_detectors(path, n_per_set=n_per_set)
 
 def analyse_study(study_dir: str|Path, names: list|None = None, data=None, device='cpu', n_per_set: int|None = None,
                   log=print) -> dict:
@@ -560,10 +557,14 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
             t, did = time.perf_counter(), []
             if s == min(runs[n]) and not (r.path/'interpret'/'interpret.json').exists():
                 save_json(r.path/'interpret'/'interpret.json', interpret_summary(r)); did.append('interpretation')
-            if not _ood_done(r.path):
+            if (todo := _ood_todo(r.path, n_per_set)) and not (r.path/'weights.safetensors').exists():
+                log(f"analysis: {n} seed {s} ({r.path}): this copy has no weights, so its OOD results lack "
+                    f"{', '.join(todo)}: re-run it to compute them")
+            elif todo:
                 if data is None:
                     data = load_cifar10(r.placement.get('data_path'), progress=False)
-                evaluate_ood(r.path, data=data, device=device, n_per_set=n_per_set, progress=False); did.append('OOD')
+                evaluate_ood(r.path, data=data, device=device, n_per_set=n_per_set, progress=False, only_missing=True)
+                did.append(f"OOD ({', '.join(todo)})")
             out.setdefault(n, {})[s] = r.path
             if did: log(f"analysis: {n} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
     return out
@@ -625,7 +626,7 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
                             parameters=dict(study_dir=str(study_dir), smoke=smoke),
                             kernel_name='python3', progress_bar=False, cwd=str(out_dir), extra_arguments=KERNEL_ARGS)
     except pm.PapermillExecutionError as e:
-        raise RuntimeError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
+        raise ProcessError(f"the report notebook failed: {e.ename}: {e.evalue} (see {executed})") from None
     st = study_of(study_dir)
     html = render_html(executed, out_dir/'report.html', exclude_input=True, title=f'cifar_nb: {st.title}')
     page = Path(html).read_text()  # the digest of its inputs, so that an unchanged study is not rendered again

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 
 from cifar_nb.core import project_root
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.learner import make_optimizer, make_step, resolve_precision, GraphStep
-from cifar_nb.runs import train_run, load_run, make_loaders, build_model, CHECKPOINT, COMPLETE
+from cifar_nb.learner import GraphStep
+from cifar_nb.runs import train_run, load_run, setup, build_model, CHECKPOINT, COMPLETE
 
 ROOT = project_root()
 ENV = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])}
@@ -33,17 +33,13 @@ def _weights(d) -> dict:
 
 def _epoch_losses(data, kind: str, precision: str, seed: int = 0) -> tuple[list, dict]:
     "One epoch of 4,500 images (35 steps of 128) with the `kind` step from the same initial weights and batch order."
-    dev = torch.device('cuda')
     cfg = TrainConfig(n_train=4500, dropout=0.0, lr=0.001, seed=seed)  # no dropout: eager and graph draw masks differently
-    L = make_loaders(cfg, data, dev, channels_last=True)
-    torch.manual_seed(seed)
-    model = build_model(cfg).to(dev).to(memory_format=torch.channels_last)
-    step = make_step(model, make_optimizer(model, cfg), resolve_precision(precision, dev), len(L['train']), kind)
-    assert isinstance(step, GraphStep) == (kind == 'graph')
-    step.set_lr(cfg.lr)
-    for xb, yb in L['train']: step(xb, yb)
+    s = setup(cfg, Placement(device='cuda', precision=precision, step=kind), data)  # as a run builds it
+    step = s.step()
+    assert isinstance(step, GraphStep) == (kind == 'graph') and step.opt.param_groups[0]['lr'] == cfg.lr
+    for xb, yb in s.loaders['train']: step(xb, yb)
     losses = step.read()[0]
-    return losses, {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    return losses, {k: v.detach().float().cpu() for k, v in s.model.state_dict().items()}
 
 @pytest.mark.parametrize('precision', ['fp32', 'auto'])
 def test_graph_step_follows_the_eager_step(data, precision):

@@ -89,3 +89,105 @@ def test_papermill_command_line_shows_each_epoch_in_the_terminal(tmp_path):
     assert 'WARNING' not in r.stderr and 'not encrypted' not in r.stderr, r.stderr[-3000:]
     out = (tmp_path/'out.ipynb').read_text()
     assert 'epoch 1/3: loss' not in out  # the terminal's lines; the notebook keeps its progress bar
+
+
+# --- a stored run stays what it was when TrainConfig learns a new field (issue 28, items 1 and 4) -----------------
+import shutil
+from dataclasses import asdict
+from cifar_nb.core import load_json, save_json, sha256_file
+from cifar_nb.runs import run_state, identity, _recorded_identity, COMPLETE, train_run, synthetic_cifar
+
+COMMITTED = project_root()/'reports'/'study'/'runs'/'improved'/'seed0'
+
+def _copy_without(tmp_path, *names) -> Path:
+    "A copy of a committed run whose config.json lacks the parameters `names`, its checksum in COMPLETE.json fixed."
+    d = tmp_path/'run'
+    shutil.copytree(COMMITTED, d, ignore=shutil.ignore_patterns('interpret', 'ood', '.lock'))
+    c = load_json(d/'config.json')
+    for n in names: del c['params'][n]
+    save_json(d/'config.json', c)
+    m = load_json(d/COMPLETE); m['files']['config.json'] = sha256_file(d/'config.json'); save_json(d/COMPLETE, m)
+    return d
+
+def test_a_run_missing_a_recorded_parameter_is_still_complete_and_the_same(tmp_path):
+    "A parameter missing from a run's record reads as its default: the run keeps its identity and stays complete."
+    orig = load_run(COMMITTED)
+    assert orig.cfg.augment is False and orig.cfg.patience is None  # the defaults: what a run recorded before them did
+    d = _copy_without(tmp_path, 'augment', 'patience')
+    assert 'augment' not in load_json(d/'config.json')['params']
+    run = load_run(d)  # checksums, shapes, parameters
+    assert run.cfg == orig.cfg and run.params == orig.params
+    assert _recorded_identity(run.config) == _recorded_identity(orig.config) == identity(orig.cfg, orig.data_sha256)
+    assert run_state(d, orig.cfg, orig.data_sha256).state == 'complete'
+    assert run_state(d, dataclasses.replace(orig.cfg, augment=True), orig.data_sha256).state == 'other'
+
+def test_committed_runs_predate_label_smoothing_and_read_it_as_its_default():
+    "The committed runs were recorded before `label_smoothing` existed; they read it as 0.0 and stay complete."
+    c = load_json(COMMITTED/'config.json')
+    assert 'label_smoothing' not in c['params'] and TrainConfig().label_smoothing == 0.0
+    run = load_run(COMMITTED, verify=False)
+    assert run.cfg.label_smoothing == 0.0 and run.params['label_smoothing'] == 0.0
+    assert run_state(COMMITTED, run.cfg, run.data_sha256).state == 'complete'
+
+@pytest.mark.parametrize('study', ['study', 'lr0001/study'])
+def test_committed_studies_have_every_run_complete(study):
+    "Each committed study's plan trains nothing: every run (shared ones included) is complete with today's TrainConfig."
+    from cifar_nb.study import plan_study, study_of, collect_runs
+    sd = project_root()/'reports'/study
+    st = study_of(sd)
+    runs = collect_runs(sd, st, log=lambda *a: None)
+    sha = next(iter(next(iter(runs.values())).values())).data_sha256
+    plan = plan_study(sd, st, images_per_s=1.0, data_sha=sha)
+    assert plan['n_runs'] > 0 and plan['n_todo'] == 0, plan['todo']
+    assert sum(len(by) for by in runs.values()) == plan['n_runs']
+    assert all(r.cfg.label_smoothing == 0.0 for by in runs.values() for r in by.values())
+
+def test_a_run_with_label_smoothing_trains_and_records_it(tmp_path):
+    "label_smoothing=0.1 trains a tiny synthetic run, is recorded in config.json and is part of the run's identity."
+    data = synthetic_cifar()
+    cfg, place = TrainConfig(epochs=2, lr=0.01, batch_size=50, label_smoothing=0.1), Placement(device='cpu', out_dir=str(tmp_path/'r'))
+    run = load_run(train_run(cfg, place, data=data, progress=False))
+    assert load_json(run.path/'config.json')['params']['label_smoothing'] == 0.1 and run.cfg == cfg
+    assert run_state(run.path, dataclasses.replace(cfg, label_smoothing=0.0), data.source['arrays_sha256']).state == 'other'
+    assert run_state(run.path, cfg, data.source['arrays_sha256']).state == 'complete'
+
+
+# --- one setup (issue 28, item 3) -----------------------------------------------------------------------------------
+import importlib.util
+import numpy as np
+import cifar_nb.runs as runs_mod, cifar_nb.concurrency as concurrency, cifar_nb.study as study_mod
+
+def _bench():
+    spec = importlib.util.spec_from_file_location('bench_for_test', project_root()/'bench'/'bench.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+def test_training_the_probes_and_the_bench_use_one_setup(tmp_path, monkeypatch):
+    "train_run, the concurrency probe, the study's throughput estimate and the benchmark's loops all build through runs.setup."
+    bench, calls, real = _bench(), [], runs_mod.setup
+    assert concurrency.setup is real and bench.setup is real
+    def spy(cfg, place, data):
+        calls.append(cfg); return real(cfg, place, data)
+    for m in (runs_mod, concurrency, bench): monkeypatch.setattr(m, 'setup', spy)
+    data, cfg = synthetic_cifar(n_train=300, n_test=50), TrainConfig(epochs=1, lr=0.01, batch_size=30)
+    place = Placement(device='cpu', precision='fp32')
+    train_run(cfg, dataclasses.replace(place, out_dir=str(tmp_path/'r')), data=data, progress=False)
+    concurrency.learner_setup(data, cfg, place, 3)
+    assert study_mod.measure_throughput('cpu', batch_size=30, steps=1) > 0
+    bench.learner_steps(data, cfg, place, steps=2, warmup=1)
+    bench.learner_epoch(data, cfg, place)
+    assert len(calls) == 5, calls
+
+def test_the_setup_step_trains_what_train_run_trains(tmp_path):
+    "One epoch of `setup(...).step()` over the setup's loader gives exactly the training losses train_run records."
+    data = synthetic_cifar(n_train=300, n_test=50)
+    cfg, place = TrainConfig(epochs=1, lr=0.01, batch_size=30), Placement(device='cpu', precision='fp32', threads=1)
+    import torch
+    before = torch.get_num_threads()
+    try:
+        run = load_run(train_run(cfg, dataclasses.replace(place, out_dir=str(tmp_path/'r')), data=data, progress=False))
+        s = runs_mod.setup(cfg, place, data); step = s.step()
+        for xb, yb in s.loaders['train']: step(xb, yb)
+        losses = step.read()[0]
+    finally: torch.set_num_threads(before)
+    assert run.history['train']['loss'] == [float(np.float32(l)) for l in losses]
