@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from .core import (project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
                            machine_kind, same_kind, notebook_code, ProcessError)
-from .config import TrainConfig, Placement, split_params
+from .config import TrainConfig, Placement, split_params, TRAIN_FIELDS
 from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
 from .learner import make_optimizer, resolve_precision, make_step
@@ -24,8 +24,8 @@ __all__ = ['STUDY_FILES', 'REPORT_FILES', 'OWN_MARKER', 'LEAN_DROPPED', 'REGENER
            'report_folder', 'compact_progress', 'execute_run', 'candidate_studies', 'find_shared_run',
            'run_code_digest', 'arithmetic_of', 'arithmetic_here', 'arithmetic_differences', 'mixing_notes',
            'design_seeds', 'write_study_file', 'run_study', 'shared_path', 'time_left', 'study_of', 'collect_runs',
-           'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study', 'check_baseline',
-           'report_inputs', 'render_report', 'lean_study', 'finish_study']
+           'counted_problem', 'measure_throughput', 'plan_study', 'format_plan', 'study_provenance', 'analyse_study',
+           'check_baseline', 'report_inputs', 'render_report', 'lean_study', 'finish_study']
 
 # %% ../nbs/06_study.ipynb #b758a00c
 def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
@@ -194,7 +194,12 @@ def _matches(path: Path, params: dict, data_sha: str|None) -> bool:
 def candidate_studies(study_dir: str|Path, reuse_from: list|None = None) -> list[Path]:
     "Study folders whose runs this one may share: `reuse_from`, else those beside it and one level up."
     here = Path(study_dir).resolve()
-    if reuse_from is not None: roots = [Path(r).resolve() for r in reuse_from]
+    if reuse_from is not None:
+        roots = [Path(r).resolve() for r in reuse_from]
+        for r in roots:  # a folder named to share from is one: a file or a missing folder is said, not ignored
+            if not (r.is_dir() and (r/'study.json').is_file() and (r/'runs').is_dir()):
+                raise RunError(f"--reuse-from {r}: {'no such folder' if not r.exists() else 'not a folder' if not r.is_dir() else 'not a study folder (no study.json and runs/)'}"
+                               "; give a study folder (one holding study.json and runs/) or 'none'")
     else:
         roots = []
         for top in (here.parent, here.parent.parent):
@@ -234,7 +239,7 @@ def arithmetic_differences(there: dict, here: dict) -> list[str]:
     keys = ('machine', 'code') if 'cuda' in str(here.get('machine', '')).lower() else ('machine', 'threads', 'code')
     name = dict(machine='machine', threads='threads', code='training code')
     same = lambda k: (same_kind(str(there.get(k)), str(here.get(k))) if k == 'machine' else
-                      None in (there.get(k), here.get(k)) if k == 'code' else  # code not recorded: machine and threads tell
+                      None in (there.get(k), here.get(k)) or there.get(k) == here.get(k) if k == 'code' else  # unrecorded code: machine and threads tell
                       there.get(k) == here.get(k))
     return [f"{name[k]} {there.get(k)} there, {here.get(k)} here" for k in keys if not same(k)]
 
@@ -419,21 +424,46 @@ def collect_runs(study_dir: str|Path,   # a study folder
     study_dir, st = Path(study_dir), study or study_of(study_dir)
     sj = study_dir/'study.json'
     shared = (load_json(sj).get('shared', {}) if sj.is_file() else {})
-    out, skipped = {}, []
+    # the scale the runs were trained at: the folder's own study file says (a caller's study may name another)
+    scale = study_of(study_dir).scale if (study_dir/'study.toml').is_file() else st.scale
+    out, skipped, data = {}, [], {}
     for n in st.configurations:
         d = study_dir/'runs'/slug(n)
         found = sorted(d.glob('seed*')) if d.is_dir() else []
         skipped += [str(p) for p in found if not re.fullmatch(r'seed[0-9]+', p.name)]  # seed0.bak, seed1-old, ...
         own = {int(p.name[4:]): p for p in found if re.fullmatch(r'seed[0-9]+', p.name)}
         for s in sorted({*own, *(int(k) for k in shared.get(n, {}))}):
-            p = own.get(s)
-            if p is None or not is_complete(p):
-                q = shared_path(study_dir, shared, n, s)
-                if q is not None and is_complete(q): p = q
-            if p is None or not is_complete(p): skipped.append(str(p or shared_path(study_dir, shared, n, s))); continue
-            out.setdefault(n, {})[s] = load_run(p)
+            p, q = own.get(s), shared_path(study_dir, shared, n, s)
+            if (p is None or not is_complete(p)) and q is not None:
+                if not is_complete(q):  # a shared run that vanished or was damaged is named, never dropped silently
+                    raise RunError(f"{n!r} seed {s} is shared from {q}, which {'is gone' if not q.exists() else 'is no longer a complete run'}: "
+                                   f"run the study again to train it here (or share another)")
+                p = q
+            if p is None or not is_complete(p): skipped.append(str(p)); continue
+            run = load_run(p)  # files against their checksums, every number finite
+            if why := counted_problem(run, st.params(n, s, scale)):
+                raise RunError(f"{p} is counted as {n!r} seed {s} but {why}: remove it from the study folder or run "
+                               f"the study again")
+            data.setdefault(run.data_sha256, []).append(f"{n} seed {s}")
+            out.setdefault(n, {})[s] = run
+    if len(data) > 1:
+        raise RunError(f"the study's runs were trained on different data ({'; '.join(f'checksum {str(k)[:12]}: {v[0]}' + (f' and {len(v) - 1} more' if len(v) > 1 else '') for k, v in data.items())}): "
+                       "runs on different data are never compared; train them on one data set")
     if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {', '.join(skipped)}")
     return out
+
+def counted_problem(run, params: dict) -> str|None:
+    ("Why a complete run cannot be counted as the run `params` ask for (its recorded parameters, precision and memory "
+     "format, a field it lacks read as its default), or None.")
+    want = split_params(params, check_device=False)[0]
+    have = {k: run.params.get(k) for k in TRAIN_FIELDS}
+    if diff := [f"{k}={have[k]!r} (not {getattr(want, k)!r})" for k in TRAIN_FIELDS if have[k] != getattr(want, k)]:
+        return f"it was trained with other parameters: {', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''}"
+    if not _same_placement(run.path, params): return "it was trained with another precision or memory format"
+    m = run.metrics
+    if bad := [k for k in ('test_acc', 'best_val_acc') if k in m and not 0 <= m[k] <= 1]:
+        return f"its {bad[0]} is {m[bad[0]]!r}, not an accuracy in [0, 1]"
+    return None
 
 # %% ../nbs/06_study.ipynb #1d1634ec
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
