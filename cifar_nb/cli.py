@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, dataclasses, os, signal, sys, threading, traceback
 from pathlib import Path
-from .core import project_root, ArgumentError, DataError, CorruptFileError, WriteError
+from .core import project_root, plain_text, ArgumentError, DataError, CorruptFileError, WriteError
 from .studyfile import Study, StudyFileError, load_study, course_study, vary_study, slug, COURSE_FILE, SCALES
 from .runs import RunError, RunLocked
 from .executors import make_executor, ExecutorError, kill_started
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     except Exception as e:  # one line naming the problem, unless --debug (or CIFAR_NB_DEBUG=1)
         if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): traceback.print_exc()
         ours = isinstance(e, _USER_ERRORS)
-        print(f"error: {' '.join(str(e).split())}" if ours else f"error: {type(e).__name__}: {' '.join(str(e).split())} "
+        print(f"error: {plain_text(' '.join(str(e).split()))}" if ours else f"error: {type(e).__name__}: {plain_text(' '.join(str(e).split()))} "
               "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
               file=sys.stderr); return 1
     except KeyboardInterrupt as e: _stopped(e)
@@ -147,7 +147,7 @@ def _run(a, ap) -> int:
     reuse = None if a.reuse_from is None else ([] if a.reuse_from == ['none'] else a.reuse_from)
     # the folders are checked before anything is planned or trained
     check_own_folder(study_dir.resolve(), STUDY_FILES)
-    if report_dir is not None: report_folder(report_dir)
+    if report_dir is not None: report_folder(report_dir, study_dir=study_dir)
     def executor_():
         try: return make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
         except ExecutorError as e: ap.error(str(e))  # an argument the executor refuses (exit status 2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, datetime, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
-from .core import project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
+from .core import project_root, plain_text, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device
 from .config import TrainConfig, Placement, split_params
 from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
 from .data import cifar10_identity, load_cifar10
@@ -100,9 +100,16 @@ def check_own_folder(path: str|Path,         # the folder cifar_nb is about to w
     return path
 
 # %% ../nbs/06_study.ipynb #5a3e0d62
-def report_folder(path: str|Path, claim: bool = False) -> Path:
+def report_folder(path: str|Path, claim: bool = False,
+                  study_dir: str|Path|None = None,  # the study it reports on: never the report folder, inside it only as study/
+                 ) -> Path:
     "`path` checked as a report folder: the report's files, study files and other reports' folders, nothing else."
     path = Path(path).resolve()
+    if study_dir is not None and (path.is_relative_to(s := Path(study_dir).resolve()) or s.is_relative_to(path)):
+        rel = s.relative_to(path).parts if s.is_relative_to(path) else None
+        if rel is None or not (rel == ('study',) or (len(rel) == 2 and rel[1] == 'study')):
+            raise RunError(f"report folder {path} {'is' if s == path else 'lies inside' if rel is None else 'holds'} the study folder {s}: "
+                           f"give the report a folder of its own (--report DIR), or put the study in {path/'study'}; nothing was written")
     extra = set()
     if path.is_dir():
         extra = {p.name for p in path.iterdir() if (p.suffix == '.toml' and p.is_file())
@@ -267,7 +274,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
         t0, took = time.perf_counter(), {}  # seconds of each run done, by its place in `todo`
         def started(k):
             n, s, p, params = jobs_[todo[k]]
-            log(f"[run {k+1}/{len(todo)}] {n} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
+            log(f"[run {k+1}/{len(todo)}] {plain_text(n)} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
         for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
             n, s, p, _ = jobs_[todo[k]]
             took[k], el = dt, time.perf_counter() - t0
@@ -275,7 +282,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             per_w = sum(took.values()) / sum(_run_weight(jobs_[todo[j]][3]) for j in took)  # seconds per unit so far
             runs = [(took[j], True) if j in took else (per_w * _run_weight(jobs_[i][3]), False)
                     for j, i in enumerate(todo)]  # measured, else expected
-            log(f"[done {len(took)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
+            log(f"[done {len(took)}/{len(todo)}] {plain_text(n)} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
         st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
         inv = st.get('invocations', []) + [dict(
@@ -332,7 +339,7 @@ def collect_runs(study_dir: str|Path,   # a study folder
                 if q is not None and is_complete(q): p = q
             if p is None or not is_complete(p): skipped.append(str(p or shared_path(study_dir, shared, n, s))); continue
             out.setdefault(n, {})[s] = load_run(p)
-    if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {', '.join(skipped)}")
+    if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {plain_text(', '.join(skipped))}")
     return out
 
 # %% ../nbs/06_study.ipynb #1d1634ec
@@ -373,16 +380,16 @@ def plan_study(study_dir: str|Path, study: Study, seeds: int|list|None = None, s
     est = sum(_run_images(p) / ips + _OVERHEAD_S for _, _, p in todo)
     return dict(study_dir=str(study_dir), title=study.title, configurations=list(only or study.configurations), seeds=seeds,
                 scale=_scale_name(scale), n_runs=len(jobs), n_todo=len(todo), n_shared=status.count('shared'),
-                images_per_s=ips, estimate_s=est, todo=[f"{n} seed {s}" for n, s, _ in todo])
+                images_per_s=ips, estimate_s=est, todo=[f"{plain_text(n)} seed {s}" for n, s, _ in todo])
 
 def format_plan(plan: dict) -> str:
     "The plan as a few lines for the terminal."
     m = machine_info()
-    lines = [f"study {plan['study_dir']}: {plan['title']}",
+    lines = [f"study {plan['study_dir']}: {plain_text(plan['title'])}",
              f"  {len(plan['configurations'])} configurations x {len(plan['seeds'])} seeds = {plan['n_runs']} runs "
              f"(scale {plan['scale']}); {plan['n_runs'] - plan['n_todo'] - plan['n_shared']} complete and reused, "
              f"{plan['n_shared']} shared from other studies, {plan['n_todo']} to train",
-             f"  configurations: {', '.join(plan['configurations'])}; seeds: {', '.join(map(str, plan['seeds']))}",
+             f"  configurations: {plain_text(', '.join(plan['configurations']))}; seeds: {', '.join(map(str, plan['seeds']))}",
              f"  machine: {m.get('gpu') or m.get('cpu')} ({m.get('cores', '?')} cores), torch {m.get('torch')}"]
     if plan['n_todo']:
         lines.append(f"  measured {plan['images_per_s']:,.0f} training images/s here: "
@@ -430,7 +437,7 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
     names = st.analyse if names is None else names
     runs, out = collect_runs(study_dir, dataclasses.replace(st, configurations={n: {} for n in names})), {}
     for n in names:
-        if n not in runs: log(f"analysis: no complete {n} run in {study_dir}, skipped"); continue
+        if n not in runs: log(f"analysis: no complete {plain_text(n)} run in {study_dir}, skipped"); continue
         for s, r in sorted(runs[n].items()):
             t, did = time.perf_counter(), []
             if s == min(runs[n]) and not (r.path/'interpret'/'interpret.json').exists():
@@ -440,7 +447,7 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
                     data = load_cifar10(r.placement.get('data_path'), progress=False)
                 evaluate_ood(r.path, data=data, device=device, n_per_set=n_per_set, progress=False); did.append('OOD')
             out.setdefault(n, {})[s] = r.path
-            if did: log(f"analysis: {n} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
+            if did: log(f"analysis: {plain_text(n)} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
     return out
 
 # %% ../nbs/06_study.ipynb #2130abc6
@@ -460,10 +467,10 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
      "(self-contained), plus the tables.")
     import papermill as pm
     from cifar_nb.publish import render_html
-    report_folder(out_dir)     # a folder of the user's is refused first, then a study without its baseline
+    report_folder(out_dir, study_dir=study_dir)  # a folder of the user's is refused first, then a study without its baseline
     check_baseline(study_dir)  # both before the report folder is claimed
     study_dir, out_dir = (Path(study_dir).resolve(),
-                          report_folder(out_dir, claim=True))
+                          report_folder(out_dir, claim=True, study_dir=study_dir))
     executed = out_dir/'report.ipynb'
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed),

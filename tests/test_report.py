@@ -173,3 +173,12 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92'):  # nothing of the course report's
         assert course_name not in text, course_name
     assert 'Traceback' not in html and external_urls(html) == []
+
+
+def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tmp_path):
+    "--report naming the (new) study folder: one line before anything is planned, trained or written (it used to fail after the table)."
+    d = tmp_path/'new'
+    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1',
+                        '--study-dir', str(d), '--report', str(d)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 1 and r.stderr.startswith(f'error: report folder {d} is the study folder {d}: give the report a folder of its own'), r.stderr
+    assert r.stderr.count('\n') == 1 and r.stdout == '' and not d.exists()   # no plan printed, nothing created
