@@ -15,7 +15,8 @@ from PIL import Image
 import matplotlib, matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import seaborn as sns
-from .core import project_root, regular_file
+from .core import project_root, regular_file, plain_text
+from .publish import OPEN_FULL_JS
 from .interpret import confusion_matrix, per_class_accuracy
 from .stats import mean_ci, precision_of
 
@@ -89,16 +90,12 @@ def shrink_png(png: bytes, min_psnr: float = 40.0) -> bytes:
 def png_bytes(fig, dpi: float = 100, min_psnr: float = 40.0, close: bool = True) -> bytes:
     "The figure as PNG bytes at `dpi`, palette-quantised when that is lossless enough (`shrink_png`)."
     buf = io.BytesIO()
+    for t in fig.findobj(matplotlib.text.Text): t.set_parse_math(False)  # a '$' in a name is a dollar sign, never maths that fails
     fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight', pad_inches=0.05, facecolor='white')
     if close: plt.close(fig)
     return shrink_png(buf.getvalue(), min_psnr)
 
 # %% ../nbs/08_report.ipynb #74afb37b
-# the picture as a blob in a new tab (a data: URL cannot be opened as a page); the bytes are not duplicated in the file.
-# window.URL, not URL: inside an inline handler `URL` is the document's own URL (a string)
-_OPEN_FULL = ("var i=this.closest('figure').querySelector('img');fetch(i.src).then(function(r){return r.blob()})"
-              ".then(function(b){window.open(window.URL.createObjectURL(b),'_blank')});")
-
 def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the path of a PNG file
                 alt: str,            # what the picture shows, in words (the img's alt text)
                 caption: str = '',   # shown under the picture; may hold inline HTML
@@ -115,11 +112,11 @@ def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the pa
     else: png = png_bytes(fig, dpi * scale, min_psnr)
     w, h = Image.open(io.BytesIO(png)).size
     w, h = round(w / scale), round(h / scale)
-    link = (' <button type="button" class="cnb-full" onclick="' + html.escape(_OPEN_FULL, quote=True) + '">open full size</button>'
+    link = (' <button type="button" class="cnb-full" onclick="' + html.escape(OPEN_FULL_JS, quote=True) + '">open full size</button>'
             if full_link else '')
     cap = f'<figcaption>{caption}{link}</figcaption>' if caption or link else ''
     return (f'<figure class="cnb-figure"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
-            f'alt="{html.escape(alt.strip(), quote=True)}" width="{w}" height="{h}" loading="eager">{cap}</figure>')
+            f'alt="{html.escape(plain_text(alt).strip(), quote=True)}" width="{w}" height="{h}" loading="eager">{cap}</figure>')
 
 def min_text_px(fig, dpi: float = 100) -> float:
     "The smallest visible, non-empty text in `fig`, in pixels at `dpi` (1 pt = dpi/72 px)."
@@ -491,7 +488,8 @@ def said(text: str,   # the sentence (HTML)
          **facts,     # what it states: table=N with best=row, column=..., how='max'|'min'; or row=..., column=..., value=...
         ) -> str:
     "The sentence in a `<span class=\"cnb-said\">` that carries the facts it states, for `check_sentences`."
-    attrs = ' '.join(f'data-{k}="{html.escape(str(v), quote=True)}"' for k, v in facts.items())
+    # one line, as `core.md_text` shows a user's text in the table it names
+    attrs = ' '.join(f'data-{k}="{html.escape(plain_text(v), quote=True)}"' for k, v in facts.items())
     return f'<span class="cnb-said" {attrs}>{text}</span>'
 
 def best_row(frame: pd.DataFrame, column: str, how: str = 'max', key: str|None = None) -> str:
