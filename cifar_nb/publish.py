@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast, html, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 import nbformat
-from .core import project_root, KERNEL_ARGS, atomic_write_text, WriteError
+from .core import project_root, plain_text, KERNEL_ARGS, atomic_write_text, WriteError
 
 # %% auto #0
 __all__ = ['REPORT_CSS', 'OPEN_FULL_JS', 'cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text',
@@ -325,7 +325,7 @@ def render_html(nb_path:str|Path, # an executed notebook
     if title is None:
         title = next((l.lstrip('#').strip() for c in nb.cells if c.cell_type == 'markdown'
                       for l in c.source.splitlines() if l.startswith('# ')), Path(nb_path).stem)
-    nb.metadata['title'] = title
+    nb.metadata['title'] = plain_text(title)  # one line (nbconvert escapes it)
     ex = _Exporter(template_name='lab', embed_images=True, exclude_input=exclude_input, anchor_link_text=' ',
                       extra_loaders=[jinja2.DictLoader({'cifar_nb_offline.html.j2': _OFFLINE_TEMPLATE})],
                       template_file='cifar_nb_offline.html.j2')
