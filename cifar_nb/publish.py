@@ -175,6 +175,7 @@ ul.cnb-held li { margin: 0.25em 0; }
 @media screen and (max-width: 600px) {
   body.jp-Notebook { padding: 4px 12px 32px; }
   .jp-RenderedHTMLCommon { font-size: 15px; }
+  div.cnb-table td:first-child { overflow-wrap: anywhere; min-width: 6em; }  /* a long name does not push the verdict off the screen */
 }
 nav.cnb-toc { font-family: var(--jp-content-font-family); color: var(--jp-content-font-color1); border: 1px solid #d8dee6; background: #f8fafc; padding: 0.6em 1.2em 0.6em 0.8em; margin: 1em 0 1.5em; font-size: 15px; line-height: 1.5; }
 nav.cnb-toc h2 { font-size: 18px; margin: 0 0 0.3em; border: none; }

@@ -133,7 +133,8 @@ def test_report_renders_a_custom_study(tmp_path):
         for s, a in zip(st.seeds, accs): fake_run(run_dir(d, n, s), st.params(n, s), acc=a, n=200)
     html = render_report(d, tmp_path/'report', log=lambda *a: None).read_text()
     assert '<title>cifar_nb: Does more dropout help?</title>' in html and 'Each configuration against Improved' in html
-    verdict_row = re.search(r"<td[^>]*>more dropout helps</td>\s*<td[^>]*>Dropout 0.5 − Improved</td>.*?</tr>", html, re.S).group(0)
+    verdict_row = re.search(r"<td[^>]*>more dropout helps</td>.*?</tr>", html, re.S).group(0)
+    assert re.search(r"<td[^>]*><span class=\"cnb-verdict[^>]*>[^<]+</span></td>\s*<td[^>]*>Dropout 0.5 − Improved</td>", verdict_row)  # the verdict beside the claim
     assert 'cnb-v-holds' in verdict_row and '+5.33 pp' in verdict_row   # (65+68+66 - 60-62-61)/3 = 5.33, Holm over one comparison
     assert 'the highest mean test accuracy is Dropout 0.5' in html
     n, bad = check_sentences(html)
