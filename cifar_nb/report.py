@@ -21,12 +21,13 @@ from .interpret import confusion_matrix, per_class_accuracy
 from .stats import mean_ci, precision_of
 
 # %% auto #0
-__all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR', 'TRAINING_CODE', 'synthetic_runs',
-           'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history',
-           'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch', 'plot_training',
-           'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame', 'plot_per_class',
-           'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'notebook_code',
-           'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences']
+__all__ = ['CLASSES10', 'PRINT_PX', 'GALLERY', 'CAM_GRID', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR',
+           'TRAINING_CODE', 'synthetic_runs', 'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'printed_pt',
+           'config_style', 'plot_accuracy', 'epoch_history', 'lr_drops', 'curve_band', 'plot_curves',
+           'first_epoch_loss', 'plot_first_epoch', 'plot_training', 'curve_checks', 'shared_steps',
+           'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'mean_confusion', 'plot_confusion_grid',
+           'layer_table', 'run_provenance', 'code_changes', 'notebook_code', 'ood_frame', 'near_far_frame', 'said',
+           'best_row', 'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -122,6 +123,17 @@ def min_text_px(fig, dpi: float = 100) -> float:
     "The smallest visible, non-empty text in `fig`, in pixels at `dpi` (1 pt = dpi/72 px)."
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
     return min(sizes) * dpi / 72 if sizes else math.inf
+
+# %% ../nbs/08_report.ipynb #7e0b1a31
+PRINT_PX = (703, 453)  # the printed column of REPORT_CSS in CSS pixels: A4 less 2 x 12 mm wide, a picture at most 120 mm high
+GALLERY = dict(n=8, ncols=4)   # the report's image galleries: two rows of four (titles >= 8 pt on paper)
+CAM_GRID = dict(n=4, ncols=4)  # the report's Grad-CAM figures: four images above their heatmaps
+
+def printed_pt(fig, dpi: float = 100) -> float:
+    "The smallest visible text of `fig` in points once printed: shown at `dpi` CSS pixels per inch, shrunk to fit `PRINT_PX`."
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight', pad_inches=0.05)
+    w, h = Image.open(buf).size
+    return min_text_px(fig, dpi) * 72 / 96 * min(1, PRINT_PX[0] / w, PRINT_PX[1] / h)  # 96 CSS px per printed inch
 
 # %% ../nbs/08_report.ipynb #e3e5d87d
 OKABE_ITO = ('#000000', '#0072B2', '#E69F00', '#009E73', '#D55E00', '#CC79A7', '#56B4E9', '#F0E442')
