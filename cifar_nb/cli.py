@@ -171,7 +171,7 @@ def _run(a, ap) -> int:
     reuse = None if a.reuse_from is None else ([] if a.reuse_from == ['none'] else a.reuse_from)
     # the folders are checked before anything is planned or trained
     check_own_folder(study_dir.resolve(), STUDY_FILES)
-    if report_dir is not None: report_folder(report_dir)
+    if report_dir is not None: report_folder(report_dir, study_dir=study_dir)
     def executor_():
         try: return make_executor(a.executor, address=a.address, jobs=a.jobs, threads=a.threads)
         except ExecutorError as e: ap.error(str(e))  # an argument the executor refuses (exit status 2)

@@ -88,9 +88,8 @@ def md_text(s, # a user's text to put inside Markdown that becomes HTML
     ("A user's text as inert Markdown: one line (newlines become spaces, so no heading or list can start), every "
      "Markdown and HTML special character backslash- or entity-escaped, so it renders as the same characters and "
      "never as a tag, an attribute, a link or a section.")
-    s = plain_text(s)
-    s = html.escape(s, quote=True)  # &, <, >, " and ' as entities: no tag and no attribute can open
-    return re.sub(r'([\\`*_{}\[\]()#+\-.!|~$])', r'\\\1', s)
+    s = re.sub(r'([\\`*_{}\[\]()#+\-.!|~$])', r'\\\1', plain_text(s))  # Markdown's specials, before the entities (their '#')
+    return html.escape(s, quote=True)  # &, <, >, " and ' as entities: no tag and no attribute can open
 
 # %% ../nbs/00_core.ipynb #ff5403bc
 def get_device(device: str|torch.device = 'auto') -> torch.device:

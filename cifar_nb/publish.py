@@ -4,15 +4,15 @@
 
 # %% ../nbs/07_publish.ipynb #84958f8d
 from __future__ import annotations
-import ast, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys, warnings
+import ast, html, html.parser, importlib, inspect, json, os, re, shutil, subprocess, sys, warnings
 from pathlib import Path
 import nbformat
-from .core import project_root, KERNEL_ARGS, atomic_write_text, WriteError
+from .core import project_root, plain_text, KERNEL_ARGS, atomic_write_text, WriteError
 
 # %% auto #0
-__all__ = ['REPORT_CSS', 'cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text', 'write_readme',
-           'external_urls', 'external_links', 'style_page', 'add_toc', 'render_html', 'api_markdown', 'with_api_docs',
-           'stage_docs', 'build_docs']
+__all__ = ['REPORT_CSS', 'OPEN_FULL_JS', 'cell_directives', 'strip_directives', 'notebook_to_markdown', 'readme_text',
+           'write_readme', 'external_urls', 'external_links', 'style_page', 'add_toc', 'foreign_code',
+           'nowrap_intervals', 'render_html', 'api_markdown', 'with_api_docs', 'stage_docs', 'build_docs']
 
 # %% ../nbs/07_publish.ipynb #8abe1767
 _DIRECTIVE = re.compile(r'^\s*#\s?\|\s*(.*?)\s*$')
@@ -162,6 +162,7 @@ p.cnb-caption { font-size: 14.5px; line-height: 1.45; color: #333; margin: 1.1em
 div.cnb-table { max-width: 100%; overflow-x: auto; margin: 0 0 1.2em; }
 .jp-OutputArea-child > .jp-OutputArea-output { display: block !important; min-width: 0; max-width: 100%; }
 .jp-RenderedHTMLCommon div.cnb-table table { display: table; width: auto; max-width: none; margin: 0; }
+.cnb-ci { white-space: nowrap; }
 .cnb-verdict { display: inline-block; padding: 0 0.35em; border: 1px solid; border-radius: 3px; font-weight: 600; font-size: 0.9em; line-height: 1.35; white-space: nowrap; }
 .cnb-v-holds { background: #e1f2ec; color: #00573a; border-color: #009E73; }
 .cnb-v-reversed { background: #fbe4d8; color: #8a3000; border-color: #D55E00; }
@@ -174,6 +175,7 @@ ul.cnb-held li { margin: 0.25em 0; }
 @media screen and (max-width: 600px) {
   body.jp-Notebook { padding: 4px 12px 32px; }
   .jp-RenderedHTMLCommon { font-size: 15px; }
+  div.cnb-table td:first-child { overflow-wrap: anywhere; min-width: 6em; }  /* a long name does not push the verdict off the screen */
 }
 nav.cnb-toc { font-family: var(--jp-content-font-family); color: var(--jp-content-font-color1); border: 1px solid #d8dee6; background: #f8fafc; padding: 0.6em 1.2em 0.6em 0.8em; margin: 1em 0 1.5em; font-size: 15px; line-height: 1.5; }
 nav.cnb-toc h2 { font-size: 18px; margin: 0 0 0.3em; border: none; }
@@ -235,6 +237,54 @@ def add_toc(html_text:str, # a page rendered by nbconvert
     else: (soup.body or soup).insert(0, nav)
     return str(soup)
 
+# %% ../nbs/07_publish.ipynb #5c1a7e21
+# the figures' "open full size" button: the picture as a blob in a new tab (a data: URL cannot be opened as a page), the
+# bytes not duplicated in the file. window.URL, not URL: inside an inline handler `URL` is the document's own URL (a string)
+OPEN_FULL_JS = ("var i=this.closest('figure').querySelector('img');fetch(i.src).then(function(r){return r.blob()})"
+                ".then(function(b){window.open(window.URL.createObjectURL(b),'_blank')});")
+_ACTIVE = {'script', 'iframe', 'frame', 'frameset', 'object', 'embed', 'applet', 'base', 'form', 'portal'}
+_URL_ATTRS = {'href', 'src', 'action', 'formaction', 'xlink:href', 'data', 'poster', 'background', 'srcdoc', 'ping'}
+_SCHEME = re.compile(r'^(javascript|vbscript|data):', re.I)
+
+class _CodeParser(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True); self.found = []
+    def handle_starttag(self, tag, attrs):
+        if tag in _ACTIVE: self.found.append(f'<{tag}>')
+        for a, v in attrs:
+            v = re.sub(r'[\x00-\x20]', '', v or '')  # a browser ignores blanks and control characters in a scheme
+            if a.startswith('on') and not (tag == 'button' and a == 'onclick' and v == re.sub(r'[\x00-\x20]', '', OPEN_FULL_JS)):
+                self.found.append(f'<{tag} {a}=...>')
+            elif (a in _URL_ATTRS or a == 'to') and (m := _SCHEME.match(v)) and not (
+                    m.group(1).lower() == 'data' and tag == 'img' and a == 'src' and v.lower().startswith('data:image/')):
+                self.found.append(f'<{tag} {a}="{m.group(0)}...">')
+            elif tag == 'meta' and a == 'http-equiv' and v.lower() == 'refresh': self.found.append('<meta http-equiv=refresh>')
+    handle_startendtag = handle_starttag
+
+def foreign_code(html_text:str, # an HTML page
+                ) -> list[str]:
+    "What a browser would run on opening the page (or on a click) that the renderer did not write: scripts, handlers, script URLs."
+    p = _CodeParser(); p.feed(html_text); p.close()
+    return p.found
+
+# %% ../nbs/07_publish.ipynb #5c1a7e24
+_INTERVAL = re.compile(r'\[[-+−]?\d[\d.,]*%?(?: pp)?, [-+−]?\d[\d.,]*%?(?: pp)?\]')
+
+def nowrap_intervals(html_text:str, # an HTML page
+                    ) -> str:
+    "The page with every numeric interval of its text ('[+0.26, +5.71]') in a `<span class=\"cnb-ci\">` (kept on one line)."
+    if not _INTERVAL.search(html_text): return html_text
+    from bs4 import BeautifulSoup, NavigableString
+    soup = BeautifulSoup(html_text, 'html.parser')
+    for s in soup.find_all(string=_INTERVAL):
+        if type(s) is not NavigableString or s.find_parent(['style', 'script', 'title', 'textarea', 'code', 'pre']): continue
+        nodes, last = [], 0
+        for m in _INTERVAL.finditer(s):
+            span = soup.new_tag('span', attrs={'class': 'cnb-ci'}); span.string = m.group(0)
+            nodes += [NavigableString(s[last:m.start()]), span]; last = m.end()
+        s.replace_with(*nodes, NavigableString(s[last:]))
+    return str(soup)
+
 # %% ../nbs/07_publish.ipynb #2dc7f2af
 def _reader_view(nb) -> nbformat.NotebookNode:
     "A copy of `nb` with hidden cells dropped, `echo: false` inputs tagged for removal and directive lines stripped."
@@ -261,16 +311,23 @@ def render_html(nb_path:str|Path, # an executed notebook
                 toc:bool|None=None, # a table of contents after the title; None: when the page has 3 or more sections
                 css:str|None=REPORT_CSS, # rules for reading and printing (`REPORT_CSS`); None: the template's alone
                ) -> Path:
-    "Write the notebook as ONE self-contained HTML file that loads nothing from the network; return `dest`."
+    "Write the notebook as ONE self-contained HTML file that loads nothing from the network and runs none of its text; return `dest`."
     import jinja2
     from nbconvert import HTMLExporter
+    class _Exporter(HTMLExporter):
+        @jinja2.pass_context
+        def markdown2html(self, context, source):
+            # nbconvert embeds images by re-parsing each inline HTML tag on its own, which empties an inline `<span>word</span>`
+            # into `<span></span>word` (a verdict label's word outside its box): only Markdown that shows an image needs it
+            self.embed_images = bool(re.search(r'!\[|<img\b', source, re.I))
+            return super().markdown2html(context, source)
     from nbconvert.preprocessors import TagRemovePreprocessor
     nb = _reader_view(_read_nb(nb_path))
     if title is None:
         title = next((l.lstrip('#').strip() for c in nb.cells if c.cell_type == 'markdown'
                       for l in c.source.splitlines() if l.startswith('# ')), Path(nb_path).stem)
-    nb.metadata['title'] = title
-    ex = HTMLExporter(template_name='lab', embed_images=True, exclude_input=exclude_input, anchor_link_text=' ',
+    nb.metadata['title'] = plain_text(title)  # one line (nbconvert escapes it)
+    ex = _Exporter(template_name='lab', embed_images=True, exclude_input=exclude_input, anchor_link_text=' ',
                       extra_loaders=[jinja2.DictLoader({'cifar_nb_offline.html.j2': _OFFLINE_TEMPLATE})],
                       template_file='cifar_nb_offline.html.j2')
     ex.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={'remove-cell', 'remove_cell'},
@@ -279,7 +336,11 @@ def render_html(nb_path:str|Path, # an executed notebook
     body, _ = ex.from_notebook_node(nb, resources={'metadata': {'path': str(Path(nb_path).parent), 'name': title}})
     body = _drop_external(body)
     if toc is not False: body = add_toc(body, min_sections=1 if toc else 3)
+    body = nowrap_intervals(body)
     if css: body = style_page(body, css)
+    if bad := foreign_code(body):
+        raise ValueError(f"{nb_path} would run code its renderer did not write ({', '.join(bad[:3])}): a user's text reached "
+                         "the page unescaped, a bug of cifar_nb (report it); nothing was written")
     if bad := external_urls(body):
         raise ValueError(f"{nb_path} would load {len(bad)} resource(s) from the network ({', '.join(bad[:3])}): "
                          "embed images in the notebook (Markdown images from local files are inlined) "

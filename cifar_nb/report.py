@@ -15,17 +15,19 @@ from PIL import Image
 import matplotlib, matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import seaborn as sns
-from .core import project_root, regular_file
+from .core import project_root, regular_file, plain_text
+from .publish import OPEN_FULL_JS
 from .interpret import confusion_matrix, per_class_accuracy
 from .stats import mean_ci, precision_of
 
 # %% auto #0
-__all__ = ['CLASSES10', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR', 'TRAINING_CODE', 'synthetic_runs',
-           'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'config_style', 'plot_accuracy', 'epoch_history',
-           'lr_drops', 'curve_band', 'plot_curves', 'first_epoch_loss', 'plot_first_epoch', 'plot_training',
-           'curve_checks', 'shared_steps', 'expected_shared_steps', 'per_class_frame', 'plot_per_class',
-           'mean_confusion', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'ood_frame',
-           'near_far_frame', 'said', 'best_row', 'check_sentences']
+__all__ = ['CLASSES10', 'PRINT_PX', 'GALLERY', 'CAM_GRID', 'OKABE_ITO', 'LINE_STYLES', 'CONFIG_STYLE', 'REFERENCE_COLOUR',
+           'TRAINING_CODE', 'synthetic_runs', 'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'printed_pt',
+           'config_style', 'plot_accuracy', 'epoch_history', 'lr_drops', 'curve_band', 'plot_curves',
+           'first_epoch_loss', 'plot_first_epoch', 'plot_training', 'curve_checks', 'shared_steps',
+           'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'mean_confusion', 'plot_confusion_grid',
+           'layer_table', 'run_provenance', 'code_changes', 'ood_frame', 'near_far_frame', 'said', 'best_row',
+           'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -89,16 +91,12 @@ def shrink_png(png: bytes, min_psnr: float = 40.0) -> bytes:
 def png_bytes(fig, dpi: float = 100, min_psnr: float = 40.0, close: bool = True) -> bytes:
     "The figure as PNG bytes at `dpi`, palette-quantised when that is lossless enough (`shrink_png`)."
     buf = io.BytesIO()
+    for t in fig.findobj(matplotlib.text.Text): t.set_parse_math(False)  # a '$' in a name is a dollar sign, never maths that fails
     fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight', pad_inches=0.05, facecolor='white')
     if close: plt.close(fig)
     return shrink_png(buf.getvalue(), min_psnr)
 
 # %% ../nbs/08_report.ipynb #74afb37b
-# the picture as a blob in a new tab (a data: URL cannot be opened as a page); the bytes are not duplicated in the file.
-# window.URL, not URL: inside an inline handler `URL` is the document's own URL (a string)
-_OPEN_FULL = ("var i=this.closest('figure').querySelector('img');fetch(i.src).then(function(r){return r.blob()})"
-              ".then(function(b){window.open(window.URL.createObjectURL(b),'_blank')});")
-
 def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the path of a PNG file
                 alt: str,            # what the picture shows, in words (the img's alt text)
                 caption: str = '',   # shown under the picture; may hold inline HTML
@@ -115,16 +113,27 @@ def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the pa
     else: png = png_bytes(fig, dpi * scale, min_psnr)
     w, h = Image.open(io.BytesIO(png)).size
     w, h = round(w / scale), round(h / scale)
-    link = (' <button type="button" class="cnb-full" onclick="' + html.escape(_OPEN_FULL, quote=True) + '">open full size</button>'
+    link = (' <button type="button" class="cnb-full" onclick="' + html.escape(OPEN_FULL_JS, quote=True) + '">open full size</button>'
             if full_link else '')
     cap = f'<figcaption>{caption}{link}</figcaption>' if caption or link else ''
     return (f'<figure class="cnb-figure"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
-            f'alt="{html.escape(alt.strip(), quote=True)}" width="{w}" height="{h}" loading="eager">{cap}</figure>')
+            f'alt="{html.escape(plain_text(alt).strip(), quote=True)}" width="{w}" height="{h}" loading="eager">{cap}</figure>')
 
 def min_text_px(fig, dpi: float = 100) -> float:
     "The smallest visible, non-empty text in `fig`, in pixels at `dpi` (1 pt = dpi/72 px)."
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
     return min(sizes) * dpi / 72 if sizes else math.inf
+
+# %% ../nbs/08_report.ipynb #7e0b1a31
+PRINT_PX = (703, 453)  # the printed column of REPORT_CSS in CSS pixels: A4 less 2 x 12 mm wide, a picture at most 120 mm high
+GALLERY = dict(n=8, ncols=4)   # the report's image galleries: two rows of four (titles >= 8 pt on paper)
+CAM_GRID = dict(n=4, ncols=4)  # the report's Grad-CAM figures: four images above their heatmaps
+
+def printed_pt(fig, dpi: float = 100) -> float:
+    "The smallest visible text of `fig` in points once printed: shown at `dpi` CSS pixels per inch, shrunk to fit `PRINT_PX`."
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight', pad_inches=0.05)
+    w, h = Image.open(buf).size
+    return min_text_px(fig, dpi) * 72 / 96 * min(1, PRINT_PX[0] / w, PRINT_PX[1] / h)  # 96 CSS px per printed inch
 
 # %% ../nbs/08_report.ipynb #e3e5d87d
 OKABE_ITO = ('#000000', '#0072B2', '#E69F00', '#009E73', '#D55E00', '#CC79A7', '#56B4E9', '#F0E442')
@@ -484,7 +493,8 @@ def said(text: str,   # the sentence (HTML)
          **facts,     # what it states: table=N with best=row, column=..., how='max'|'min'; or row=..., column=..., value=...
         ) -> str:
     "The sentence in a `<span class=\"cnb-said\">` that carries the facts it states, for `check_sentences`."
-    attrs = ' '.join(f'data-{k}="{html.escape(str(v), quote=True)}"' for k, v in facts.items())
+    # one line, as `core.md_text` shows a user's text in the table it names
+    attrs = ' '.join(f'data-{k}="{html.escape(plain_text(v), quote=True)}"' for k, v in facts.items())
     return f'<span class="cnb-said" {attrs}>{text}</span>'
 
 def best_row(frame: pd.DataFrame, column: str, how: str = 'max', key: str|None = None) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses, datetime, hashlib, math, os, re, shlex, sys, time
 from pathlib import Path
 import torch
-from .core import (project_root, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
+from .core import (project_root, plain_text, KERNEL_ARGS, save_json, load_json, atomic_write_text, machine_info, get_device,
                            machine_kind, same_kind, notebook_code, ProcessError)
 from .config import TrainConfig, Placement, split_params, TRAIN_FIELDS
 from .studyfile import Study, CONFIG_PLACEMENT, COURSE_FILE, load_study, course_study, to_toml, slug
@@ -102,9 +102,16 @@ def check_own_folder(path: str|Path,         # the folder cifar_nb is about to w
     return path
 
 # %% ../nbs/06_study.ipynb #5a3e0d62
-def report_folder(path: str|Path, claim: bool = False) -> Path:
+def report_folder(path: str|Path, claim: bool = False,
+                  study_dir: str|Path|None = None,  # the study it reports on: never the report folder, inside it only as study/
+                 ) -> Path:
     "`path` checked as a report folder: the report's files, study files and other reports' folders, nothing else."
     path = Path(path).resolve()
+    if study_dir is not None and (path.is_relative_to(s := Path(study_dir).resolve()) or s.is_relative_to(path)):
+        rel = s.relative_to(path).parts if s.is_relative_to(path) else None
+        if rel is None or not (rel == ('study',) or (len(rel) == 2 and rel[1] == 'study')):
+            raise RunError(f"report folder {path} {'is' if s == path else 'lies inside' if rel is None else 'holds'} the study folder {s}: "
+                           f"give the report a folder of its own (--report DIR), or put the study in {path/'study'}; nothing was written")
     extra = set()
     if path.is_dir():
         extra = {p.name for p in path.iterdir() if (p.suffix == '.toml' and p.is_file())
@@ -368,7 +375,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
         t0, took = time.perf_counter(), {}  # seconds of each run done, by its place in `todo`
         def started(k):
             n, s, p, params = jobs_[todo[k]]
-            log(f"[run {k+1}/{len(todo)}] {n} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
+            log(f"[run {k+1}/{len(todo)}] {plain_text(n)} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
         for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
             n, s, p, _ = jobs_[todo[k]]
             took[k], el = dt, time.perf_counter() - t0
@@ -376,7 +383,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
             per_w = sum(took.values()) / sum(_run_weight(jobs_[todo[j]][3]) for j in took)  # seconds per unit so far
             runs = [(took[j], True) if j in took else (per_w * _run_weight(jobs_[i][3]), False)
                     for j, i in enumerate(todo)]  # measured, else expected
-            log(f"[done {len(took)}/{len(todo)}] {n} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
+            log(f"[done {len(took)}/{len(todo)}] {plain_text(n)} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
                 f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
         st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
         mixed = [dict(configuration=n, seed=s, path=os.path.relpath(q, study_dir), differences=d)
@@ -449,7 +456,7 @@ def collect_runs(study_dir: str|Path,   # a study folder
     if len(data) > 1:
         raise RunError(f"the study's runs were trained on different data ({'; '.join(f'checksum {str(k)[:12]}: {v[0]}' + (f' and {len(v) - 1} more' if len(v) > 1 else '') for k, v in data.items())}): "
                        "runs on different data are never compared; train them on one data set")
-    if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {', '.join(skipped)}")
+    if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {plain_text(', '.join(skipped))}")
     return out
 
 def counted_problem(run, params: dict) -> str|None:
@@ -511,21 +518,21 @@ def plan_study(study_dir: str|Path, study: Study, seeds: int|list|None = None, s
                           seconds=sum(cost(p) for m, _, p in todo if m == n)) for n in (only or study.configurations)}
     return dict(study_dir=str(study_dir), title=study.title, configurations=list(only or study.configurations), seeds=seeds,
                 scale=_scale_name(scale), n_runs=len(jobs), n_todo=len(todo), n_shared=status.count('shared'),
-                images_per_s=ips, estimate_s=sum(cost(p) for *_, p in todo), todo=[f"{n} seed {s}" for n, s, _ in todo],
+                images_per_s=ips, estimate_s=sum(cost(p) for *_, p in todo), todo=[f"{plain_text(n)} seed {s}" for n, s, _ in todo],
                 per_config=per_config, design=design, design_decided=decided is not None,
                 notes=mixing_notes(Path(study_dir).resolve(), jobs, status, elsewhere, here))
 
 def format_plan(plan: dict) -> str:
     "The plan as a few lines for the terminal."
     m = machine_info()
-    lines = [f"study {plan['study_dir']}: {plan['title']}",
+    lines = [f"study {plan['study_dir']}: {plain_text(plan['title'])}",
              (f"  {len(plan['configurations'])} configurations x {len(plan['seeds'])} seeds = {plan['n_runs']} runs "
               if len(plan['configurations']) * len(plan['seeds']) == plan['n_runs'] else
               f"  {len(plan['configurations'])} configurations, {plan['n_runs']} runs ")
              +
              f"(scale {plan['scale']}); {plan['n_runs'] - plan['n_todo'] - plan['n_shared']} complete and reused, "
              f"{plan['n_shared']} shared from other studies, {plan['n_todo']} to train",
-             f"  configurations: {', '.join(plan['configurations'])}; seeds: {', '.join(map(str, plan['seeds']))}",
+             f"  configurations: {plain_text(', '.join(plan['configurations']))}; seeds: {', '.join(map(str, plan['seeds']))}",
              f"  machine: {m.get('gpu') or m.get('cpu')} ({m.get('cores', '?')} cores), torch {m.get('torch')}"]
     if d := plan.get('design'):
         lines.append(f"  seeds plan (Stein's two-stage design): a pilot of {d['pilot']} seeds, then as many as make every "
@@ -582,7 +589,7 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
     names = st.analyse if names is None else names
     runs, out = collect_runs(study_dir, dataclasses.replace(st, configurations={n: {} for n in names})), {}
     for n in names:
-        if n not in runs: log(f"analysis: no complete {n} run in {study_dir}, skipped"); continue
+        if n not in runs: log(f"analysis: no complete {plain_text(n)} run in {study_dir}, skipped"); continue
         for s, r in sorted(runs[n].items()):
             t, did = time.perf_counter(), []
             if s == min(runs[n]) and not (r.path/'interpret'/'interpret.json').exists():
@@ -596,7 +603,7 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
                 evaluate_ood(r.path, data=data, device=device, n_per_set=n_per_set, progress=False, only_missing=True)
                 did.append(f"OOD ({', '.join(todo)})")
             out.setdefault(n, {})[s] = r.path
-            if did: log(f"analysis: {n} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
+            if did: log(f"analysis: {plain_text(n)} seed {s} ({r.path}): {' and '.join(did)} in {_fmt_s(time.perf_counter() - t)}")
     return out
 
 # %% ../nbs/06_study.ipynb #2130abc6
@@ -642,14 +649,14 @@ def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: boo
      "(self-contained), plus the tables; a report already rendered from the same inputs is left as it is.")
     import papermill as pm
     from cifar_nb.publish import render_html
-    report_folder(out_dir)     # a folder of the user's is refused first, then a study without its baseline
+    report_folder(out_dir, study_dir=study_dir)  # a folder of the user's is refused first, then a study without its baseline
     check_baseline(study_dir)  # both before the report folder is claimed
     key = report_inputs(study_dir)
     if not force and _rendered_inputs(Path(out_dir)/'report.html') == key and (Path(out_dir)/'table1.json').is_file():
         log(f"report: {Path(out_dir)/'report.html'} is up to date with its runs and code (nothing rendered)")
         return Path(out_dir)/'report.html'
     study_dir, out_dir = (Path(study_dir).resolve(),
-                          report_folder(out_dir, claim=True))
+                          report_folder(out_dir, claim=True, study_dir=study_dir))
     executed = out_dir/'report.ipynb'
     try:
         pm.execute_notebook(str(project_root()/'nbs'/'report.ipynb'), str(executed),

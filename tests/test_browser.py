@@ -348,3 +348,94 @@ def test_report_pdf_has_no_page_more_than_half_blank(report_page, tmp_path):
         filled = (inked[-1] + 1) / (bottom - top) if len(inked) else 0.
         if filled < 0.5: blank.append(f"page {i}: {100 * (1 - filled):.0f}% blank")
     assert len(pages) >= 5 and not blank, f"{len(blank)} of {len(pages)} pages more than half blank: {blank}"
+
+
+# --- a report built from a hostile study file: its text is shown as text, nothing of it runs ---------------------
+
+_PAYLOAD = "<img src=x onerror=\\\"window.PWNED='{0}'\\\"> <script>window.PWNED='{0}-script'</script>"
+HOSTILE = (
+    f'title = "Title {_PAYLOAD.format("title")} <svg onload=\\\"document.title=\'PWNED\'\\\"></svg>\\n\\n## Injected title heading"\n'
+    f'description = "Desc {_PAYLOAD.format("desc")} [click](javascript:window.PWNED=\'desc-link\')\\n\\n## Injected description heading"\n'
+    f'baseline = "Base {_PAYLOAD.format("base")}"\n'
+    'seeds = 3\n[configurations]\n'
+    f'"Base {_PAYLOAD.format("base")}" = {{}}\n'
+    f'"Drop <a href=\\\"javascript:window.PWNED=\'conf-link\'\\\">x</a> [y](javascript:window.PWNED=\'conf-md\') $\\\\alpha$ | pipe {_PAYLOAD.format("conf")}" = {{ dropout = 0.5 }}\n'
+    '[[claims]]\n'
+    f'better = "Drop <a href=\\\"javascript:window.PWNED=\'conf-link\'\\\">x</a> [y](javascript:window.PWNED=\'conf-md\') $\\\\alpha$ | pipe {_PAYLOAD.format("conf")}"\n'
+    f'than = "Base {_PAYLOAD.format("base")}"\n'
+    f'says = "Says {_PAYLOAD.format("says")} <body onload=\\\"window.PWNED=\'says-body\'\\\">\\n\\n## Injected claim heading"\n'
+    'reported = 2.0\n'
+    '[reference]\n'
+    f'source = "Source {_PAYLOAD.format("source")} [s](javascript:window.PWNED=\'source-link\')\\n\\n## Injected source heading"\n'
+    f'test_acc = {{ "Base {_PAYLOAD.format("base")}" = 60.0 }}\n')   # the baseline's accuracy only: a partial reference
+
+
+@pytest.fixture(scope='module')
+def hostile_report(tmp_path_factory):
+    "A report rendered from fake runs (nothing trained) of a study file whose every piece of text is an attack."
+    from cifar_nb.runs import fake_run
+    from cifar_nb.study import run_dir, render_report
+    from cifar_nb.studyfile import load_study
+    d = tmp_path_factory.mktemp('hostile'); (d/'study').mkdir(); (d/'study'/'study.toml').write_text(HOSTILE)
+    st = load_study(d/'study'/'study.toml')
+    assert all('<' in x for x in (st.title, st.description, *st.configurations, st.claims[0].says, st.reference_source))
+    for n, accs in zip(st.configurations, ((0.60, 0.62, 0.61), (0.65, 0.68, 0.66))):
+        for s, a in zip(st.seeds, accs): fake_run(run_dir(d/'study', n, s), st.params(n, s), acc=a, n=200)
+    return render_report(d/'study', d/'report', log=lambda *a: None), st
+
+
+_PAGE_FACTS = """(() => { const els = Array.from(document.querySelectorAll('*'));
+    return {pwned: window.PWNED === undefined ? null : String(window.PWNED), title: document.title,
+            scripts: document.scripts.length,
+            handlers: els.flatMap(e => Array.from(e.attributes).filter(a => a.name.startsWith('on'))
+                                   .map(a => `${e.tagName}.${e.className} ${a.name}`)),
+            js_links: Array.from(document.querySelectorAll('[href], [src], [action]')).map(e => e.getAttribute('href') || e.getAttribute('src') || e.getAttribute('action'))
+                           .filter(u => /^\\s*(javascript|vbscript|data:text)/i.test(u)),
+            stray: els.filter(e => ['SVG', 'IFRAME', 'OBJECT', 'EMBED', 'FORM', 'BASE', 'svg'].includes(e.tagName)).length,
+            imgs: document.images.length, figure_imgs: document.querySelectorAll('figure.cnb-figure > img').length,
+            links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')).filter(h => !h.startsWith('#')),
+            headings: Array.from(document.querySelectorAll('h1, h2, h3, h4, h5, h6')).map(h => [h.tagName, h.innerText.trim()]),
+            cells: Array.from(document.querySelectorAll('td')).map(c => c.innerText.trim())}; })()"""
+
+
+def test_hostile_study_file_runs_nothing_in_its_report(hostile_report, chromium, tmp_path):
+    "No script of the study file's runs, and the page has no element the renderer did not create; the text reads as typed."
+    from cifar_nb.core import plain_text
+    page, st = hostile_report
+    r = chromium.visit(page.as_uri())
+    f = chromium.js(_PAGE_FACTS)
+    one = lambda s: ' '.join(s.split())                                        # as a browser lays out text
+    assert f['pwned'] is None and f['title'] == one(f'cifar_nb: {plain_text(st.title)}'), (f['pwned'], f['title'])
+    assert f['scripts'] == 0 and f['js_links'] == [] and f['stray'] == 0 and f['links'] == [], f
+    assert set(f['handlers']) == {'BUTTON.cnb-full onclick'}                  # the figures' own "open full size" buttons
+    assert f['imgs'] == f['figure_imgs'] >= 5                                  # every picture is a figure the report drew
+    assert [one(t) for h, t in f['headings'] if h == 'H1'] == [one(plain_text(st.title))]
+    injected = [(h, t) for h, t in f['headings'] if 'Injected' in t]          # a user's "## ..." is text inside its own line
+    assert all(t.startswith(('Title', 'Verdicts on the claims of Source')) for _, t in injected), injected
+    names = set(st.configurations)
+    cells = {one(c) for c in f['cells']}
+    assert {one(n) for n in names} <= cells and one(plain_text(st.claims[0].says)) in cells  # shown as typed, in one line
+    assert [u for u in r['requests'] if not _is_local(u) and u != page.as_uri()] == []   # nothing fetched (an <img src=x> would be)
+    # the check is not vacuous: the same payload, unescaped, runs in this browser
+    other = next(n for n in names if n != st.baseline)
+    (tmp_path/'control.html').write_text(f"<html><body><p>{other}</p></body></html>")
+    chromium.visit((tmp_path/'control.html').as_uri())
+    assert chromium.js('window.PWNED') in ('conf', 'conf-script')
+
+
+def test_hostile_report_sentences_agree_and_the_verdict_shows_on_a_phone(hostile_report, chromium):
+    "The escaped names still tie each sentence to its table; at 390 px every verdict label of a table is on the screen."
+    from cifar_nb.report import check_sentences
+    page, _ = hostile_report
+    n, bad = check_sentences(page.read_text())
+    assert n >= 3 and bad == [], bad
+    chromium.visit(page.as_uri())
+    _at_width(chromium, PHONE_PX)
+    try:
+        r = chromium.js("""(() => ({vw: document.documentElement.clientWidth,
+            verdicts: Array.from(document.querySelectorAll('td .cnb-verdict')).map(v => [v.innerText, Math.round(v.getBoundingClientRect().right)]),
+            split: Array.from(document.querySelectorAll('.cnb-ci')).filter(s => s.getClientRects().length > 1).map(s => s.innerText)}))()""")
+    finally: _at_width(chromium, 1280)
+    assert len(r['verdicts']) >= 2, r
+    assert all(right <= r['vw'] for _, right in r['verdicts']), f"verdict labels off the {r['vw']} px screen: {r['verdicts']}"
+    assert r['split'] == [], f"intervals broken across lines: {r['split']}"

@@ -133,7 +133,8 @@ def test_report_renders_a_custom_study(tmp_path):
         for s, a in zip(st.seeds, accs): fake_run(run_dir(d, n, s), st.params(n, s), acc=a, n=200)
     html = render_report(d, tmp_path/'report', log=lambda *a: None).read_text()
     assert '<title>cifar_nb: Does more dropout help?</title>' in html and 'Each configuration against Improved' in html
-    verdict_row = re.search(r"<td[^>]*>more dropout helps</td>\s*<td[^>]*>Dropout 0.5 − Improved</td>.*?</tr>", html, re.S).group(0)
+    verdict_row = re.search(r"<td[^>]*>more dropout helps</td>.*?</tr>", html, re.S).group(0)
+    assert re.search(r"<td[^>]*><span class=\"cnb-verdict[^>]*>[^<]+</span></td>\s*<td[^>]*>Dropout 0.5 − Improved</td>", verdict_row)  # the verdict beside the claim
     assert 'cnb-v-holds' in verdict_row and '+5.33 pp' in verdict_row   # (65+68+66 - 60-62-61)/3 = 5.33, Holm over one comparison
     assert 'the highest mean test accuracy is Dropout 0.5' in html
     n, bad = check_sentences(html)
@@ -173,3 +174,46 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92'):  # nothing of the course report's
         assert course_name not in text, course_name
     assert 'Traceback' not in html and external_urls(html) == []
+
+
+def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tmp_path):
+    "--report naming the (new) study folder: one line before anything is planned, trained or written (it used to fail after the table)."
+    d = tmp_path/'new'
+    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1',
+                        '--study-dir', str(d), '--report', str(d)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 1 and r.stderr.startswith(f'error: report folder {d} is the study folder {d}: give the report a folder of its own'), r.stderr
+    assert r.stderr.count('\n') == 1 and r.stdout == '' and not d.exists()   # no plan printed, nothing created
+
+
+def _fake_study(d, toml: str, accs: dict):
+    "A study folder holding `toml` and fake runs (nothing trained) with the given accuracies per seed."
+    from cifar_nb.runs import fake_run
+    from cifar_nb.study import run_dir
+    (d/'study').mkdir(parents=True); (d/'study'/'study.toml').write_text(toml)
+    st = load_study(d/'study'/'study.toml')
+    for n, a in accs.items():
+        for s, x in zip(st.seeds, a): fake_run(run_dir(d/'study', n, s), st.params(n, s), acc=x, n=200)
+    return d/'study'
+
+def test_report_renders_a_study_of_one_configuration(tmp_path):
+    "One configuration: nothing to compare, said in one line (it ended in AttributeError: 'DataFrame' object has no attribute 'configuration')."
+    from cifar_nb.study import render_report
+    s = _fake_study(tmp_path, 'title = "One"\nbaseline = "Only"\nseeds = 2\n[configurations]\nOnly = {}\n', {'Only': (0.60, 0.62)})
+    html = render_report(s, tmp_path/'report', log=lambda *a: None).read_text()
+    assert "Only is this study&#x27;s only configuration: there is nothing to compare with it." in html or \
+           "Only is this study's only configuration: there is nothing to compare with it." in html
+    assert 'the highest mean test accuracy is Only' in html and 'Traceback' not in html
+    n, bad = check_sentences(html)
+    assert n >= 1 and bad == [], bad
+
+def test_report_renders_a_reference_with_the_baselines_accuracy_only(tmp_path):
+    "[reference] giving only the baseline's accuracy (it ended in KeyError: \"['report's Δ (pp)'] not in index\")."
+    from cifar_nb.study import render_report
+    s = _fake_study(tmp_path, CUSTOM + '[reference]\nsource = "the paper"\ntest_acc = { Improved = 60.5 }\n',
+                    {'Improved': (0.60, 0.62, 0.61), 'Dropout 0.5': (0.65, 0.68, 0.66)})
+    html = render_report(s, tmp_path/'report', log=lambda *a: None).read_text()
+    text = re.sub(r'<[^>]+>', ' ', html)
+    assert 'the paper (%)' in text and '60.50' in text and "the paper's Δ (pp)" not in text   # no published difference to show
+    assert 'Traceback' not in html
+    n, bad = check_sentences(html)
+    assert n >= 3 and bad == [], bad
