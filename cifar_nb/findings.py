@@ -245,7 +245,7 @@ def winner_finding(values: dict,         # {name: {seed: value}}
     if v == 'no effect detected':
         s += (f": these seeds do not separate the two (a lead of {say(detectable(t), '.2f', 'detectable lead', '')} {du} "
               "would be detected with 80% power)")
-    return Finding(key, section, s, say.numbers, t, v, f"{md_text(a)} has the {word} {what}")
+    return Finding(key, section, s, say.numbers, t, v)  # a winner is a finding, not one of the claims the report judges
 
 # %% ../nbs/08b_findings.ipynb #3b851195
 def _combine(vs: list) -> str:
@@ -299,7 +299,7 @@ def level_finding(values: dict,          # {seed: value}
           'reversed': f", below {null_name} ({say(null, 'g', null_name, '')}{unit})",
           'no effect detected': f": the interval contains {say(null, 'g', null_name, '')}{unit}, {null_name}",
           'not comparable': ": too few seeds for an interval"}[v]
-    return Finding(key, section, s, say.numbers, t, v, f"{what} is above {null_name}")
+    return Finding(key, section, s, say.numbers, t, v)  # the caller names the claim where it is one
 
 # %% ../nbs/08b_findings.ipynb #68ff7ec0
 def seed_level_finding(per_image: dict,   # {seed: per-image values (0-1)}, one network's seeds
@@ -551,6 +551,19 @@ _SKIP = {'code', 'pre', 'script', 'style', 'title', 'head'}
 
 def _norm(x: str) -> str: return x.lstrip('+-−±').replace(',', '')
 
+def _floats(xs) -> set:
+    out = set()
+    for x in xs:
+        try: out.add(abs(float(_norm(x))))
+        except ValueError: pass
+    return out
+
+def _shown(x: str, pool: set) -> bool:
+    "Whether `x` is one of `pool`'s numbers as written, or rounded to `x`'s decimals."
+    d = len(x.split('.')[1]) if '.' in x else 0
+    v = abs(float(x))
+    return any(abs(v - r) <= 0.5 * 10 ** -d + 1e-9 for r in pool)
+
 def result_numbers(text: str) -> list[str]:
     "The results written in `text` (decimals, and numbers followed by % or pp), without sign or thousands commas."
     return [_norm(m.group(0)) for m in _RESULT.finditer(text)]
@@ -600,17 +613,17 @@ def check_findings(page: str,                       # a rendered report (HTML)
             bad.append(f"verdict {b['text']!r} on {b.get('data-finding')!r}, whose finding says "
                        f"{fs[0].get('data-verdict')!r} (tested: {fs[0].get('data-tested')})")
     words = sorted(VERDICTS, key=len, reverse=True)
-    known = {_norm(x) for f in p.findings for x in (f.get('data-numbers') or '').split('|') if x}
+    known = _floats(x for f in p.findings for x in (f.get('data-numbers') or '').split('|') if x)
     for f in p.findings:
         if f.get('data-tested') != 'yes' and (w := next((w for w in words if re.search(rf'\b{w}\b', f['text'])), None)):
             bad.append(f"{f['text'][:80]!r}: the verdict word {w!r} in a finding no test decided")
-        own = {_norm(x) for x in (f.get('data-numbers') or '').split('|') if x}
+        own = _floats(x for x in (f.get('data-numbers') or '').split('|') if x)
         for x in result_numbers(f['text']):
-            if x not in own and x not in constants: bad.append(f"{f['text'][:80]!r}: {x} is not one of its numbers")
-    table = {x for c in p.cells for x in map(_norm, re.findall(r'\d[\d,]*(?:\.\d+)?', c))}
+            if not _shown(x, own) and x not in constants: bad.append(f"{f['text'][:80]!r}: {x} is not one of its numbers")
+    table = _floats(x for c in p.cells for x in re.findall(r'\d[\d,]*(?:\.\d+)?', c))
     for t in p.prose:
         for x in result_numbers(t):
-            if x not in known and x not in table and x not in constants:
+            if not _shown(x, known | table) and x not in constants:
                 bad.append(f"{t.strip()[:80]!r}: {x} comes from no finding and no table")
     return len(p.findings), bad
 
