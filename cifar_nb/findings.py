@@ -145,6 +145,10 @@ class Says:
         "'[lo, hi]', both recorded."
         return f"[{self(lo, fmt, name + ' low', table)}, {self(hi, fmt, name + ' high', table)}]"
 
+def _user(x) -> str:
+    "A user's text (a name, a claim) as inert Markdown in a `cnb-user` span: shown as itself, its digits not a result."
+    return f'<span class="cnb-user">{md_text(x)}</span>'
+
 def _names(xs) -> str:
     xs = list(xs)
     return ', '.join(xs[:-1]) + (' and ' if len(xs) > 1 else '') + (xs[-1] if xs else '')
@@ -164,7 +168,7 @@ def _row_test(r: dict, r0: str, family: str, m: int, sign: int = 1) -> Test:
 
 def _epochs_note(rows: dict, a: str, b: str) -> str:
     ea, eb = rows.get(a, {}).get('epochs'), rows.get(b, {}).get('epochs')
-    return (f" ({md_text(a)} trained {ea} epochs, {md_text(b)} {eb}: not an equal-length comparison)"
+    return (f" ({_user(a)} trained {ea} epochs, {_user(b)} {eb}: not an equal-length comparison)"
             if ea and eb and ea != eb else '')
 
 def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
@@ -182,22 +186,22 @@ def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
     fam = f"the {m} comparisons with {reference}"
     out = []
     for v in claim_verdicts(rows, claims, reference, published, alpha, same_data):
-        say, claim = Says('claims'), md_text(v['claim'])
+        say, claim = Says('claims'), _user(v['claim'])
         if v['kind'] == 'level':
             r = by.get(v['config'], {})
             m_, hw = v['ours'], v['ours_ci95']
             t = Test('t-interval of the mean', f"seeds {', '.join(map(str, r.get('seeds', [])))}", r.get('n_seeds', 0),
                      m_ - v['report'], lo=m_ - hw - v['report'], hi=m_ + hw - v['report'], sd=r.get('acc_std', math.nan),
                      unit='%')
-            s = (f"*{claim}*: {md_text(v['config'])} reaches {say(m_, '.2f', 'mean accuracy')}% "
-                 f"{say.interval(m_ - hw, m_ + hw, '.2f', 'accuracy 95% CI')} over {t.n} seeds on {md_text(data)}, against "
+            s = (f"*{claim}*: {_user(v['config'])} reaches {say(m_, '.2f', 'mean accuracy')}% "
+                 f"{say.interval(m_ - hw, m_ + hw, '.2f', 'accuracy 95% CI')} over {t.n} seeds on {_user(data)}, against "
                  f"{say(v['report'], '.2f', 'claimed')}% claimed" + ('' if same_data else
                  ", measured on another test set: the two cannot be compared"))
         else:
             r = by.get(v['config'], {})
             t = _row_test(r, r0, fam, m, 1 if v['better'] != reference else -1)
             t.claimed = v['report']
-            s = f"*{claim}*: {md_text(v['better'])} − {md_text(v['than'])} = "
+            s = f"*{claim}*: {_user(v['better'])} − {_user(v['than'])} = "
             if np.isfinite(t.effect):
                 s += (f"{say(t.effect, '+.2f', 'difference')} pp {say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} "
                       f"(Holm-adjusted, {t.n} seeds paired)" + _epochs_note(by, v['better'], v['than']))
@@ -236,10 +240,10 @@ def winner_finding(values: dict,         # {name: {seed: value}}
     if a is None: return None
     say, t = Says(table), test or t
     word = 'highest' if higher else 'lowest'
-    s = f"The {word} {what} is {md_text(a)}'s ({say(_mean(values[a]), fmt, a)}{unit})"
+    s = f"The {word} {what} is {_user(a)}'s ({say(_mean(values[a]), fmt, a)}{unit})"
     if b is None: return Finding(key, section, s, say.numbers)
     du = 'pp' if unit == '%' else unit
-    s += (f", {'ahead of' if higher else 'below'} {md_text(b)} ({say(_mean(values[b]), fmt, b)}{unit}) by "
+    s += (f", {'ahead of' if higher else 'below'} {_user(b)} ({say(_mean(values[b]), fmt, b)}{unit}) by "
           f"{say(t.effect, '.2f', 'lead', '')} {du} {say.interval(t.lo, t.hi, '+.2f', 'lead', '')}, paired over {t.n} seeds")
     v = decide(t, 1, alpha=alpha)
     if v == 'no effect detected':
@@ -269,15 +273,15 @@ def named_rank_finding(values: dict,     # {item: {seed: value}}, higher is bett
     vs = [decide(t, 1, alpha=alpha) for t in tests]
     say = Says(table)
     sg = 1 if top else -1  # shown as the named item minus the rival
-    items = '; '.join(f"{md_text(c)} {say(_mean(values[c]), '.1f', c)}% ({say(sg * t.effect, '+.1f', c + ' margin', '')} pp "
+    items = '; '.join(f"{_user(c)} {say(_mean(values[c]), '.1f', c)}% ({say(sg * t.effect, '+.1f', c + ' margin', '')} pp "
                       f"{say.interval(min(sg * t.lo, sg * t.hi), max(sg * t.lo, sg * t.hi), '+.1f', c + ' margin', '')}: {v})"
                       for c, t, v in zip(named, tests, vs))
-    s = (f"*{md_text(claim)}*: against {md_text(rival)} ({say(_mean(values[rival]), '.1f', rival)}%), the "
+    s = (f"*{_user(claim)}*: against {_user(rival)} ({say(_mean(values[rival]), '.1f', rival)}%), the "
          f"{'best' if top else 'worst'} item the claim does not name, each named item minus it, paired over "
          f"{tests[0].n} seeds with Holm's correction: {items}")
     v = _combine(vs)
     decisive = max(tests, key=lambda t: t.p_holm if np.isfinite(t.p_holm) else 2)
-    return Finding(key, section, s, say.numbers, decisive, v, md_text(claim), list(zip(named, tests, vs)))
+    return Finding(key, section, s, say.numbers, decisive, v, _user(claim), list(zip(named, tests, vs)))
 
 # %% ../nbs/08b_findings.ipynb #e9276b9d
 def level_finding(values: dict,          # {seed: value}
@@ -315,7 +319,7 @@ def seed_level_finding(per_image: dict,   # {seed: per-image values (0-1)}, one 
     means = {s: 100 * float(np.nanmean(v)) for s, v in per_image.items() if np.isfinite(v).any()}
     say, seeds = Says(table), sorted(means)
     n_img = sum(int(np.isfinite(per_image[s]).sum()) for s in seeds)
-    s = (f"*{md_text(claim)}*: {what} is {say(_mean(means), '.1f', 'seed mean')}% "
+    s = (f"*{_user(claim)}*: {what} is {say(_mean(means), '.1f', 'seed mean')}% "
          + (f"on seed {seeds[0]} ({n_img} images)" if len(seeds) == 1 else f"(mean of {len(seeds)} seeds)")
          + f", against {say(100 * null, '.1f', 'even')}% for an even spread")
     if compare:
@@ -324,12 +328,12 @@ def seed_level_finding(per_image: dict,   # {seed: per-image values (0-1)}, one 
     if len(seeds) < 2:
         s += (f". The seeds are the replicates and this is one seed, so nothing is tested "
               f"(the {n_img} images are not independent networks)")
-        return Finding(key, section, s, say.numbers, claim=md_text(claim))
+        return Finding(key, section, s, say.numbers, claim=_user(claim))
     t = one_sample_test(means, 100 * null)
     v = decide(t, 1, alpha=alpha)
     s += (f"; the seed means minus the even spread: {say(t.effect, '+.1f', 'effect')} pp "
           f"{say.interval(t.lo, t.hi, '+.1f', 'interval')}, {t.n} seeds")
-    return Finding(key, section, s, say.numbers, t, v, md_text(claim))
+    return Finding(key, section, s, say.numbers, t, v, _user(claim))
 
 # %% ../nbs/08b_findings.ipynb #6529867a
 def ood_rule_findings(layer_rows: list[dict],  # layer-table rows of every run, with `config` and `seed`
@@ -351,8 +355,8 @@ def ood_rule_findings(layer_rows: list[dict],  # layer-table rows of every run, 
         if v['kind'] != 'rule': continue
         s, say = v['set'], Says('ood_verdicts')
         parts = [(n, T[(s, n)], v['verdict_by_config'][n]) for n in v['auroc_by_config']]
-        claim = f"a low mean activation of {md_text(layer)} means OOD on {md_text(title(s))}"
-        text = '; '.join(f"{md_text(n)} {say(t.effect + 50, '.1f', n + ' AUROC')}% "
+        claim = f"a low mean activation of {_user(layer)} means OOD on {_user(title(s))}"
+        text = '; '.join(f"{_user(n)} {say(t.effect + 50, '.1f', n + ' AUROC')}% "
                          f"{say.interval(t.lo + 50, t.hi + 50, '.1f', n + ' AUROC')} ({vn})" for n, t, vn in parts)
         sent = (f"*{claim[0].upper() + claim[1:]}*: AUROC per network, mean over its seeds with the Holm-adjusted "
                 f"interval (50%: chance): {text}")
@@ -388,7 +392,7 @@ def detector_findings(ood_rows: pd.DataFrame,  # `report.ood_frame`'s rows
                 if t is not None: cells.append((g, ss, n, vals, t))
         holm_family([c[-1] for c in cells], f"the {len(cells)} {word} winners (networks and groups)", alpha)
         for g, ss, n, vals, t in cells:
-            what = f"{g}-OOD {word} of {md_text(n)} (mean over {md_text(_names([title(s) for s in ss]))})"
+            what = f"{g}-OOD {word} of {_user(n)} (mean over {_user(_names([title(s) for s in ss]))})"
             out.append(winner_finding(vals, what, g, f"detector:{metric}:{g}:{n}", 'ood', higher, '.1f', '%', t, alpha))
     return out
 
@@ -403,12 +407,12 @@ def precision_findings(pt: list[dict],     # `stats.precision_table`'s rows
     out = []
     for r, t in zip(pt, tests):
         say, v = Says('precision'), decide(t, 0, alpha=alpha)
-        s = (f"{md_text(r['config'])}: {r['precision']} − float32 = {say(t.effect, '+.2f', 'difference')} pp "
+        s = (f"{_user(r['config'])}: {r['precision']} − float32 = {say(t.effect, '+.2f', 'difference')} pp "
              f"{say.interval(t.lo, t.hi, '+.2f', 'Holm interval')}, {t.n} seeds paired")
         if v == 'no effect detected' and np.isfinite(detectable(t)):
             s += f"; differences of {say(t.mde, '.2f', 'detectable difference')} pp or more would be detected (80% power)"
         out.append(Finding(f"precision:{r['config']}", 'precision', s, say.numbers, t, v,
-                           f"{r['precision']} changes the accuracy of {md_text(r['config'])}"))
+                           f"{r['precision']} changes the accuracy of {_user(r['config'])}"))
     return out
 
 def column_finding(frame: pd.DataFrame,   # a table, one row per configuration (first column: its name)
@@ -423,7 +427,7 @@ def column_finding(frame: pd.DataFrame,   # a table, one row per configuration (
     "A column's numbers per configuration, not tested (no test over seeds decides them)."
     say, name = Says(table), frame.columns[0]
     items = [(str(r[name]), r[column]) for _, r in frame.iterrows() if rows is None or r[name] in rows]
-    s = (f"{what}: " + ', '.join(f"{md_text(n)} {say(v, fmt, n)}" for n, v in items if np.isfinite(v))
+    s = (f"{what}: " + ', '.join(f"{_user(n)} {say(v, fmt, n)}" for n, v in items if np.isfinite(v))
          + (after or ''))
     return Finding(key, section, s, say.numbers + list(extra))
 
@@ -439,7 +443,7 @@ def shared_arithmetic_finding(pairs: pd.DataFrame,  # the identical-loss table: 
              "as they must: data, split, initialisation, batch order and arithmetic agree between them")
     else:
         bad = pairs[~ok]
-        ex_ = '; '.join(f"{md_text(r['runs'])}, seed {r['seed']}: {say(r['identical losses found'], 'd', 'found')} of "
+        ex_ = '; '.join(f"{_user(r['runs'])}, seed {r['seed']}: {say(r['identical losses found'], 'd', 'found')} of "
                         f"{say(r['identical losses expected'], 'd', 'expected')}" for _, r in bad.head(3).iterrows())
         s = (f"{say(int(ok.sum()), 'd', 'pairs matching')} of {say(len(pairs), 'd', 'pairs')} pairs compute identical "
              f"losses as far as they must, {say(int((~ok).sum()), 'd', 'pairs differing')} do not ({ex_}"
@@ -470,24 +474,24 @@ def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
     said = {c.claim: c for c in claims}
     for n in decided:
         t, say = tests[n], Says('paired')
-        s = (f"{md_text(n)} − {md_text(reference)} = {say(t.effect, '+.2f', 'difference')} pp "
-             f"{say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} over {t.n} seeds: {md_text(n)} is "
-             f"{'more' if t.effect > 0 else 'less'} accurate than {md_text(reference)}" + _epochs_note(by, n, reference))
+        s = (f"{_user(n)} − {_user(reference)} = {say(t.effect, '+.2f', 'difference')} pp "
+             f"{say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} over {t.n} seeds: {_user(n)} is "
+             f"{'more' if t.effect > 0 else 'less'} accurate than {_user(reference)}" + _epochs_note(by, n, reference))
         about = [c for c in claims if c.tested and c.key.startswith('claim:') and c.test is not None
                  and np.isfinite(c.test.effect) and abs(abs(c.test.effect) - abs(t.effect)) < 1e-9
-                 and md_text(n) in c.sentence]
+                 and _user(n) in c.sentence]
         if about: s += f" (the claim *{about[0].claim}*: see the verdicts)"
         out.append(Finding(f"answer:effect:{n}", 'answer', s, say.numbers, t, 'holds',
-                           f"{md_text(n)} differs from {md_text(reference)}"))
+                           f"{_user(n)} differs from {_user(reference)}"))
     und = [n for n, t in tests.items() if decide(t, 0, alpha=alpha) == 'no effect detected']
     if und:
         say = Says('paired')
         ts = [tests[n] for n in und]
         mdes = [detectable(t) for t in ts if np.isfinite(detectable(t))]
         need = [r.get('seeds_needed') for r in cmp if r['config'] in und and r.get('seeds_needed')]
-        s = ("Undecided: " + _names([f"{md_text(n)} ({say(tests[n].effect, '+.2f', n)} pp "
+        s = ("Undecided: " + _names([f"{_user(n)} ({say(tests[n].effect, '+.2f', n)} pp "
                                       f"{say.interval(tests[n].lo, tests[n].hi, '+.2f', n)})" for n in und])
-             + f" against {md_text(reference)}: the Holm-adjusted intervals contain zero")
+             + f" against {_user(reference)}: the Holm-adjusted intervals contain zero")
         if mdes:
             s += (f"; with {ts[0].n} seeds these comparisons detect differences of "
                   + (f"{say(min(mdes), '.2f', 'smallest detectable')} to {say(max(mdes), '.2f', 'largest detectable')}"
@@ -497,7 +501,7 @@ def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
                                                                                    else '') + " seeds")
         decisive = min(ts, key=lambda t: t.p_holm)
         out.append(Finding('answer:undecided', 'answer', s, say.numbers, decisive, 'no effect detected',
-                           f"{md_text(_names(und))} differ from {md_text(reference)}",
+                           f"{_user(_names(und))} differ from {_user(reference)}",
                            [(n, tests[n], 'no effect detected') for n in und]))
     return out[:5]
 
@@ -578,7 +582,7 @@ class _Page(HTMLParser):
         a = dict(attrs); cls = a.get('class') or ''
         if tag in ('br', 'img', 'meta', 'link', 'input', 'hr'): return
         kind = ('finding' if 'cnb-finding' in cls else 'badge' if 'cnb-verdict' in cls and 'cnb-legend' not in cls
-                else None)
+                else 'user' if 'cnb-user' in cls else None)
         self._stack.append((tag, kind, a, []))
         if tag == 'table': self._table += 1
         if tag in _SKIP: self._skip += 1
@@ -590,10 +594,12 @@ class _Page(HTMLParser):
             if t == 'table': self._table -= 1
             if t in _SKIP: self._skip -= 1
             if kind == 'finding': self.findings.append(dict(a, text=text))
+            elif kind == 'user' and self._stack: self._stack[-1][3][-1] = ' '
             elif kind == 'badge': self.badges.append(dict(a, text=text.strip()))
             if t == tag: break
     def handle_data(self, data):
         if self._skip: return
+        if any(k == 'user' for _, k, _, _ in self._stack): data = ' '  # a user's text: its digits are no result
         if self._stack: self._stack[-1][3].append(data)
         inside = any(k == 'finding' for _, k, _, _ in self._stack)
         if self._table: self.cells.append(data)
