@@ -54,9 +54,13 @@ test-py: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/pytest -q -ra tests/test_gpu.py
 
+# each argument single-quoted for the shell (a path with spaces or quotes stays one argument)
+quote = '$(subst ','\'',$(1))'
+
 report: $(STAMP)
-	$(PY) -m cifar_nb.study $(STUDY) --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(STUDY_DIR),--study-dir $(STUDY_DIR)) \
-		--report $(REPORT_DIR)
+	$(PY) -m cifar_nb.study $(if $(STUDY),$(call quote,$(STUDY))) --scale $(call quote,$(SCALE)) \
+		$(if $(SEEDS),--seeds $(call quote,$(SEEDS))) $(if $(STUDY_DIR),--study-dir $(call quote,$(STUDY_DIR))) \
+		--report $(if $(REPORT_DIR),$(call quote,$(REPORT_DIR)))
 
 # JupyterLab in the project's environment, with its kernel (python3 = this venv), on 127.0.0.1 only.
 # As root (containers) JupyterLab refuses to start without --allow-root. LAB_ARGS: more options (--port=..., --no-browser).

@@ -6,8 +6,9 @@
 from __future__ import annotations
 import argparse, dataclasses, os, signal, sys, threading, traceback
 from pathlib import Path
-from .core import project_root, ArgumentError, DataError, CorruptFileError, WriteError
-from .studyfile import Study, StudyFileError, load_study, course_study, vary_study, slug, COURSE_FILE, SCALES
+from .core import project_root, plain_text, ArgumentError, DataError, CorruptFileError, WriteError
+from .studyfile import (Study, StudyFileError, load_study, course_study, vary_study, slug, COURSE_FILE, SCALES,
+                                MAX_SEEDS)
 from .runs import RunError, RunLocked
 from .executors import make_executor, ExecutorError, kill_started
 from .concurrency import choose_jobs
@@ -70,7 +71,8 @@ def _check_args(ap, a):
     if a.vary and not a.base: ap.error("--vary needs --base (the configuration the values are varied around)")
     if a.base and not a.vary: ap.error("--base needs at least one --vary NAME=V1,V2")
     if a.from_study and not a.base: ap.error("--from-study goes with --base")
-    if a.seeds is not None and not 1 <= a.seeds <= 1000: ap.error(f"--seeds must be in [1, 1000], got {a.seeds}")
+    if a.seeds is not None and not 1 <= a.seeds <= MAX_SEEDS:  # the study file's limit, for a count or a list
+        ap.error(f"--seeds must be in [1, {MAX_SEEDS}], got {a.seeds}")
     if a.jobs not in (None, 'auto'):
         try: a.jobs = int(a.jobs)
         except ValueError: ap.error(f"--jobs must be an integer in [1, 64] or 'auto', got {a.jobs!r}")
@@ -130,7 +132,8 @@ def main(argv=None) -> int:
     except Exception as e:  # one line naming the problem, unless --debug (or CIFAR_NB_DEBUG=1)
         if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): traceback.print_exc()
         ours = isinstance(e, _USER_ERRORS)
-        print(f"error: {' '.join(str(e).split())}" if ours else f"error: {type(e).__name__}: {' '.join(str(e).split())} "
+        msg = plain_text(' '.join(str(e).split()))  # one line; a user's text in it cannot act on the terminal
+        print(f"error: {msg}" if ours else f"error: {type(e).__name__}: {msg} "
               "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
               file=sys.stderr); return 1
     except KeyboardInterrupt as e: _stopped(e)
@@ -159,22 +162,32 @@ def _run(a, ap) -> int:
         if executor: executor.close()
         raise
     if a.executor == 'local' and (a.jobs == 'auto' or (a.jobs is None and a.threads is None and scale == 'full')):
-        ch = choose_jobs(plan['n_todo'], 'auto', measure=not a.plan, log=lambda s: print(s, flush=True))
+        ch = choose_jobs(plan['n_todo'], 'auto', measure=not a.plan, log=_say)
         a.jobs, a.threads, why = ch['jobs'], ch['threads'], f" (--jobs auto: {ch['why']})"
         plan['estimate_s'] /= ch['ratio']  # the runs left, trained that many at once
     with executor or executor_() as executor:
-        print(format_plan(plan) + f"\n  runs go to: {executor.describe()}{why}", flush=True)
+        _say(_plan_text(plan) + f"\n  runs go to: {executor.describe()}{why}")
         if a.plan: return 0
-        run_study(study_dir, study, a.seeds, scale, log=lambda s: print(s, flush=True), executor=executor,
+        run_study(study_dir, study, a.seeds, scale, log=_say, executor=executor,
                   reuse_from=reuse, only=only)
     paths = finish_study(study_dir)
-    print(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
+    _say(f"table: {paths['md']}\n" + Path(paths['md']).read_text())
     if report_dir is not None:
         check_baseline(study_dir)  # before the analysis, which takes minutes
         # a smoke study evaluates OOD on 1,000 images per set
         analyse_study(study_dir, device='auto', n_per_set=None if scale == 'full' else 1000)
         render_report(study_dir, report_dir, smoke=scale != 'full')
     return 0
+
+# %% ../nbs/06d_cli.ipynb #f2590672
+def _say(s) -> None:
+    "Print `s` for the terminal: each line's control characters escaped, so a study file's text cannot act on it."
+    print('\n'.join(map(plain_text, str(s).split('\n'))), flush=True)
+
+def _plan_text(plan: dict) -> str:
+    "`format_plan`'s lines, the study file's title and names each kept on its line."
+    return format_plan({**plan, 'title': plain_text(plan['title']), 'study_dir': plain_text(plan['study_dir']),
+                        'configurations': [plain_text(c) for c in plan['configurations']]})
 
 # %% ../nbs/06d_cli.ipynb #c11e0a1n
 #| eval: false

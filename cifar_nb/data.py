@@ -156,11 +156,12 @@ def _verify_archive(archive:Path, # the archive
 def _archive_entries(archive:Path, # a tar.gz holding .../train/<class>/<file> and .../test/<class>/<file>
                     ) -> list[tuple]:
     "`(split, class, file, display name, bytes)` for each image file in the archive, read in memory."
-    out = []
-    for name, blob in archive_members(archive):
+    out, members = [], archive_members(archive)
+    for name, blob in members:
         parts = name.split('/')
         if len(parts) >= 3 and parts[-3] in ('train', 'test'):
             out.append((parts[-3], parts[-2], parts[-1], f'{archive}:{name}', blob))
+    if not {'train', 'test'} <= {e[0] for e in out}: _check_layout(archive, [n for n, _ in members])  # the same words as extraction
     return out
 
 def _folder_entries(root:Path, # a folder holding train/<class>/<file> and test/<class>/<file>
@@ -303,8 +304,8 @@ def _check_layout(archive:Path, names:list[str]) -> None:
     "A `DataError` unless the archive holds `train/` and `test/` at its top or one folder below (checked before writing)."
     for top in ['', *sorted({n.split('/')[0] + '/' for n in names if '/' in n})]:
         if any(n.startswith(f'{top}train/') for n in names) and any(n.startswith(f'{top}test/') for n in names): return
-    raise DataError(f"{archive} holds no train/ and test/ folders: it is not the CIFAR-10 JPEG archive; "
-                    "copy it again (nothing was extracted)")
+    raise DataError(f"{archive} holds no train/ and test/ folders (at its top or one folder below): it is not the "
+                    "CIFAR-10 JPEG archive; give that archive (nothing was written)")
 
 # %% ../nbs/01a_data.ipynb #df65b630
 def extract_cifar10_jpeg(

@@ -96,7 +96,8 @@ def split_for_run(y, # the training set's labels (N,)
             raise DataError(f"n_train={n_train} is out of range: the training split has {len(tr)} images")
         y = _labels(y)
         tr = tr[stratified_subset(y[tr], n_train, seed=seed)]
-        va = va[stratified_subset(y[va], min(len(va), max(10, n_train // 5)), seed=seed)]  # never more than there are
+        if len(va):  # no validation image (tiny data) stays none: the learner names val_fraction, not n
+            va = va[stratified_subset(y[va], min(len(va), max(10, n_train // 5)), seed=seed)]  # never more than there are
     return tr, va
 
 # %% ../nbs/01b_loader.ipynb #fe841874

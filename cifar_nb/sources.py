@@ -89,6 +89,8 @@ def _member_name(archive:Path, m:tarfile.TarInfo) -> str:
 def _members(archive:Path, data:bytes) -> dict:
     "Normalised name -> `TarInfo` of each file member; a `DataError` names any link, device, FIFO or duplicate."
     files, dirs = {}, set()
+    if not data: raise DataError(f"{archive} is not a readable tar.gz: it decompresses to nothing (an empty gzip file); "
+                                 "give a .tar.gz of the images")
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode='r:') as tf:
             for m in tf:
@@ -100,8 +102,9 @@ def _members(archive:Path, data:bytes) -> dict:
                     raise DataError(f"{archive}: member {m.name} is {what}, which is not read: {_REPACK}")
                 if name in files: raise DataError(f"{archive}: member {m.name} appears twice: {_REPACK}")
                 files[name] = m
-    except tarfile.TarError as e:
-        raise DataError(f"{archive} is not a readable tar.gz ({' '.join(str(e).split())}): copy it again") from None
+    except tarfile.TarError as e:  # the gzip layer was whole (its CRC checked): copying it again would not help
+        raise DataError(f"{archive} is not a readable tar.gz: it is gzip-compressed but not a tar archive "
+                        f"({' '.join(str(e).split())}); give a .tar.gz of the images (tar czf)") from None
     folders = dirs | {p for n in [*files, *dirs] for p in _parents(n)}
     if both := sorted(set(files) & folders):
         raise DataError(f"{archive}: member {both[0]} is both a file and a folder: {_REPACK}")
@@ -187,6 +190,8 @@ def decode_image(name:str, # the file's display name, for messages
                 if im.size != (32, 32): im = im.resize((32, 32), Image.BILINEAR)
                 return np.asarray(im).transpose(2, 0, 1)
     except DataError: raise
+    except Image.UnidentifiedImageError:  # its message would show an io.BytesIO object, not the file
+        raise DataError(f"{name} is not a readable image (no image format PIL knows): remove or replace it") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise DataError(f"{name} is too large to decode safely ({' '.join(str(e).split())}): "
                         "shrink it or remove it") from None

@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.optimize import brentq
+from scipy import integrate
 from .core import save_json, atomic_write_text
 
 # %% auto #0
-__all__ = ['VERDICTS', 'verdict_word', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'holm_levels', 'precision_of',
-           'precision_twins', 'seed_accuracies', 'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts',
-           'cell_value', 'markdown_table', 'diff_column', 'table1_frame', 'table_markdown', 'save_table']
+__all__ = ['VERDICTS', 'verdict_word', 'mean_ci', 'dz_interval', 'paired_diff', 'holm', 'holm_levels', 'min_detectable_effect',
+           'seeds_to_detect', 'stein_seeds', 'stein_interval', 'precision_of', 'precision_twins', 'seed_accuracies',
+           'study_table', 'precision_table', 'claim_verdicts', 'ood_verdicts', 'cell_value', 'markdown_table',
+           'diff_column', 'table1_frame', 'table_markdown', 'save_table']
 
 # %% ../nbs/06b_stats.ipynb #540ddfb3
 VERDICTS = {
@@ -106,6 +108,78 @@ def holm_levels(pvalues,              # raw p-values of one family (NaN: not in 
         out[i] = 1 - alpha / (m - (k if stop is None else stop))
     return out.tolist()
 
+# %% ../nbs/06b_stats.ipynb #2b7851ce
+def _power(delta_over_sd: float, n: int, alpha: float) -> float:
+    "Power of the two-sided paired t-test at level `alpha` with `n` pairs when the true mean / sd is `delta_over_sd`."
+    if n < 2: return 0.0
+    df, ncp = n - 1, delta_over_sd * math.sqrt(n)
+    c = stats.t.ppf(1 - alpha / 2, df)
+    # P(|Z + ncp| > c sqrt(V/df)), V ~ chi2(df), integrated over V (scipy's nct loses accuracy far in its tail)
+    f = lambda v: (stats.norm.sf(c * math.sqrt(v / df) - ncp) + stats.norm.cdf(-c * math.sqrt(v / df) - ncp)) * stats.chi2.pdf(v, df)
+    return float(integrate.quad(f, 0, np.inf, limit=200)[0])
+
+def min_detectable_effect(sd: float,          # the sample sd of the paired differences (same unit as the result)
+                          n: int,             # paired seeds
+                          m: int = 1,         # comparisons in the family (the level is alpha/m)
+                          alpha: float = 0.05,  # family-wise level
+                          power: float = 0.8,   # the chance of detecting it
+                         ) -> float:
+    "The smallest true mean difference a paired t-test at level alpha/m detects with `power` (NaN when n < 2 or sd is not finite)."
+    if n < 2 or not np.isfinite(sd): return math.nan
+    if sd == 0: return 0.0
+    a = alpha / max(m, 1)
+    hi = 1.0
+    while _power(hi, n, a) < power: hi *= 2  # power grows with the effect: bracket it
+    return float(sd * brentq(lambda e: _power(e, n, a) - power, 1e-9, hi, xtol=1e-10))
+
+def seeds_to_detect(effect: float,       # the true (here: observed) mean difference
+                    sd: float,           # the sd of the paired differences
+                    m: int = 1, alpha: float = 0.05, power: float = 0.8,
+                    max_n: int = 1000,   # give up beyond this many seeds
+                   ) -> int|None:
+    "The fewest paired seeds (>= 2) whose test at level alpha/m detects `effect` with `power`; None beyond `max_n`."
+    if not (np.isfinite(effect) and np.isfinite(sd)) or effect == 0: return None
+    if sd == 0: return 2
+    a, e = alpha / max(m, 1), abs(effect) / sd
+    lo, hi = 2, 2
+    while _power(e, hi, a) < power:
+        if hi >= max_n: return None
+        lo, hi = hi, min(hi * 2, max_n)
+    while lo < hi:  # power grows with n: the smallest n that reaches it
+        mid = (lo + hi) // 2
+        if _power(e, mid, a) >= power: hi = mid
+        else: lo = mid + 1
+    return hi
+
+# %% ../nbs/06b_stats.ipynb #f723611c
+def stein_seeds(pilot_sd: float,     # the sd of the pilot's paired differences
+                pilot_n: int,        # the pilot's seeds (n0 >= 2)
+                half_width: float,   # the target half-width (same unit as the differences)
+                m: int = 1,          # comparisons in the family (Bonferroni: level alpha/m each)
+                alpha: float = 0.05,
+                max_n: int|None = None,  # the cap on the total
+               ) -> int:
+    "Stein's second stage: the total seeds (pilot included) that make the interval's half-width at most `half_width`."
+    if pilot_n < 2: raise ValueError(f"a pilot needs at least 2 seeds, got {pilot_n}")
+    if not half_width > 0: raise ValueError(f"half_width must be > 0, got {half_width}")
+    t = stats.t.ppf(1 - alpha / (2 * max(m, 1)), pilot_n - 1)
+    n = max(pilot_n, math.ceil((t * pilot_sd / half_width) ** 2)) if np.isfinite(pilot_sd) else pilot_n
+    return min(n, max_n) if max_n else n
+
+def stein_interval(diffs,              # every paired difference, the pilot's first (seed order)
+                   pilot_n: int,       # how many of them are the pilot
+                   m: int = 1, alpha: float = 0.05,
+                  ) -> dict:
+    ("The two-stage interval: the mean of all differences, its half-width from the pilot's sd and degrees of freedom "
+     "at level 1 - alpha/m, and the Bonferroni-adjusted p of 'no difference'.")
+    d = np.asarray(diffs, dtype=float)
+    n, s0 = len(d), float(np.std(d[:pilot_n], ddof=1)) if pilot_n >= 2 else math.nan
+    if n < pilot_n or pilot_n < 2: return dict(n=n, diff=math.nan, half_width=math.nan, p_adj=math.nan, pilot_sd=s0)
+    t = stats.t.ppf(1 - alpha / (2 * max(m, 1)), pilot_n - 1)
+    mean = float(d.mean())
+    p = float(2 * stats.t.sf(abs(mean) * math.sqrt(n) / s0, pilot_n - 1)) if s0 > 0 else (0.0 if mean else 1.0)
+    return dict(n=n, diff=mean, half_width=float(t * s0 / math.sqrt(n)), p_adj=min(1.0, p * max(m, 1)), pilot_sd=s0)
+
 # %% ../nbs/06b_stats.ipynb #a83eb6c9
 from .config import TRAIN_FIELDS
 
@@ -147,11 +221,35 @@ def _holm_intervals(rows: list[dict], r0: str, alpha: float = 0.05) -> None:
         r[f'{r0}_p_holm'], r[f'{r0}_holm_level'] = ph, lv
         r[f'{r0}_diff_ci_holm'] = (float(stats.t.ppf(0.5 + lv / 2, n - 1) * r[f'{r0}_diff_sd'] / math.sqrt(n))
                                    if n >= 2 and np.isfinite(lv) else math.nan)
+        # power at this comparison's own level: the smallest effect it could see, the seeds the observed one needs
+        a = 1 - lv if np.isfinite(lv) else alpha
+        r['mde'] = min_detectable_effect(r[f'{r0}_diff_sd'], n, 1, a)
+        r['seeds_needed'] = seeds_to_detect(r[f'{r0}_diff'], r[f'{r0}_diff_sd'], 1, a) if n >= 2 else None
+
+def _stein_rows(rows: list[dict], acc_all: dict, reference: str, design: dict, alpha: float) -> None:
+    ("Replace each comparison's interval and adjusted p by the two-stage design's (Bonferroni over the family): the "
+     "pilot is the design's first `pilot` seeds, the rest are the seeds the pilot asked for.")
+    r0, ref = f'vs_{reference.lower()}', acc_all.get(reference, {})
+    cmp = [r for r in rows if f'{r0}_p' in r]
+    n0, m = int(design['pilot']), len(cmp)
+    for r in cmp:
+        acc = acc_all[r['config']]
+        seeds = sorted(set(acc) & set(ref))
+        pilot = [s for s in seeds if s < n0]
+        d = [acc[s] - ref[s] for s in seeds]
+        s0 = float(np.std([acc[s] - ref[s] for s in pilot], ddof=1)) if len(pilot) >= 2 else math.nan
+        planned = stein_seeds(s0, n0, design['half_width'], m, alpha, design.get('max')) if len(pilot) == n0 else None
+        st = stein_interval(d[:planned] if planned else d, n0, m, alpha)
+        r.update({f'{r0}_diff': st['diff'], f'{r0}_n': st['n'], f'{r0}_diff_ci_holm': st['half_width'],
+                  f'{r0}_p_holm': st['p_adj'], f'{r0}_holm_level': 1 - alpha / m, 'design': 'stein',
+                  'pilot_sd': s0, 'seeds_planned': planned, 'seeds_complete': planned is not None and st['n'] >= planned})
+        r['mde'] = min_detectable_effect(s0, st['n'], m, alpha)
 
 def study_table(runs: dict,                  # {configuration: {seed: run}}
                 reference: str = 'Improved',  # the baseline: every other configuration is compared with it
                 published: dict|None = None,  # {configuration: published accuracy in %} (None: none)
                 alpha: float = 0.05,           # family-wise error level of Holm's correction
+                design: dict|None = None,      # a two-stage design {'pilot', 'half_width', 'max'}: Stein's intervals
                ) -> list[dict]:
     ("One row per configuration: accuracy statistics over seeds, best epoch, time, the published number, "
      "the paired difference to `reference` (Holm-adjusted p and interval).")
@@ -173,6 +271,7 @@ def study_table(runs: dict,                  # {configuration: {seed: run}}
             row[f'report_{r0}'] = published.get(name, math.nan) - published.get(reference, math.nan)
         rows.append(row)
     _holm_intervals(rows, r0, alpha)
+    if design: _stein_rows(rows, acc_all, reference, design, alpha)
     return rows
 
 # %% ../nbs/06b_stats.ipynb #20fbf008

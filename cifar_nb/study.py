@@ -226,7 +226,7 @@ def write_study_file(study_dir: Path, study: Study) -> Path:
     "Keep the study file in the study folder: the user's file as written when it is the study run, else `to_toml`."
     text = to_toml(study)
     if study.path is not None and Path(study.path).is_file():
-        own = Path(study.path).read_text()
+        own = Path(study.path).read_text(encoding='utf-8-sig')  # a byte-order mark, as load_study reads it
         from cifar_nb.studyfile import parse_study, _same
         import tomllib
         if _same(parse_study(tomllib.loads(own)), study): text = own

@@ -4,15 +4,15 @@
 
 # %% ../nbs/03c_studyfile.ipynb #e95b8d1a
 from __future__ import annotations
-import itertools, math, re, tomllib
+import hashlib, itertools, math, re, stat, tomllib, typing, unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from .core import ArgumentError, project_root, show_value
+from .core import ArgumentError, DataError, project_root, show_value, regular_file
 from .config import TRAIN_FIELDS, PLACEMENT_FIELDS, ConfigError, split_params
 
 # %% auto #0
-__all__ = ['SCALES', 'CONFIG_PLACEMENT', 'COURSE_FILE', 'StudyFileError', 'Claim', 'Study', 'slug', 'parse_study', 'load_study',
-           'scale_params', 'to_toml', 'vary_study', 'course_study']
+__all__ = ['SCALES', 'CONFIG_PLACEMENT', 'MAX_SEEDS', 'SLUG_BYTES', 'MAX_STUDY_FILE', 'COURSE_FILE', 'StudyFileError', 'Claim',
+           'Study', 'slug', 'parse_study', 'load_study', 'scale_params', 'to_toml', 'vary_study', 'course_study']
 
 # %% ../nbs/03c_studyfile.ipynb #90212a16
 class StudyFileError(ArgumentError):
@@ -60,6 +60,7 @@ class Study:
     declared: dict = field(default_factory=dict)        # configuration -> what the file wrote for it (with `from`)
     follow_ups: list = field(default_factory=list)      # study folders (relative to this one's) the report points to
     config_seeds: dict = field(default_factory=dict)    # configuration -> its own seeds (else the study's)
+    design: dict|None = None       # a two-stage seeds plan {'pilot', 'half_width', 'max'}: `seeds` is then the pilot
     path: Path|None = None
 
     def __post_init__(self): self.figures_from = self.figures_from or self.baseline
@@ -67,7 +68,12 @@ class Study:
 # %% ../nbs/03c_studyfile.ipynb #4df449d7
 def _err(src, key, msg): return StudyFileError(f"{src}: {key}: {msg}")
 
-def _q(name: str) -> str: return name if re.fullmatch(r'[A-Za-z0-9_-]+', name) else f'"{name}"'
+def _toml_str(s: str) -> str:
+    "A TOML basic string: quotes, backslashes and control characters escaped."
+    s = s.replace('\\', '\\\\').replace('"', '\\"')
+    return '"' + re.sub(r'[\x00-\x08\x0a-\x1f\x7f]', lambda m: f"\\u{ord(m[0]):04x}", s) + '"'
+
+def _q(name: str) -> str: return name if re.fullmatch(r'[A-Za-z0-9_-]+', name) else _toml_str(name)
 
 def _str(src, key, v, empty=False) -> str:
     if not isinstance(v, str) or (not empty and not v.strip()):
@@ -81,17 +87,37 @@ def _name(src, key, v, names) -> str:
         raise _err(src, key, f"names no configuration: {v!r}; the configurations are: {', '.join(map(repr, names))}")
     return v
 
+MAX_SEEDS = 1000  # seeds of a configuration, whether given as a count or as a list (and --seeds)
+
+def _design(src, v, key='seeds') -> dict:
+    ("A two-stage plan of the seeds, `{ pilot = 3, half_width = 2.0, max = 5 }`: a pilot of `pilot` seeds, then as "
+     "many seeds (at most `max`) as Stein's design needs for intervals of at most `half_width` pp.")
+    if bad := [k for k in v if k not in ('pilot', 'half_width', 'max')]:
+        raise _err(src, f"{key}.{bad[0]}", "unknown key; a seeds plan has pilot, half_width and max")
+    for k in ('pilot', 'half_width', 'max'):
+        if k not in v: raise _err(src, key, f"a seeds plan needs pilot, half_width and max; {k} is missing")
+    is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
+    if not (is_int(v['pilot']) and 2 <= v['pilot'] <= MAX_SEEDS):
+        raise _err(src, f"{key}.pilot", f"must be a number of seeds in [2, {MAX_SEEDS}] (a pilot needs a spread), got {show_value(v['pilot'])}")
+    hw = v['half_width']
+    if not (isinstance(hw, (int, float)) and not isinstance(hw, bool) and 0 < hw <= 100):
+        raise _err(src, f"{key}.half_width", f"must be a number of percentage points in (0, 100], got {show_value(hw)}")
+    if not (is_int(v['max']) and v['pilot'] <= v['max'] <= MAX_SEEDS):
+        raise _err(src, f"{key}.max", f"must be a number of seeds in [pilot, {MAX_SEEDS}], got {show_value(v['max'])}")
+    return dict(pilot=v['pilot'], half_width=float(hw), max=v['max'])
+
 def _seeds(src, v, key='seeds') -> list:
-    "An int n (seeds 0..n-1) or a list of distinct seeds."
+    "An int n (seeds 0..n-1) or a list of distinct seeds; at most `MAX_SEEDS` either way."
     is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
     if is_int(v):
-        if not 1 <= v <= 1000: raise _err(src, key, f"must be in [1, 1000], got {v}")
+        if not 1 <= v <= MAX_SEEDS: raise _err(src, key, f"must be in [1, {MAX_SEEDS}], got {v}")
         return list(range(v))
     if isinstance(v, list) and v and all(is_int(s) and 0 <= s < 2**63 for s in v):
-        if len(set(v)) < len(v): raise _err(src, key, f"lists a seed twice: {v}")
+        if len(v) > MAX_SEEDS: raise _err(src, key, f"lists {len(v)} seeds; at most {MAX_SEEDS}, as for a count")
+        if len(set(v)) < len(v): raise _err(src, key, f"lists a seed twice: {show_value(v)}")
         return list(v)
-    raise _err(src, key, f"must be a number of seeds in [1, 1000] or a non-empty list of distinct seeds >= 0, "
-                             f"got {show_value(v)}")
+    raise _err(src, key, f"must be a number of seeds in [1, {MAX_SEEDS}] or a non-empty list of at most {MAX_SEEDS} "
+                         f"distinct seeds >= 0, got {show_value(v)}")
 
 # %% ../nbs/03c_studyfile.ipynb #bbd1fe87
 def _check_params(src, key, d: dict, allowed: tuple) -> dict:
@@ -114,40 +140,59 @@ def _scale(src, v):
 _CONFIG_PARAMS = tuple(f for f in TRAIN_FIELDS if f != 'seed') + CONFIG_PLACEMENT
 
 def _configurations(src, confs) -> tuple[dict, dict, dict]:
-    "Resolved overrides by name, `from` chains followed; what the file declared; each configuration's own seeds."
+    "Resolved overrides by name, `from` chains followed (in any order); what the file declared; each one's own seeds."
     if not isinstance(confs, dict) or not confs:
         raise _err(src, 'configurations', "must be a table with at least one configuration, e.g. Improved = {}")
-    out, own_seeds = {}, {}
-    def resolve(name, seen):
-        if name in out: return out[name]
-        d = confs[name]
-        key = f"configurations.{_q(name)}"
+    own_seeds = {}
+    for n, d in confs.items():  # each table on its own first
+        key = f"configurations.{_q(n)}"
+        _check_name(src, n)
         if not isinstance(d, dict): raise _err(src, key, f"must be a table of parameters, got {show_value(d)}")
-        own = {k: v for k, v in d.items() if k not in ('from', 'seeds')}
-        if 'seeds' in d: own_seeds[name] = _seeds(src, d['seeds'], f"{key}.seeds")
-        base = {}
-        if 'from' in d:
-            frm = _name(src, f"{key}.from", d['from'], list(confs))
-            if frm in seen: raise _err(src, f"{key}.from", f"is circular: {' -> '.join([*seen, frm])}")
-            base = resolve(frm, [*seen, frm])
-        out[name] = _check_params(src, key, {**base, **own}, _CONFIG_PARAMS)
-        return out[name]
-    for n in confs:
-        if not n.strip(): raise _err(src, 'configurations', "a configuration has an empty name")
-        resolve(n, [n])
+        if 'seeds' in d: own_seeds[n] = _seeds(src, d['seeds'], f"{key}.seeds")
+        if 'from' in d: _name(src, f"{key}.from", d['from'], list(confs))
+    out = {}
+    for n in confs:  # a `from` chain walked without recursion: any order, any length; a cycle is named
+        chain = [n]
+        while chain[-1] not in out and 'from' in confs[chain[-1]]:
+            frm = confs[chain[-1]]['from']
+            if frm in chain:
+                raise _err(src, f"configurations.{_q(chain[-1])}.from", f"is circular: {' -> '.join([*chain, frm])}")
+            chain.append(frm)
+        for m in reversed(chain):
+            if m in out: continue
+            d = confs[m]
+            own = {k: v for k, v in d.items() if k not in ('from', 'seeds')}
+            out[m] = _check_params(src, f"configurations.{_q(m)}", {**(out[d['from']] if 'from' in d else {}), **own},
+                                   _CONFIG_PARAMS)
     slugs = {}
     for n in confs:  # two names that would share a run folder ('No L2' and 'no-l2')
         s = slug(n)
-        if not s: raise _err(src, f"configurations.{_q(n)}", "needs a letter or digit in its name (it names a folder)")
         if s in slugs: raise _err(src, f"configurations.{_q(n)}",
-                                  f"names the same folder ({s!r}) as {slugs[s]!r}: choose names that differ in letters")
+                                  f"names the same folder ({s!r}) as {slugs[s]!r}: choose names that differ in more "
+                                  "than case, spaces and punctuation")
         slugs[s] = n
     return {n: out[n] for n in confs}, {n: dict(confs[n]) for n in confs}, own_seeds
 
+def _check_name(src, n: str) -> None:
+    "A configuration's name: not blank, and no control character (which a terminal or a folder would not show)."
+    if not n.strip(): raise _err(src, 'configurations', "a configuration has an empty name")
+    if bad := [c for c in n if unicodedata.category(c) in ('Cc', 'Cs', 'Zl', 'Zp') or c in _BIDI]:
+        raise _err(src, f"configurations.{_q(n)}", f"has a control character ({ascii(bad[0])}) in its name: "
+                                                   "use printable characters")
+
+_BIDI = set('\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069')  # text-direction overrides
+
 # %% ../nbs/03c_studyfile.ipynb #c1e0d73c
+SLUG_BYTES = 100  # a longer folder name is cut and hashed (file systems cap a name at 255 bytes)
+
 def slug(name: str) -> str:
-    "The folder name of a configuration's runs: 'No L2' -> 'no-l2'."
-    return re.sub('[^a-z0-9]+', '-', name.lower()).strip('-')
+    "The folder name of a configuration's runs: 'No L2' -> 'no-l2'; 'Dropout α' -> 'dropout-α-' and a hash."
+    s = ''.join(c if unicodedata.category(c)[0] in 'LMN' else '-' for c in unicodedata.normalize('NFC', name).casefold())
+    s = re.sub('-+', '-', s).strip('-')
+    if name.isascii() and s and len(s) <= SLUG_BYTES: return s  # ASCII names: letters and digits, as ever
+    h = hashlib.sha256(unicodedata.normalize('NFC', name).encode()).hexdigest()[:8]
+    cut = s.encode()[:SLUG_BYTES - 9].decode('utf-8', 'ignore').rstrip('-')
+    return f"{cut}-{h}" if cut else h
 
 # %% ../nbs/03c_studyfile.ipynb #a4fd65b4
 def _claims(src, v, names) -> list:
@@ -213,24 +258,37 @@ def parse_study(d: dict,            # the parsed TOML
     analyse = [_name(src, f"analyse[{i}]", a, names) for i, a in enumerate(analyse)]
     if len(set(analyse)) < len(analyse): raise _err(src, 'analyse', "names a configuration twice")
     figs, fu = d.get('figures_from'), d.get('follow_ups', [])
+    design = _design(src, d['seeds']) if isinstance(d.get('seeds'), dict) else None
+    if design and own_seeds: raise _err(src, 'seeds', "a seeds plan decides every configuration's seeds: "
+                                                      "remove the configurations' own seeds")
     if not isinstance(fu, list) or not all(isinstance(x, str) and x.strip() for x in fu):
         raise _err(src, 'follow_ups', f"must be a list of study folders (relative to this study's folder), got {show_value(fu)}")
     return Study(title=_str(src, 'title', d['title']), baseline=baseline, configurations=confs,
-                 seeds=_seeds(src, d.get('seeds', 1)), scale=_scale(src, d.get('scale', 'full')), analyse=analyse,
+                 seeds=_seeds(src, design['pilot'] if design else d.get('seeds', 1)), design=design,
+                 scale=_scale(src, d.get('scale', 'full')), analyse=analyse,
                  figures_from=None if figs is None else _name(src, 'figures_from', figs, names),
                  claims=_claims(src, d.get('claims', []), names),
                  description=_str(src, 'description', d.get('description', ''), empty=True),
                  declared=declared, config_seeds=own_seeds, follow_ups=list(fu), **(_reference(src, d['reference'], names) if 'reference' in d else {}))
 
 # %% ../nbs/03c_studyfile.ipynb #df0e30eb
+MAX_STUDY_FILE = 1 << 20  # bytes: a study file is a few kB; a larger file is not one
+
 def load_study(path: str|Path) -> Study:
     "Read and validate a study file (TOML); a `StudyFileError` names the file and the problem."
     p = Path(path)
-    try: text = p.read_bytes().decode('utf-8')
+    try: st_ = p.stat()  # a FIFO or a device is named, never opened (reading one would wait forever)
     except FileNotFoundError: raise StudyFileError(f"{p}: no such study file") from None
-    except IsADirectoryError: raise StudyFileError(f"{p}: is a folder; give the study file (.toml)") from None
+    except OSError as e: raise StudyFileError(f"{p}: cannot be read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st_.st_mode): raise StudyFileError(f"{p}: is a folder; give the study file (.toml)")
+    try: regular_file(p)
+    except DataError: raise StudyFileError(f"{p}: is not a regular file (a FIFO or a device); "
+                                           "give the study file (.toml)") from None
+    if st_.st_size > MAX_STUDY_FILE:
+        raise StudyFileError(f"{p}: is {st_.st_size:,} bytes, more than a study file's {MAX_STUDY_FILE:,}; give the study file (.toml)")
+    try: text = p.read_bytes().decode('utf-8').removeprefix('\ufeff')  # a byte-order mark some editors write
     except UnicodeDecodeError: raise StudyFileError(f"{p}: is not UTF-8 text; a study file is TOML") from None
-    except OSError as e: raise StudyFileError(f"{p}: cannot be read: {e.strerror}") from None
+    except OSError as e: raise StudyFileError(f"{p}: cannot be read: {e.strerror or e}") from None
     try: d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e: raise StudyFileError(f"{p}: is not valid TOML: {e}") from None
     st = parse_study(d, str(p))
@@ -264,7 +322,7 @@ Study.seeds_of = _seeds_of
 def _toml_value(v) -> str:
     if isinstance(v, bool): return 'true' if v else 'false'
     if isinstance(v, (int, float)): return repr(v)
-    if isinstance(v, str): return '"' + v.replace('\\', '\\\\').replace('"', '\\"') + '"'
+    if isinstance(v, str): return _toml_str(v)
     if isinstance(v, list): return '[' + ', '.join(map(_toml_value, v)) + ']'
     if isinstance(v, dict): return '{ ' + ', '.join(f"{_q(k)} = {_toml_value(x)}" for k, x in v.items()) + ' }' if v else '{}'
     raise TypeError(f"no TOML for {v!r}")
@@ -273,7 +331,7 @@ def to_toml(st: Study) -> str:
     "The study as a study file (`load_study` reads it back to the same `Study`)."
     L = [f"title = {_toml_value(st.title)}"]
     if st.description: L.append(f"description = {_toml_value(st.description)}")
-    L += [f"baseline = {_toml_value(st.baseline)}", f"seeds = {_toml_value(st.seeds)}",
+    L += [f"baseline = {_toml_value(st.baseline)}", f"seeds = {_toml_value(st.design or st.seeds)}",
           f"scale = {_toml_value(st.scale)}", f"analyse = {_toml_value(st.analyse)}"]
     if st.figures_from != st.baseline: L.append(f"figures_from = {_toml_value(st.figures_from)}")
     if st.follow_ups: L.append(f"follow_ups = {_toml_value(st.follow_ups)}")
@@ -290,7 +348,7 @@ def to_toml(st: Study) -> str:
 def _same(a: Study, b: Study) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in ('title', 'baseline', 'configurations', 'seeds', 'scale',
                'analyse', 'figures_from', 'claims', 'description', 'reference', 'reference_source', 'reference_ood',
-               'figure_claims', 'follow_ups', 'config_seeds'))
+               'figure_claims', 'follow_ups', 'config_seeds', 'design'))
 
 # %% ../nbs/03c_studyfile.ipynb #f359ee8b
 def _parse_value(src, key, text: str):
@@ -300,6 +358,29 @@ def _parse_value(src, key, text: str):
         if re.fullmatch(r'[A-Za-z_][A-Za-z0-9_.-]*', text): return text
         raise _err(src, key, f"value {text!r} is neither a number, true/false nor a word") from None
 
+def _typed(src, k: str, v):
+    "A value as parameter `k`'s type holds it (`0` is `0.0` for a float); `1` is no bool and `true` no number."
+    from cifar_nb.config import TrainConfig, Placement
+    hint = {**typing.get_type_hints(Placement), **typing.get_type_hints(TrainConfig)}[k]
+    kinds = typing.get_args(hint) or (hint,)
+    if bool in kinds and not isinstance(v, bool): raise _err(src, k, f"is true or false, got {show_value(v)}")
+    if bool not in kinds and isinstance(v, bool):
+        what = 'a number' if float in kinds else 'an integer' if int in kinds else 'a word'
+        raise _err(src, k, f"is {what}, got {_show(v)}")
+    return float(v) if float in kinds and isinstance(v, int) else v
+
+def _axis(src, k: str, vals: str) -> list:
+    "The values of one `--vary NAME=V1,V2`, typed; a value given twice in two spellings (`0`, `0.0`) is refused."
+    out = {}  # text as given -> value
+    for text in (x.strip() for x in vals.split(',') if x.strip()):
+        v = _typed(src, k, _parse_value(src, k, text))
+        if (same := [t for t, x in out.items() if x == v]):
+            raise _err(src, k, f"gives the value {_show(v)} twice ({same[0]} and {text} are one value)")
+        out[text] = v
+    if not out: raise _err(src, k, "gives no value")
+    return list(out.values())
+
+# %% ../nbs/03c_studyfile.ipynb #9d6cc4df
 def vary_study(base: str,             # the baseline: a configuration of `parent`
                vary: list[str],       # 'name=v1,v2,...' each; the cross product of all of them
                parent: Study,         # where `base` is declared (the course study file by default)
@@ -318,16 +399,19 @@ def vary_study(base: str,             # the baseline: a configuration of `parent
         k = k.strip()
         if k in axes: raise _err(src, k, "is varied twice: give all its values in one --vary")
         if k not in _CONFIG_PARAMS: raise _err(src, k, f"unknown parameter; the parameters are: {', '.join(_CONFIG_PARAMS)}")
-        axes[k] = [_parse_value(src, k, x.strip()) for x in vals.split(',') if x.strip()]
-        if not axes[k]: raise _err(src, k, "gives no value")
+        axes[k] = _axis(src, k, vals)
     if not axes: raise _err(src, '--vary', "give at least one --vary NAME=V1,V2")
     b = parent.configurations[base]
     confs = {base: dict(b)}
     for combo in itertools.product(*axes.values()):
         over = dict(zip(axes, combo))
-        if all(b.get(k, _default(k)) == x for k, x in over.items()): continue  # the base itself
+        if all(_typed(src, k, b.get(k, _default(k))) == x for k, x in over.items()): continue  # the base itself
         name = ' '.join(f"{k}={_show(x)}" for k, x in over.items())
         confs[name] = {**b, **over}
+    if len(confs) == 1:
+        raise _err(src, ', '.join(axes), f"every value given is {base}'s own "
+                   f"({' '.join(f'{k}={_show(_typed(src, k, b.get(k, _default(k))))}' for k in axes)}): the study "
+                   "would compare the base with nothing; give values that differ from it")
     d = dict(title=f"{base}: " + '; '.join(f"{k} in {{{', '.join(map(_show, xs))}}}" for k, xs in axes.items()),
              baseline=base, seeds=seeds, scale=scale, configurations=confs)
     return parse_study(d, src)

@@ -392,3 +392,71 @@ def test_archive_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypat
         for _ in range(8): f.write(bytes(1 << 20))  # 8 MiB of zeros, a few kB on disk
     monkeypatch.setattr(sources, 'MAX_ARCHIVE', 1 << 22)
     with within(20), pytest.raises(DataError, match='bomb.tar.gz decompresses to more than 4 MiB'): load_ood_set(tmp_path/'bomb.tar.gz', cache_dir=tmp_path/'c')
+
+# --- 7. study files of every shape (issue 31): names, encodings, files that are not files, one rule per limit ------
+
+LONG = 'a long name ' * 40
+ODD = ('\ufefftitle = "odd\\u001b[2J"\nbaseline = "A"\nseeds = [0, 1]\n[configurations]\nA = {}\n'
+       '"Dropout α" = { from = "Dropout β", dropout = 0.5 }\n"Dropout β" = { from = "A", dropout = 0.3 }\n'
+       f'"{LONG}" = {{ lr = 0.001 }}\n"学习率" = {{ lr = 0.01 }}\n"🔥" = {{ dropout = 0.1 }}\n')
+
+def test_study_file_of_odd_names_plans_runs_and_tables(tmp_path, monkeypatch, capsys, fake_data):
+    "A byte-order mark, names in other scripts, of emoji only and 480 characters long, `from` declared base-last."
+    from cifar_nb import study as study_mod
+    from cifar_nb.cli import main
+    from cifar_nb.studyfile import load_study, slug
+    from cifar_nb.runs import fake_run
+    f = tmp_path/'my study.toml'; f.write_text(ODD, encoding='utf-8')
+    monkeypatch.setattr(study_mod, 'measure_throughput', lambda *a, **k: 1000.0)  # the plan, without the measurement
+    monkeypatch.setenv('CIFAR_NB_DATA', str(fake_data[0])); monkeypatch.setenv('CIFAR_NB_CACHE', str(fake_data[3]))
+    assert main([str(f), '--scale', 'smoke', '--study-dir', str(tmp_path/'s'), '--plan']) == 0
+    out = capsys.readouterr().out
+    assert '\x1b' not in out and 'odd\\x1b[2J' in out and '6 configurations x 2 seeds = 12 runs' in out, out
+    assert f'configurations: A, Dropout α, Dropout β, {LONG}, 学习率, 🔥;' in out, out
+    study_mod.run_study(tmp_path/'s2', load_study(f), execute=lambda p, params: fake_run(p, params), log=lambda *a: None, data_sha=None)
+    folders = sorted(p.name for p in (tmp_path/'s2'/'runs').iterdir())
+    assert folders == sorted(slug(n) for n in load_study(f).configurations) and len(set(folders)) == 6, folders
+    assert all(len(n.encode()) <= 100 for n in folders)
+    assert study_mod.collect_runs(tmp_path/'s2', load_study(f)).keys() == load_study(f).configurations.keys()
+
+def _one_error(capsys, argv) -> tuple[int, str]:
+    "Exit status and stderr of the study command (in this process); nothing on stdout: refused before the plan."
+    from cifar_nb.cli import main
+    try: code = main(argv)
+    except SystemExit as e: code = e.code
+    out, err = capsys.readouterr()
+    assert out == '' and err.count('\n') == 1 and 'Traceback' not in err, out + err
+    return code, err
+
+SEEDS_1001 = '[' + ', '.join(map(str, range(1001))) + ']'
+TWO = 'title = "t"\nbaseline = "A"\n[configurations]\nA = {}\n'
+
+@pytest.mark.parametrize('text,expect', [
+    (f'seeds = {SEEDS_1001}\n' + TWO, 'seeds: lists 1001 seeds; at most 1000, as for a count'),
+    (TWO + f'B = {{ seeds = {SEEDS_1001} }}\n', 'configurations.B.seeds: lists 1001 seeds'),
+    (TWO + '"No L2" = {}\n"no-l2" = {}\n', "configurations.no-l2: names the same folder ('no-l2') as 'No L2'"),
+    (TWO + '"red\\u001b[31m" = {}\n', 'configurations."red\\u001b[31m": has a control character'),
+    (TWO + 'B = { from = "C" }\nC = { from = "B" }\n', 'configurations.C.from: is circular: B -> C -> B'),
+], ids=['seed-list', 'configuration-seed-list', 'same-folder', 'control-character', 'circular-from'])
+def test_study_file_limits_and_names_are_one_line(tmp_path, capsys, text, expect):
+    (tmp_path/'s.toml').write_text(text)
+    code, err = _one_error(capsys, [str(tmp_path/'s.toml'), '--study-dir', str(tmp_path/'s'), '--plan'])
+    assert code == 1 and err.startswith(f"error: {tmp_path/'s.toml'}: {expect}") and '\x1b' not in err, err
+    assert not (tmp_path/'s').exists()
+
+@pytest.mark.parametrize('vary,expect', [
+    ('dropout=0,0.0', '--vary: dropout: gives the value 0.0 twice (0 and 0.0 are one value)'),
+    ('lr=1e-3,0.001', '--vary: lr: gives the value 0.001 twice (1e-3 and 0.001 are one value)'),
+    ('batchnorm=1', '--vary: batchnorm: is true or false, got 1'),
+    ('dropout=true', '--vary: dropout: is a number, got true'),
+    ('batchnorm=true', "--vary: batchnorm: every value given is Improved's own (batchnorm=true)"),
+])
+def test_vary_values_are_compared_as_their_type(tmp_path, capsys, vary, expect):
+    code, err = _one_error(capsys, ['--base', 'Improved', '--vary', vary, '--study-dir', str(tmp_path/'s'), '--plan'])
+    assert code == 1 and err.startswith(f'error: {expect}'), err
+
+def test_study_file_that_is_a_fifo_or_a_device_is_named_not_read(tmp_path, capsys):
+    os.mkfifo(tmp_path/'s.toml')
+    for f in (tmp_path/'s.toml', Path('/dev/zero')):
+        with within(20): code, err = _one_error(capsys, [str(f), '--study-dir', str(tmp_path/'s'), '--plan'])
+        assert code == 1 and err == f'error: {f}: is not a regular file (a FIFO or a device); give the study file (.toml)\n'

@@ -150,3 +150,17 @@ def test_disk_full_is_recorded_as_cannot_write_file_too_large(tmp_path):
     assert 'enforce fail' not in r.stderr
     failed = json.loads((tmp_path/'r'/'FAILED.json').read_text())
     assert failed['kind'] == 'WriteError' and 'File too large' in failed['error'] and str(tmp_path/'r') in failed['error'], failed
+
+def test_make_report_keeps_a_path_with_spaces_and_quotes_one_argument(tmp_path):
+    "`make report STUDY=...` quotes what it passes: a path with a space and a quote reaches the study command whole."
+    venv = Path(sys.executable).parents[1]
+    if not (venv/'bin'/'python').exists(): pytest.skip('not run from a virtual environment')
+    f = tmp_path/'my studies'/"it's mine.toml"; f.parent.mkdir(); f.write_text('title = "t"\n')  # refused at once
+    r = subprocess.run(['make', '--no-print-directory', '-o', str(venv/'.installed-stamp'), 'report', f'VENV={venv}',
+                        f'STUDY={f}', 'SCALE=smoke', f"STUDY_DIR={tmp_path/'a folder'}", f"REPORT_DIR={tmp_path/'a report'}"],
+                       capture_output=True, text=True, timeout=240, cwd=ROOT,
+                       env={**os.environ, 'PYTHONPATH': str(ROOT), 'CIFAR_NB_DEBUG': ''})
+    ours = [l for l in r.stderr.splitlines() if not l.startswith('make')]  # make adds its own line on a failure
+    assert r.returncode != 0 and ours == [f'error: {f}: baseline: is missing (a study file needs title, baseline and '
+                                          'configurations)'], r.stdout + r.stderr
+    assert not (tmp_path/'a folder').exists() and not (tmp_path/'a report').exists()
