@@ -139,7 +139,8 @@ def test_report_renders_a_custom_study(tmp_path):
     n, bad = check_findings(html)
     assert n >= 3 and bad == [], bad
     # the check is not vacuous: a verdict on a finding no test decided, and a number no finding or table holds, are both caught
-    key = re.search(r'class="cnb-finding" data-key="([^"]+)" data-verdict="not tested"', html).group(1)
+    tag = re.search(r'<span class="cnb-finding"[^>]*data-verdict="not tested"[^>]*>', html).group(0)
+    key = re.search(r'data-key="([^"]+)"', tag).group(1)
     forged = html.replace('</body>', f'<p><span class="cnb-verdict cnb-v-holds" data-finding="{key}">holds</span></p></body>', 1)
     assert any('whose finding says' in b for b in check_findings(forged)[1])
     assert any('comes from no finding' in b for b in check_findings(html.replace('</body>', '<p>It reaches 99.99%.</p></body>', 1))[1])
