@@ -25,9 +25,9 @@ __all__ = ['CLASSES10', 'PRINT_PX', 'GALLERY', 'CAM_GRID', 'OKABE_ITO', 'LINE_ST
            'TRAINING_CODE', 'synthetic_runs', 'shrink_png', 'png_bytes', 'figure_html', 'min_text_px', 'printed_pt',
            'config_style', 'plot_accuracy', 'epoch_history', 'lr_drops', 'curve_band', 'plot_curves',
            'first_epoch_loss', 'plot_first_epoch', 'plot_training', 'curve_checks', 'shared_steps',
-           'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'mean_confusion', 'plot_confusion_grid',
-           'layer_table', 'run_provenance', 'code_changes', 'ood_frame', 'near_far_frame', 'said', 'best_row',
-           'check_sentences']
+           'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'per_class_seeds', 'mean_confusion',
+           'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'run_code_digest',
+           'config_provenance', 'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
 CLASSES10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
@@ -356,6 +356,15 @@ def plot_per_class(frame: pd.DataFrame, ax=None, cmap: str = 'viridis') -> plt.F
     ax.tick_params(axis='x', rotation=30, labelsize=9); ax.tick_params(axis='y', rotation=0, labelsize=10)
     return ax.figure
 
+# %% ../nbs/08_report.ipynb #6aaf97fd
+def per_class_seeds(runs: dict) -> dict:
+    "{class: {seed: accuracy in %, mean over the configurations that have that seed}}."
+    per = {}
+    for by in runs.values():
+        for s, r in by.items(): per.setdefault(s, []).append(100 * per_class_accuracy(_confusion(r)))
+    classes = next(iter(next(iter(runs.values())).values())).classes
+    return {c: {s: float(np.mean([v[k] for v in per[s]])) for s in sorted(per)} for k, c in enumerate(classes)}
+
 # %% ../nbs/08_report.ipynb #2aad81b4
 def mean_confusion(by_seed: dict) -> np.ndarray:
     "Row-normalised confusion matrix (shares in %), averaged over seeds."
@@ -458,6 +467,44 @@ def code_changes(commits: list,               # commit hashes (any order; '-dirt
     return pd.DataFrame(rows, columns=['from', 'to', 'files changed', 'lines +', 'lines −', 'training code changed'])
 
 from .core import notebook_code  # the training-code digest (cifar_nb.core); importable from here as before
+
+# %% ../nbs/08_report.ipynb #dd9fd8a9
+from .core import machine_kind, load_json
+
+def run_code_digest(run) -> str|None:
+    "The digest of the code a run's training notebook ran (`notebook_code`), from the run or its study's `lean.json`."
+    p = Path(run.path)
+    if (d := notebook_code(p/'train.ipynb')): return d
+    study = p.parents[2] if len(p.parents) > 2 else None
+    lean = study/'lean.json' if study is not None else None
+    if lean is None or not lean.is_file(): return None
+    return load_json(lean).get('notebook_code', {}).get(p.relative_to(study).as_posix())
+
+def _values(xs) -> str:
+    "Distinct values, most frequent first, each with its count when they differ."
+    s = pd.Series([x for x in xs if x not in (None, '')], dtype=object)
+    if s.empty: return 'not recorded'
+    c = s.value_counts()
+    return str(c.index[0]) if len(c) == 1 else '; '.join(f"{k} ({v} runs)" for k, v in c.items())
+
+def config_provenance(runs: dict,               # {configuration: {seed: run}}
+                      shared: dict|None = None,  # study.json's `shared`: {configuration: {seed: path of another study's run}}
+                     ) -> pd.DataFrame:
+    "One row per configuration: machine kind, threads, precision, commit, training-code digest, runs from another study."
+    rows, shared = [], shared or {}
+    for n, by in runs.items():
+        prov = [r.config.get('provenance', {}) for r in by.values()]
+        other = sorted(int(s) for s in shared.get(n, {}) if int(s) in by)
+        where = sorted({Path(shared[n][str(s)]).parents[2].as_posix() for s in other}) if other else []
+        rows.append({'configuration': n, 'runs': len(by),
+                     'machine': _values(machine_kind(p.get('machine')) for p in prov),
+                     'threads': _values(str(p.get('threads') or (p.get('machine') or {}).get('torch_threads') or '') for p in prov),
+                     'precision': _values(precision_of(r) for r in by.values()),
+                     'commit': _values((p.get('git_commit') or '').removesuffix('-dirty')[:7]
+                                       + ('*' if (p.get('git_commit') or '').endswith('-dirty') else '') for p in prov),
+                     'training code': _values(run_code_digest(r) for r in by.values()),
+                     'from another study': (f"seeds {', '.join(map(str, other))} from {', '.join(where)}" if other else '')})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/08_report.ipynb #49e907cc
 def ood_frame(runs: dict,                # {configuration: {seed: run}}

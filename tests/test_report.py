@@ -4,10 +4,10 @@ import pytest
 from cifar_nb.publish import external_urls
 from cifar_nb.study import collect_runs
 from cifar_nb.studyfile import course_study, load_study
-from cifar_nb.report import check_sentences
+from cifar_nb.findings import check_findings
 
-SECTIONS = ['What held, what did not', 'Findings', 'Verdicts on the claims of the course report', "Verdicts on the course report's Table 2",
-            'Method', 'Test accuracy', 'Each configuration against Improved', 'Reduced precision', 'Training curves',
+SECTIONS = ['The answer', 'What held, what did not', 'Verdicts on the claims of the course report', "Verdicts on the course report's Table 2",
+            'Method', 'Test accuracy', 'Each configuration against Improved', 'Training curves',
             'Per-class accuracy and confusion', 'Right and wrong predictions', 'Grad-CAM', 'Calibration', 'Out-of-distribution detection',
             'The OOD sets', 'The mean-activation rule, with one threshold fitted on CIFAR-10 alone',
             'Thresholds fitted on each OOD set: an upper bound', 'Standard detectors, per set and near- and far-OOD',
@@ -49,10 +49,11 @@ def test_smoke_report_has_every_section_and_is_self_contained(smoke):
     assert external_urls(html) == []                          # no script, style, font or image from the network
     imgs = re.findall(r'<img[^>]+src="([^"]{0,30})', html)
     assert len(imgs) >= 13 and all(s.startswith('data:image/') for s in imgs)  # every figure of the full report (13), none missing
-    assert 'Not available yet' in html                        # no float32 twins in this study: said plainly, no stand-in
+    assert 'Not available yet' not in html and 'Reduced precision' not in html  # no float32 twins: the section is left out, no stand-in
     assert 'Traceback' not in html and 'def figure' not in html  # inputs hidden, no errors
-    n, bad = check_sentences(html)
-    assert n >= 3 and bad == [], bad                          # every sentence that names a winner or a verdict agrees with its table
+    assert not re.search(r'(?<![\w.])/(?:work|home|root|tmp)/', re.sub(r'<[^>]+>', ' ', html))  # no absolute path in the text
+    n, bad = check_findings(html)
+    assert n >= 3 and bad == [], bad                          # no verdict without a test, no number from nowhere
     for f in ('table1.csv', 'table1.json', 'table1.md'): assert (d/f).stat().st_size > 0
 
 def test_rerun_reuses_every_run(smoke):
@@ -102,14 +103,13 @@ def test_killed_study_resumes_only_what_is_missing(tmp_path):
 
 ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
 
-def test_committed_report_sentences_agree_with_its_tables():
-    "Every sentence of the committed report that names a winner, a number or a verdict says what its table says; a drifted one is caught."
-    html = (ROOT/'reports'/'report.html').read_text()
-    n, bad = check_sentences(html)
+@pytest.mark.parametrize('page', ['report.html', 'lr0001/report.html'])
+def test_committed_reports_show_no_verdict_without_a_test(page):
+    "Both committed reports: every coloured verdict is a tested finding's, and every number in their prose comes from a finding or a table."
+    html = (ROOT/'reports'/page).read_text()
+    n, bad = check_findings(html)
     assert n >= 20 and bad == [], bad
-    m = re.search(r'data-best="([^"]+)"', html)
-    drifted = html.replace(m.group(0), 'data-best="No such configuration"', 1)
-    assert len(check_sentences(drifted)[1]) == 1                 # the check is not vacuous
+    assert 'Not available yet' not in html
 
 CUSTOM = '''title = "Does more dropout help?"
 baseline = "Improved"
@@ -133,12 +133,17 @@ def test_report_renders_a_custom_study(tmp_path):
         for s, a in zip(st.seeds, accs): fake_run(run_dir(d, n, s), st.params(n, s), acc=a, n=200)
     html = render_report(d, tmp_path/'report', log=lambda *a: None).read_text()
     assert '<title>cifar_nb: Does more dropout help?</title>' in html and 'Each configuration against Improved' in html
-    verdict_row = re.search(r"<td[^>]*>more dropout helps</td>.*?</tr>", html, re.S).group(0)
-    assert re.search(r"<td[^>]*><span class=\"cnb-verdict[^>]*>[^<]+</span></td>\s*<td[^>]*>Dropout 0.5 − Improved</td>", verdict_row)  # the verdict beside the claim
+    verdict_row = re.search(r"<tr>(?:(?!</tr>).)*more dropout helps(?:(?!</tr>).)*</tr>", html, re.S).group(0)  # the verdict list's row
     assert 'cnb-v-holds' in verdict_row and '+5.33 pp' in verdict_row   # (65+68+66 - 60-62-61)/3 = 5.33, Holm over one comparison
-    assert 'the highest mean test accuracy is Dropout 0.5' in html
-    n, bad = check_sentences(html)
+    assert re.search(r"The highest mean test accuracy is Dropout 0\.5", re.sub(r'<[^>]+>', '', html))
+    n, bad = check_findings(html)
     assert n >= 3 and bad == [], bad
+    # the check is not vacuous: a verdict on a finding no test decided, and a number no finding or table holds, are both caught
+    tag = re.search(r'<span class="cnb-finding"[^>]*data-verdict="not tested"[^>]*>', html).group(0)
+    key = re.search(r'data-key="([^"]+)"', tag).group(1)
+    forged = html.replace('</body>', f'<p><span class="cnb-verdict cnb-v-holds" data-finding="{key}">holds</span></p></body>', 1)
+    assert any('whose finding says' in b for b in check_findings(forged)[1])
+    assert any('comes from no finding' in b for b in check_findings(html.replace('</body>', '<p>It reaches 99.99%.</p></body>', 1))[1])
     for course in ('60.92', '66.6', 'No DropOut', 'Figure 2f', '"airplane" and "truck"', "deer's legs", 'claims of the course report',
                    'Out-of-distribution detection', 'Not available yet: no OOD'):
         assert course not in html, course
