@@ -92,6 +92,7 @@ _site/index.html: $(STAMP) $(wildcard nbs/*.ipynb) mkdocs.yml
 serve-docs: _site/index.html
 	$(PY) -m http.server --directory _site --bind 127.0.0.1 $(DOCS_PORT)
 
-# README.md is generated from nbs/index.ipynb, its findings from reports/study (tests/test_readme.py checks that they agree)
+# README.md is generated from nbs/index.ipynb: its findings and the course study's times from reports/study, its Performance
+# figures from bench/results (tests/test_readme.py checks that they agree and that those sections quote no other number)
 readme: $(STAMP)
 	$(PY) -c "from cifar_nb.readme import write_readme; print('wrote', write_readme())"

@@ -81,3 +81,39 @@ def test_readme_findings_agree_with_the_report(study_rows):
         assert r['Δ vs Improved (pp) [Holm-adjusted interval]'] == cmp_[n]['Δ vs Improved (pp) [Holm-adjusted interval]'].strip('*'), n
         assert r['p (Holm)'] == cmp_[n]['p (Holm)'], n
         if n in verdicts: assert f"**{verdicts[n]['verdict']}**" in r['verdict on the claim'], n
+
+
+# --- the README's measured numbers (Performance, the course study's times) come from the files they were measured into ---
+
+from collections import Counter
+
+from cifar_nb.readme import (Quotes, PERFORMANCE_MARK, STUDY_MARK, readme_performance, readme_study_times, numbers_in,
+                             quoted_numbers, check_quotes)
+
+
+def _section(text: str, start: str, end: str|None = None) -> str:
+    "The README from the heading `start` to `end` (or to the next `## ` heading)."
+    i = text.index(start)
+    j = text.index(end, i) if end else text.find('\n## ', i + len(start))
+    return text[i:j if j >= 0 else len(text)]
+
+
+@pytest.mark.parametrize('heading, end, mark, write', [
+    ('## Performance', None, PERFORMANCE_MARK, lambda Q: readme_performance(root=ROOT, quotes=Q)),
+    ('## What the report shows', FINDINGS_MARK, STUDY_MARK, lambda Q: readme_study_times(root=ROOT, quotes=Q))])
+def test_readme_measurements_come_from_their_files(heading, end, mark, write):
+    "The section shows what the function writes from the files, and every number in it (prose included) is one the function quoted from a file."
+    Q = Quotes(); md = write(Q)
+    sec = _section((ROOT/'README.md').read_text(), heading, end)
+    assert mark + '\n\n' + md.strip() in sec, f'{heading}: README.md differs from the files; run `make readme`'
+    extra, missing = Counter(numbers_in(sec)) - Counter(quoted_numbers(Q)), Counter(quoted_numbers(Q)) - Counter(numbers_in(sec))
+    assert not extra, f'{heading}: numbers in README.md that no file gives (type them into no prose; quote them from a file): {dict(extra)}'
+    assert not missing, f'{heading}: quoted numbers missing from README.md: {dict(missing)}'
+    assert check_quotes(Q, ROOT) == []
+
+
+def test_a_typed_number_is_caught():
+    "The check above fails on a number typed into the section's prose."
+    Q = Quotes(); md = readme_performance(root=ROOT, quotes=Q)
+    typed = md + '\nThe learner reached 7,777 images/s.\n'
+    assert Counter(numbers_in(typed)) - Counter(quoted_numbers(Q)) == Counter({'7,777': 1})
