@@ -587,7 +587,7 @@ def analyse_study(study_dir: str|Path, names: list|None = None, data=None, devic
     from cifar_nb.ood import evaluate_ood
     st = study_of(study_dir)
     names = st.analyse if names is None else names
-    runs, out = collect_runs(study_dir, dataclasses.replace(st, configurations={n: {} for n in names})), {}
+    runs, out = collect_runs(study_dir, dataclasses.replace(st, configurations={n: st.configurations[n] for n in names if n in st.configurations})), {}
     for n in names:
         if n not in runs: log(f"analysis: no complete {plain_text(n)} run in {study_dir}, skipped"); continue
         for s, r in sorted(runs[n].items()):
