@@ -4,6 +4,7 @@
 
 # %% ../nbs/04_interpret.ipynb #4f277d41
 from __future__ import annotations
+import textwrap
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -447,9 +448,14 @@ def plot_reliability(src,                # a run folder, a `Run` or `(logits, la
     ax.plot([0, 1], [0, 1], 'k--', lw=1, label='calibrated')
     share = r['count'] / max(r['count'].sum(), 1)
     ax.step(np.r_[lo, 1], np.r_[share, share[-1]], where='post', color='grey', lw=1, label='share of predictions')
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence (top softmax probability)', ylabel='accuracy')
-    ax.set_title(_title(run, f"reliability, ECE = {ece:.2%} ({n_bins} bins)"), fontsize=9)
-    ax.legend(loc='upper left', fontsize=7); ax.grid(alpha=0.3)
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    # 11 pt: the report puts two of these side by side across the page, and paper shrinks them to 3/4
+    ax.set_xlabel('confidence (top softmax probability)', fontsize=11); ax.set_ylabel('accuracy', fontsize=11)
+    ax.tick_params(labelsize=11)
+    title = _title(run, f"reliability, ECE = {ece:.2%} ({n_bins} bins)").split('\n')
+    if len(title[0]) > 34: title[0] = title[0].replace(' (', '\n(', 1)   # the run, then its data
+    ax.set_title('\n'.join(textwrap.fill(l, 34) for l in '\n'.join(title).split('\n')), fontsize=11)
+    ax.legend(loc='upper left', fontsize=11); ax.grid(alpha=0.3)
     _save_fig(ax.figure, save, run, 'reliability')
     return ax.figure
 

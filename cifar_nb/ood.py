@@ -4,7 +4,7 @@
 
 # %% ../nbs/05b_ood.ipynb #c7ba0bff
 from __future__ import annotations
-import json, math, os
+import json, math, os, textwrap
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -279,9 +279,10 @@ def plot_hist_summary(h: dict,                      # `score_histograms`' result
         ax.axvline(set_threshold, color='#6a3d9a', lw=1.4, ls='--', label='threshold fitted on this set')
         lo, hi = min(lo, set_threshold), max(hi, set_threshold)
     ax.set_xlim(lo, hi)
-    notes = [f"{100 * v:.1f}% of {n} {side}" for n, b in (('CIFAR-10', s['id_beyond']), (set_title(k), s['ood_beyond']))
+    notes = [textwrap.fill(f"{100 * v:.1f}% of {n} {side}", 24)
+             for n, b in (('CIFAR-10', s['id_beyond']), (set_title(k), s['ood_beyond']))
              for v, side in zip(b, ('left of the axis', 'right of the axis')) if v >= 0.005]
-    if notes: ax.text(0.98, 0.97, '\n'.join(notes), transform=ax.transAxes, ha='right', va='top', fontsize=8.5)
+    if notes: ax.text(0.98, 0.97, '\n'.join(notes), transform=ax.transAxes, ha='right', va='top', fontsize=10)
     ax.set_xlabel(xlabel); ax.set_ylabel('images per bin (%)')
     if legend: ax.legend(fontsize=8.5)
     return ax.figure
@@ -290,7 +291,8 @@ def plot_hist_summary(h: dict,                      # `score_histograms`' result
 def plot_hist_grid(h: dict,                 # `score_histograms`' result (all sets)
                    threshold: float|None = None,  # the deployable threshold (one for every set)
                    set_thresholds: dict|None = None,  # set -> the threshold fitted on that set (upper bound)
-                   xlabel: str = 'score', ncols: int = 3, size=(3.15, 2.55)):
+                   xlabel: str = 'score', ncols: int = 3,
+                   size=(2.75, 2.15)):  # one panel, inches: six panels print their text at 8 pt or more
     "The report's Figure 8 for every OOD set: one `plot_hist_summary` panel per set, one legend for all."
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -332,7 +334,8 @@ _SCORE_STYLES = {'msp': ('#0072B2', '-'), 'max_logit': ('#56B4E9', '--'), 'energ
 
 def plot_roc_grid(summaries: dict,        # `evaluate_ood`'s summaries: score -> {'roc': {set: curve}, ...}
                   scores: list|None = None,  # which scores (default: all), one line each
-                  ncols: int = 3, size=(3.15, 2.9)):
+                  ncols: int = 3,
+                  size=(2.75, 2.3)):  # one panel, inches: six panels print their text at 8 pt or more
     "ROC curves, one panel per OOD set and one line per score, one legend for all."
     import matplotlib.pyplot as plt
     scores = list(scores or summaries); sets = list(summaries[scores[0]]['roc']); nrows = -(-len(sets) // ncols)
@@ -346,8 +349,6 @@ def plot_roc_grid(summaries: dict,        # `evaluate_ood`'s summaries: score ->
     for ax in axs.flat[len(sets):]: ax.set_visible(False)
     fig.legend(handles=axs.flat[0].lines[:len(scores)], loc='outside upper center', ncols=4, frameon=False)
     return fig
-
-
 
 # %% ../nbs/05b_ood.ipynb #1e19b686
 def _id_parts(run, data, n: int|None, seed: int) -> dict:
@@ -553,31 +554,35 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
 # %% ../nbs/05b_ood.ipynb #c673da58
 def plot_ood_decisions(run,                     # a `Run` whose weights are there
                        threshold: float,        # images scoring below it are called OOD
-                       sets: tuple = OOD_SETS,  # one row per OOD set, after a row of CIFAR-10 test images
+                       sets: tuple = OOD_SETS,  # one group per OOD set, after a group of CIFAR-10 test images
                        layer: str = 'relu4',    # the layer whose mean activation is the score
-                       n: int = 8,              # images per row
+                       n: int = 8,              # images per group
                        data=None,               # the run's `CIFAR10Data` (else loaded from config.json's source)
                        # set name (or 'id') -> share called OOD over the whole evaluation, shown in the row title
                        rates: dict|None = None,
                        seed: int = 0,           # which images are drawn
                        device: str = 'cpu',
-                       cache_dir=None):
-    ("The report's Figure 9 for every set: a row of random images per set with their mean "
-     "activation and the rule's decision.")
+                       cache_dir=None,
+                       ncols: int = 2,          # groups side by side (2: the figure prints its text at 8 pt)
+                      ):
+    ("The report's Figure 9 for every set: a group of random images per set, in `ncols` columns of groups, each "
+     "image titled with its mean activation and the rule's decision.")
     import matplotlib.pyplot as plt
     model, rng = run.model(device), np.random.default_rng(seed)
     x_id = run.test_images(data)
     rows = [('id', 'CIFAR-10 test', True, x_id[np.sort(rng.choice(len(x_id), n, replace=False))])]
     rows += [(s, set_title(s), False, load_ood_set(s, n=n, seed=seed, cache_dir=cache_dir)) for s in sets]
-    fig = plt.figure(figsize=(1.12 * n, 1.62 * len(rows)), layout='constrained')
-    for sub, (key, name, is_id, x) in zip(fig.subfigures(len(rows), 1), rows):
+    nrows = -(-len(rows) // ncols)
+    fig = plt.figure(figsize=(0.56 * n * ncols, 1.25 * nrows), layout='constrained')
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.01, hspace=0.01)
+    for sub, (key, name, is_id, x) in zip(fig.subfigures(nrows, ncols, squeeze=False, wspace=0.06).flat, rows):
         sc = mean_activation_scores(model, x, (layer,), prep=run.normalise)[layer]
         rate = (rates or {}).get(key)
-        sub.suptitle(name + (f": {100 * rate:.0f}% of its images called OOD" if rate is not None else ''), fontsize=10,
-                     x=0.01, ha='left')
+        title = name + (f": {100 * rate:.0f}% of its images called OOD" if rate is not None else '')
+        sub.suptitle(textwrap.fill(title, max(20, 7 * n)), fontsize=10, x=0.01, ha='left')  # within its group
         for ax, img, v in zip(sub.subplots(1, n), x, sc):
             called_id = bool(v >= threshold); right = called_id == is_id
             ax.imshow(np.asarray(img).transpose(1, 2, 0)); ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(f"{'✓' if right else '✗'} {'ID' if called_id else 'OOD'} {v:.2f}", fontsize=9,
+            ax.set_title(f"{'✓' if right else '✗'} {'ID' if called_id else 'OOD'}\n{v:.2f}", fontsize=10, linespacing=1.1,
                          color='green' if right else '#c00000')
     return fig

@@ -26,7 +26,7 @@ __all__ = ['CLASSES10', 'PRINT_PX', 'GALLERY', 'CAM_GRID', 'OKABE_ITO', 'LINE_ST
            'config_style', 'plot_accuracy', 'epoch_history', 'lr_drops', 'curve_band', 'plot_curves',
            'first_epoch_loss', 'plot_first_epoch', 'plot_training', 'curve_checks', 'shared_steps',
            'expected_shared_steps', 'per_class_frame', 'plot_per_class', 'per_class_seeds', 'mean_confusion',
-           'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'run_code_digest',
+           'written_cells', 'plot_confusion_grid', 'layer_table', 'run_provenance', 'code_changes', 'run_code_digest',
            'config_provenance', 'ood_frame', 'near_far_frame', 'said', 'best_row', 'check_sentences']
 
 # %% ../nbs/08_report.ipynb #ca18f8da
@@ -159,7 +159,7 @@ def plot_accuracy(acc: dict,            # {configuration: {seed: accuracy in %}}
                  ) -> plt.Figure:
     "Accuracy per configuration: seeds, mean with its t-interval, and the report's value."
     names = list(acc)
-    if ax is None: _, ax = plt.subplots(figsize=(8.5, 0.55 * len(names) + 1.4), layout='constrained')
+    if ax is None: _, ax = plt.subplots(figsize=(8.5, 0.45 * len(names) + 1.3), layout='constrained')
     for i, n in enumerate(names):
         v = np.array(list(acc[n].values()), dtype=float)
         m, sd, hw = mean_ci(v, level)
@@ -223,7 +223,7 @@ def plot_curves(runs: dict,              # {configuration: {seed: run}}
         for d, who in drops.items():
             ax.axvline(d, color='grey', lw=1, ls='--')
             if label_drops: ax.annotate(f'lr × 0.1 after\nepoch {d}', (d, 0), xycoords=('data', 'axes fraction'),
-                                        xytext=(-4, 4), textcoords='offset points', ha='right', va='bottom', fontsize=9,
+                                        xytext=(-4, 4), textcoords='offset points', ha='right', va='bottom', fontsize=10,
                                         color='dimgrey')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('epoch'); ax.set_ylabel(ylabel or column.replace('_', ' ') + (' (%)' if scale == 100 else ''))
@@ -254,12 +254,12 @@ def plot_first_epoch(runs: dict, ax=None, k: int = 20, wide: str|None = 'Improve
                 zorder=1.5 if n == wide else 2.5, label=n)
     ax.axhline(math.log(10), color='grey', lw=0.8, ls=':')
     ax.annotate('ln 10: chance', (1, math.log(10)), xycoords=('axes fraction', 'data'), xytext=(-3, 3),
-                textcoords='offset points', ha='right', fontsize=9, color='dimgrey')
-    ax.set_xlabel('epoch (first epoch only)'); ax.set_ylabel(f'training loss ({k}-iteration mean)'); ax.grid(alpha=0.3)
+                textcoords='offset points', ha='right', fontsize=10, color='dimgrey')
+    ax.set_xlabel('epoch (first epoch only)'); ax.set_ylabel(f'training loss\n({k}-iteration mean)'); ax.grid(alpha=0.3)
     return ax.figure
 
 # %% ../nbs/08_report.ipynb #7a4ffc4a
-def plot_training(runs: dict, figsize=(9.5, 8.2), wide: str|None = 'Improved') -> plt.Figure:
+def plot_training(runs: dict, figsize=(8.6, 5.6), wide: str|None = 'Improved') -> plt.Figure:
     ("Figure 2 over seeds: (a) validation accuracy, (b) validation loss, (c) first-epoch training loss, "
      "(d) train - validation accuracy.")
     fig, axs = plt.subplots(2, 2, figsize=figsize, layout='constrained')
@@ -275,7 +275,7 @@ def plot_training(runs: dict, figsize=(9.5, 8.2), wide: str|None = 'Improved') -
                        zorder=1.5 if n == wide else 2.5)
         axs[1, 1].fill_between(e, 100 * (tr - va).min(0), 100 * (tr - va).max(0), color=c, alpha=0.15, lw=0)
     axs[1, 1].axhline(0, color='grey', lw=0.8)
-    axs[1, 1].set(xlabel='epoch', ylabel='training − validation accuracy (pp)'); axs[1, 1].grid(alpha=0.3)
+    axs[1, 1].set(xlabel='epoch', ylabel='training − validation\naccuracy (pp)'); axs[1, 1].grid(alpha=0.3)
     axs[1, 1].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, t in zip(axs.flat, 'abcd'): ax.set_title(f'({t})', loc='left', fontsize=11, fontweight='bold')
     h, l = axs[0, 0].get_legend_handles_labels()
@@ -349,11 +349,11 @@ def per_class_frame(runs: dict) -> pd.DataFrame:
 
 def plot_per_class(frame: pd.DataFrame, ax=None, cmap: str = 'viridis') -> plt.Figure:
     "Per-class accuracy as an annotated heatmap (configurations down, classes across)."
-    if ax is None: _, ax = plt.subplots(figsize=(9.5, 0.5 * len(frame) + 1.6), layout='constrained')
-    sns.heatmap(frame, annot=True, fmt='.0f', cmap=cmap, vmin=0, vmax=100, ax=ax, annot_kws=dict(fontsize=9),
+    if ax is None: _, ax = plt.subplots(figsize=(8.4, 0.42 * len(frame) + 1.5), layout='constrained')
+    sns.heatmap(frame, annot=True, fmt='.0f', cmap=cmap, vmin=0, vmax=100, ax=ax, annot_kws=dict(fontsize=10),
                 cbar_kws=dict(label='accuracy (%)', pad=0.01))
     ax.set_xlabel('true class'); ax.set_ylabel('')
-    ax.tick_params(axis='x', rotation=30, labelsize=9); ax.tick_params(axis='y', rotation=0, labelsize=10)
+    ax.tick_params(axis='x', rotation=30, labelsize=10); ax.tick_params(axis='y', rotation=0, labelsize=10)
     return ax.figure
 
 # %% ../nbs/08_report.ipynb #6aaf97fd
@@ -371,28 +371,62 @@ def mean_confusion(by_seed: dict) -> np.ndarray:
     ms = [c / np.maximum(c.sum(1, keepdims=True), 1) for c in map(_confusion, by_seed.values())]
     return 100 * np.mean(ms, 0)
 
-def plot_confusion_grid(runs: dict, ncols: int = 3, cell: float = 0.27) -> plt.Figure:
-    "Small multiples of each configuration's row-normalised confusion matrix (mean over seeds), one colour scale."
-    names = list(runs); nrows = -(-len(names) // ncols)
+def written_cells(m: np.ndarray,       # a confusion matrix (shares in %)
+                  annotate: float = 10,  # the smallest off-diagonal share written
+                 ) -> list[tuple[int, int]]:
+    "The cells whose share is written: the diagonal, then per row the largest others from `annotate` up, never two side by side."
+    out = []
+    for i in range(len(m)):
+        taken = {i}
+        for j in sorted((j for j in range(len(m)) if j != i and m[i, j] >= annotate), key=lambda j: -m[i, j]):
+            if j - 1 not in taken and j + 1 not in taken: taken.add(j)
+        out += [(i, j) for j in sorted(taken)]
+    return out
+
+def _confusion_layout(n: int, classes: list, ncols: int|None, cell: float|None, fontsize: float) -> tuple:
+    ("(matrices per row, figure size, cell width, cell height) in inches: cells as large as fit in the largest figure "
+     "that prints `fontsize` at 8 pt in the printed column, at most 1.25 times as wide as high (`cell`: square, that side).")
+    line, name = fontsize / 72 * 1.3, max(map(len, classes)) * 0.6 * fontsize / 72  # a line, the longest class name
+    pad_w, pad_h, C = name + line + 1.0, 0.87 * name + line + 0.1, len(classes)  # tick and axis labels, colour bar
+    W, H = (np.array(PRINT_PX) / 100) * fontsize / 8  # the largest figure whose `fontsize` text prints at 8 pt (100 dpi)
+    def cells(c):
+        r = -(-n // c)
+        return ((W - pad_w - 0.12 * (c - 1)) / (c * C), (H - pad_h - r * 2 * line - 0.12 * (r - 1)) / (r * C))
+    c = ncols or max(range(1, n + 1), key=lambda c: min(cells(c)[0] / 1.3, cells(c)[1] / 1.15))
+    cw, ch = (cell, cell) if cell else cells(c)
+    cw, ch = min(cw, 1.25 * ch), min(ch, cw)
+    r = -(-n // c)
+    return c, (c * C * cw + pad_w + 0.12 * (c - 1), r * (C * ch + 2 * line) + pad_h + 0.12 * (r - 1)), cw, ch
+
+def plot_confusion_grid(runs: dict,            # {configuration: {seed: run}}
+                        ncols: int|None = None,   # matrices per row (None: the layout with the largest cells on paper)
+                        cell: float|None = None,  # a square cell's side in inches (None: as large as the printed column allows)
+                        annotate: float = 10,     # besides the diagonal, write the shares of this % and more (`written_cells`)
+                        fontsize: float = 9,      # every text's size (the printed column shrinks it)
+                       ) -> plt.Figure:
+    ("Small multiples of each configuration's row-normalised confusion matrix (mean over seeds), one colour scale; "
+     "the diagonal and the larger confusions written in their cells where the cells are large enough.")
+    names = list(runs)
     classes = next(iter(runs[names[0]].values())).classes; C = len(classes)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * C * cell + 1.6, nrows * C * cell + 1.0), squeeze=False,
-                            layout='constrained')
+    ncols, size, cw, ch = _confusion_layout(len(names), classes, ncols, cell, fontsize); nrows = -(-len(names) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout='constrained')
+    write = cw * 72 >= 1.3 * fontsize and ch * 72 >= 1.15 * fontsize   # two digits fit in a cell
     for k, ax in enumerate(axs.flat):
         if k >= len(names): ax.axis('off'); continue
         n = names[k]; m = mean_confusion(runs[n])
-        im = ax.imshow(m, cmap='Blues', vmin=0, vmax=100)
-        for i in range(C):
-            for j in range(C):
-                ax.text(j, i, f'{m[i, j]:.0f}', ha='center', va='center', fontsize=8,
-                        color='white' if m[i, j] > 55 else 'black')
+        im = ax.imshow(m, cmap='Blues', vmin=0, vmax=100, aspect='equal' if cell else 'auto')
+        for i, j in written_cells(m, annotate) if write else []:
+            ax.text(j, i, f'{m[i, j]:.0f}', ha='center', va='center', fontsize=fontsize,
+                    color='white' if m[i, j] > 55 else 'black')
         acc = 100 * np.mean([r.metrics['test_acc'] for r in runs[n].values()])
-        ax.set_title(f'{n}: {acc:.1f}% ({len(runs[n])} seeds)', fontsize=10)
+        ax.set_title(f'{n}\n{acc:.1f}% ({len(runs[n])} seeds)', fontsize=fontsize)
         ax.set_xticks(range(C), classes if k // ncols == nrows - 1 or k + ncols >= len(names) else [''] * C,
-                      rotation=60, ha='right', fontsize=8)
-        ax.set_yticks(range(C), classes if k % ncols == 0 else [''] * C, fontsize=8)
+                      rotation=60 if cw * 72 >= 1.4 * fontsize else 90, ha='right', rotation_mode='anchor', fontsize=fontsize)
+        ax.set_yticks(range(C), classes if k % ncols == 0 else [''] * C, fontsize=fontsize)
         ax.tick_params(length=0)
-    fig.colorbar(im, ax=axs, shrink=0.6, label='share of the true class (%)')
-    fig.supxlabel('predicted class', fontsize=10); fig.supylabel('true class', fontsize=10)
+    cb = fig.colorbar(im, ax=axs, shrink=0.6, aspect=15)
+    cb.set_label('share of the true class (%)', fontsize=fontsize); cb.ax.tick_params(labelsize=fontsize)
+    fig.supxlabel('predicted class', fontsize=fontsize); fig.supylabel('true class', fontsize=fontsize)
     return fig
 
 # %% ../nbs/08_report.ipynb #c414b06b
