@@ -438,10 +438,13 @@ def _save_ood(out: Path, res: dict, meta: dict) -> dict:
 OOD_FILES = ('ood_table.json', 'ood_table.csv', 'layer_table.json', 'layer_table.csv', 'summaries.json')
 
 def _stored(run_dir) -> dict|None:
-    "The OOD tables and summaries stored in `<run_dir>/ood` (each with its metadata), or None when one is missing or unreadable."
+    ("The OOD tables and summaries stored in `<run_dir>/ood` (each with its metadata), or None when a table is missing "
+     "or unreadable; a lean copy keeps the summaries (the histograms' data) of its figure runs only: {} elsewhere.")
     d = Path(run_dir)/'ood'
-    try: t, l, s = (load_json(d/f, root=run_dir) for f in ('ood_table.json', 'layer_table.json', 'summaries.json'))
+    try: t, l = (load_json(d/f, root=run_dir) for f in ('ood_table.json', 'layer_table.json'))
     except (OSError, ValueError): return None
+    try: s = load_json(d/'summaries.json', root=run_dir) if (d/'summaries.json').exists() else {}
+    except (OSError, ValueError): s = {}
     ok = all(isinstance(x, dict) for x in (t, l, s)) and isinstance(t.get('rows'), list) and isinstance(l.get('rows'), list)
     return dict(table=t, layers=l, summaries=s) if ok else None
 
