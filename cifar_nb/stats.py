@@ -474,6 +474,11 @@ def table1_frame(rows: list[dict], reference: str = 'Improved', timing: bool = T
         row.update({diff_column(reference): (_fmt(d, 2, True) + ' ' + _interval(d - hw, d + hw, 2, True)).strip(),
                     'p (paired t)': _fmt(r.get(f'{r0}_p', math.nan), 3),
                     'p (Holm)': _fmt(r.get(f'{r0}_p_holm', math.nan), 3),
+                    # power: the smallest difference these seeds detect 80% of the time at this comparison's level,
+                    # and the seeds that would detect the observed one (blank: no comparison; >1000: effect ~ 0)
+                    'detectable Δ (pp, 80% power)': _fmt(r.get('mde', math.nan), 2) if f'{r0}_diff' in r else '',
+                    'seeds to detect Δ': (str(r['seeds_needed']) if r.get('seeds_needed') else '>1000')
+                                         if f'{r0}_diff' in r and np.isfinite(r.get(f'{r0}_diff_sd', math.nan)) else '',
                     'd_z [95% CI]': (_fmt(r.get(f'{r0}_dz', math.nan), 1, True) + ' '
                                      + _interval(r.get(f'{r0}_dz_lo', math.nan), r.get(f'{r0}_dz_hi', math.nan))).strip()})
         if published: row["report's Δ (pp)"] = _fmt(r.get(f'report_{r0}', math.nan), 2, True)
