@@ -144,7 +144,7 @@ def test_report_renders_a_custom_study(tmp_path):
     forged = html.replace('</body>', f'<p><span class="cnb-verdict cnb-v-holds" data-finding="{key}">holds</span></p></body>', 1)
     assert any('whose finding says' in b for b in check_findings(forged)[1])
     assert any('comes from no finding' in b for b in check_findings(html.replace('</body>', '<p>It reaches 99.99%.</p></body>', 1))[1])
-    for course in ('60.92', '66.6', 'No DropOut', 'Figure 2f', '"airplane" and "truck"', "deer's legs", 'claims of the course report',
+    for course in ('60.92', '66.6', 'No DropOut', 'Figure 2f', '"airplane" and "truck"', "deer's legs", 'claims of the course report', "course report's Figure 4", "course report's Figure 6",
                    'Out-of-distribution detection', 'Not available yet: no OOD'):
         assert course not in html, course
     assert 'Traceback' not in html
@@ -176,8 +176,9 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     # the claim's row carries one of the verdict words
     row = re.search(r'more dropout helps(.{0,600})', text, re.S).group(1)
     assert any(v in row for v in VERDICTS), row
-    for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92'):  # nothing of the course report's
+    for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92', "course report's Figure 4"):  # nothing of the course report's
         assert course_name not in text, course_name
+    assert 'Wrong predictions of Improved, seed 0:' in _text(html)   # the galleries, without the course report's figure numbers
     assert 'Traceback' not in html and external_urls(html) == []
 
 
@@ -205,13 +206,16 @@ def _fake_study(d, toml: str, accs: dict):
         for s, x in zip(st.seeds, a): fake_run(run_dir(d/'study', n, s), st.params(n, s), acc=x, n=200)
     return d/'study'
 
-def test_report_renders_a_study_of_one_configuration(tmp_path):
-    "One configuration: nothing to compare, said in one line (it ended in AttributeError: 'DataFrame' object has no attribute 'configuration')."
+@pytest.mark.parametrize('seeds', ['2', '{ pilot = 2, half_width = 1.0, max = 4 }'])
+def test_report_renders_a_study_of_one_configuration(tmp_path, seeds):
+    ("One configuration, with two seeds or a seeds plan: nothing to compare, said in one line (it ended in AttributeError: "
+     "'DataFrame' object has no attribute 'configuration').")
     from cifar_nb.study import render_report
-    s = _fake_study(tmp_path, 'title = "One"\nbaseline = "Only"\nseeds = 2\n[configurations]\nOnly = {}\n', {'Only': (0.60, 0.62)})
+    s = _fake_study(tmp_path, f'title = "One"\nbaseline = "Only"\nseeds = {seeds}\n[configurations]\nOnly = {{}}\n', {'Only': (0.60, 0.62)})
     html = render_report(s, tmp_path/'report', log=lambda *a: None).read_text()
     text = _text(html)
     assert "Only is this study's only configuration: there is nothing to compare with it." in text
+    assert ("Only is its only configuration, so there is nothing to compare and the pilot is all it runs." in text) == ('pilot' in seeds)
     assert "The highest mean test accuracy is Only's (61.00%)" in text and 'Traceback' not in html
     n, bad = check_findings(html)
     assert n >= 1 and bad == [], bad
