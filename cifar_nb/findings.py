@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats as sst
-from .core import md_text, machine_kind
+from .core import md_text, plain_text, machine_kind
 from .stats import (VERDICTS, verdict_word, mean_ci, paired_diff, holm, holm_levels, claim_verdicts,
                             ood_verdicts, min_detectable_effect, seeds_to_detect)
 
@@ -154,15 +154,23 @@ def _names(xs) -> str:
     return ', '.join(xs[:-1]) + (' and ' if len(xs) > 1 else '') + (xs[-1] if xs else '')
 
 # %% ../nbs/08b_findings.ipynb #7e0350c9
+def _stein(r: dict) -> bool: return r.get('design') == 'stein'  # Stein's interval and Bonferroni's p, not Holm's
+
+def _family(rows: list, reference: str, m: int) -> str:
+    "The name of the family of comparisons with `reference`: Holm's, or Bonferroni's under Stein's design."
+    return f"the {m} comparisons with {reference}" + (", Bonferroni (Stein's two-stage design)" if any(map(_stein, rows)) else '')
+
 def _row_test(r: dict, r0: str, family: str, m: int, sign: int = 1) -> Test:
-    "The paired comparison a study-table row holds, as a `Test` (`sign` -1: the reference minus the row)."
+    ("The paired comparison a study-table row holds, as a `Test` (`sign` -1: the reference minus the row); a "
+     "designed study's row holds Stein's interval and Bonferroni's p, and the test says so.")
     n, d, hw = r.get(f'{r0}_n', 0), sign * r.get(f'{r0}_diff', math.nan), r.get(f'{r0}_diff_ci_holm', math.nan)
     lv = r.get(f'{r0}_holm_level', math.nan)
     sd = r.get(f'{r0}_diff_sd', math.nan)
     mde = r.get('mde')  # `study_table` computes it at the row's Holm level; else `detectable` does when asked
     mde = math.nan if mde is None else mde
     p = r.get(f'{r0}_p', math.nan)
-    return Test('paired t-test', f"seeds {', '.join(map(str, r.get('seeds', [])))}, paired", n, d,
+    return Test("paired t-test, Stein's two-stage interval" if _stein(r) else 'paired t-test',
+                f"seeds {', '.join(map(str, r.get('seeds', [])))}, paired", n, d,
                 d / (sd / math.sqrt(n)) if n >= 2 and sd and np.isfinite(sd) else math.nan, p,
                 family, m, r.get(f'{r0}_p_holm', math.nan) if n >= 2 else math.nan, d - hw, d + hw, lv, sd, mde)
 
@@ -183,7 +191,7 @@ def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
     "One finding per claim: the paired difference over seeds with its Holm-adjusted interval and verdict."
     r0, by = f'vs_{reference.lower()}', {r['config']: r for r in rows}
     m = sum(1 for r in rows if np.isfinite(r.get(f'{r0}_p', math.nan)))
-    fam = f"the {m} comparisons with {reference}"
+    fam = _family(rows, reference, m)
     out = []
     for v in claim_verdicts(rows, claims, reference, published, alpha, same_data):
         say, claim = Says('claims'), _user(v['claim'])
@@ -204,7 +212,8 @@ def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
             s = f"*{claim}*: {_user(v['better'])} − {_user(v['than'])} = "
             if np.isfinite(t.effect):
                 s += (f"{say(t.effect, '+.2f', 'difference')} pp {say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} "
-                      f"(Holm-adjusted, {t.n} seeds paired)" + _epochs_note(by, v['better'], v['than']))
+                      + (f"(Stein's two-stage interval, Bonferroni over {m}, {t.n} seeds paired)" if _stein(r) else
+                         f"(Holm-adjusted, {t.n} seeds paired)") + _epochs_note(by, v['better'], v['than']))
                 if np.isfinite(t.claimed): s += f", against {say(t.claimed, '+.2f', 'claimed')} pp claimed"
 
                 if v['verdict'] == 'no effect detected' and np.isfinite(detectable(t)):
@@ -463,7 +472,7 @@ def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
     "At most five findings: the winner, the largest decided effects with intervals and meaning, and what is undecided."
     r0, by = f'vs_{reference.lower()}', {r['config']: r for r in rows}
     cmp = [r for r in rows if np.isfinite(r.get(f'{r0}_p', math.nan))]
-    m = len(cmp); fam = f"the {m} comparisons with {reference}"
+    m = len(cmp); fam = _family(cmp, reference, m)
     out = []
     w = winner_finding({n: acc[n] for n in by if n in acc}, 'mean test accuracy', 'accuracy', 'answer:winner', 'answer',
                        alpha=alpha)
@@ -488,10 +497,11 @@ def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
         say = Says('paired')
         ts = [tests[n] for n in und]
         mdes = [detectable(t) for t in ts if np.isfinite(detectable(t))]
-        need = [r.get('seeds_needed') for r in cmp if r['config'] in und and r.get('seeds_needed')]
+        need = [r.get('seeds_needed') for r in cmp if r['config'] in und and r.get('seeds_needed') and not _stein(r)]  # Holm's count
         s = ("Undecided: " + _names([f"{_user(n)} ({say(tests[n].effect, '+.2f', n)} pp "
                                       f"{say.interval(tests[n].lo, tests[n].hi, '+.2f', n)})" for n in und])
-             + f" against {_user(reference)}: the Holm-adjusted intervals contain zero")
+             + f" against {_user(reference)}: the " + ("two-stage intervals of Stein's design (Bonferroni)"
+                                                         if any(map(_stein, cmp)) else "Holm-adjusted intervals") + " contain zero")
         if mdes:
             s += (f"; with {ts[0].n} seeds these comparisons detect differences of "
                   + (f"{say(min(mdes), '.2f', 'smallest detectable')} to {say(max(mdes), '.2f', 'largest detectable')}"
@@ -506,7 +516,7 @@ def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
     return out[:5]
 
 # %% ../nbs/08b_findings.ipynb #9614f0ed
-def _attr(v) -> str: return html.escape(str(v), quote=True)
+def _attr(v) -> str: return html.escape(plain_text(v), quote=True)  # one line: a blank line would end the HTML in Markdown
 
 def badge(f: Finding) -> str:
     "The finding's verdict as a coloured word (tested findings only); 'not tested' in plain text."

@@ -425,9 +425,9 @@ def test_hostile_study_file_runs_nothing_in_its_report(hostile_report, chromium,
 
 def test_hostile_report_sentences_agree_and_the_verdict_shows_on_a_phone(hostile_report, chromium):
     "The escaped names still tie each sentence to its table; at 390 px every verdict label of a table is on the screen."
-    from cifar_nb.report import check_sentences
+    from cifar_nb.findings import check_findings
     page, _ = hostile_report
-    n, bad = check_sentences(page.read_text())
+    n, bad = check_findings(page.read_text())
     assert n >= 3 and bad == [], bad
     chromium.visit(page.as_uri())
     _at_width(chromium, PHONE_PX)

@@ -1,5 +1,5 @@
 """`make report`'s pipeline at smoke scale: train (papermill), analyse, render one self-contained HTML report."""
-import re, subprocess, sys
+import math, re, subprocess, sys
 import pytest
 from cifar_nb.publish import external_urls
 from cifar_nb.study import collect_runs
@@ -144,7 +144,7 @@ def test_report_renders_a_custom_study(tmp_path):
     forged = html.replace('</body>', f'<p><span class="cnb-verdict cnb-v-holds" data-finding="{key}">holds</span></p></body>', 1)
     assert any('whose finding says' in b for b in check_findings(forged)[1])
     assert any('comes from no finding' in b for b in check_findings(html.replace('</body>', '<p>It reaches 99.99%.</p></body>', 1))[1])
-    for course in ('60.92', '66.6', 'No DropOut', 'Figure 2f', '"airplane" and "truck"', "deer's legs", 'claims of the course report',
+    for course in ('60.92', '66.6', 'No DropOut', 'Figure 2f', '"airplane" and "truck"', "deer's legs", 'claims of the course report', "course report's Figure 4", "course report's Figure 6",
                    'Out-of-distribution detection', 'Not available yet: no OOD'):
         assert course not in html, course
     assert 'Traceback' not in html
@@ -176,8 +176,9 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     # the claim's row carries one of the verdict words
     row = re.search(r'more dropout helps(.{0,600})', text, re.S).group(1)
     assert any(v in row for v in VERDICTS), row
-    for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92'):  # nothing of the course report's
+    for course_name in ('No Scheduler', 'No BN', 'No DropOut', '60.92', "course report's Figure 4"):  # nothing of the course report's
         assert course_name not in text, course_name
+    assert 'Wrong predictions of Improved, seed 0:' in _text(html)   # the galleries, without the course report's figure numbers
     assert 'Traceback' not in html and external_urls(html) == []
 
 
@@ -190,6 +191,11 @@ def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tm
     assert r.stderr.count('\n') == 1 and r.stdout == '' and not d.exists()   # no plan printed, nothing created
 
 
+def _text(page: str) -> str:
+    "A page's text as a reader sees it: tags dropped, entities read, white space single."
+    import html as _html
+    return ' '.join(_html.unescape(re.sub(r'<[^>]+>', '', page)).split())
+
 def _fake_study(d, toml: str, accs: dict):
     "A study folder holding `toml` and fake runs (nothing trained) with the given accuracies per seed."
     from cifar_nb.runs import fake_run
@@ -200,15 +206,18 @@ def _fake_study(d, toml: str, accs: dict):
         for s, x in zip(st.seeds, a): fake_run(run_dir(d/'study', n, s), st.params(n, s), acc=x, n=200)
     return d/'study'
 
-def test_report_renders_a_study_of_one_configuration(tmp_path):
-    "One configuration: nothing to compare, said in one line (it ended in AttributeError: 'DataFrame' object has no attribute 'configuration')."
+@pytest.mark.parametrize('seeds', ['2', '{ pilot = 2, half_width = 1.0, max = 4 }'])
+def test_report_renders_a_study_of_one_configuration(tmp_path, seeds):
+    ("One configuration, with two seeds or a seeds plan: nothing to compare, said in one line (it ended in AttributeError: "
+     "'DataFrame' object has no attribute 'configuration').")
     from cifar_nb.study import render_report
-    s = _fake_study(tmp_path, 'title = "One"\nbaseline = "Only"\nseeds = 2\n[configurations]\nOnly = {}\n', {'Only': (0.60, 0.62)})
+    s = _fake_study(tmp_path, f'title = "One"\nbaseline = "Only"\nseeds = {seeds}\n[configurations]\nOnly = {{}}\n', {'Only': (0.60, 0.62)})
     html = render_report(s, tmp_path/'report', log=lambda *a: None).read_text()
-    assert "Only is this study&#x27;s only configuration: there is nothing to compare with it." in html or \
-           "Only is this study's only configuration: there is nothing to compare with it." in html
-    assert 'the highest mean test accuracy is Only' in html and 'Traceback' not in html
-    n, bad = check_sentences(html)
+    text = _text(html)
+    assert "Only is this study's only configuration: there is nothing to compare with it." in text
+    assert ("Only is its only configuration, so there is nothing to compare and the pilot is all it runs." in text) == ('pilot' in seeds)
+    assert "The highest mean test accuracy is Only's (61.00%)" in text and 'Traceback' not in html
+    n, bad = check_findings(html)
     assert n >= 1 and bad == [], bad
 
 def test_report_renders_a_reference_with_the_baselines_accuracy_only(tmp_path):
@@ -220,5 +229,66 @@ def test_report_renders_a_reference_with_the_baselines_accuracy_only(tmp_path):
     text = re.sub(r'<[^>]+>', ' ', html)
     assert 'the paper (%)' in text and '60.50' in text and "the paper's Δ (pp)" not in text   # no published difference to show
     assert 'Traceback' not in html
-    n, bad = check_sentences(html)
+    n, bad = check_findings(html)
     assert n >= 3 and bad == [], bad
+
+PLANNED = '''title = "Planned"
+baseline = "Improved"
+seeds = { pilot = 3, half_width = 2.0, max = 5 }
+
+[configurations]
+Improved = {}
+"No L2" = { l2 = 0.0 }
+"Dropout 0.5" = { dropout = 0.5 }
+
+[[claims]]
+better = "Dropout 0.5"
+than = "Improved"
+says = "more dropout helps"
+'''
+
+def test_report_states_a_seeds_plan_and_names_runs_of_other_arithmetic(tmp_path):
+    ("A study with a seeds plan (Stein's design), one of whose configurations is shared from a sibling study trained on another "
+     "machine (--share-mixed), run with fake runs: the report judges by the design's intervals, states the plan from the data "
+     "(the cap cut one comparison) and names the mixed runs with their differences.")
+    from cifar_nb.runs import fake_run
+    from cifar_nb.study import run_study, render_report
+    from cifar_nb.studyfile import parse_study
+    from cifar_nb.core import load_json
+    SHA, quiet = 'a' * 64, lambda *a: None
+    base = [60.0, 61.0, 62.0, 60.0, 61.0]   # % per seed; No L2 differs by about +5 with a tiny spread (the pilot suffices),
+    acc = {'improved': base, 'no-l2': [b + x for b, x in zip(base, (5.0, 5.2, 4.8, 5.0, 5.0))],   # Dropout by +2 with a spread
+           'dropout-0-5': [b + x for b, x in zip(base, (1.0, 3.0, 2.0, 2.0, 2.0))]}              # of 1 (more seeds than the cap)
+    def fake_exec(p, params, provenance=None):   # exactly k of 1,000 test images right
+        fake_run(p, params, acc=(round(10 * acc[p.parent.name][params['seed']]) - 0.5) / 1000, n=1000, data_sha=SHA, provenance=provenance)
+    odd = dict(machine=dict(cpu='Odd <b>CPU</b> 9000', isa=['avx2']), threads=3)   # another machine, its name with markup
+    sib = parse_study(dict(title='sibling', baseline='No L2', seeds=3, configurations={'No L2': dict(l2=0.0)}))
+    run_study(tmp_path/'sib', sib, execute=lambda p, params: fake_exec(p, params, odd), log=quiet, data_sha=SHA)
+    (tmp_path/'planned.toml').write_text(PLANNED)
+    run_study(tmp_path/'study', load_study(tmp_path/'planned.toml'), execute=fake_exec, log=quiet, data_sha=SHA,
+              share_mixed=True, reuse_from=[tmp_path/'sib'])
+    mixed = load_json(tmp_path/'study'/'study.json')['mixed']
+    assert sorted((m['configuration'], m['seed']) for m in mixed) == [('No L2', 0), ('No L2', 1), ('No L2', 2)], mixed
+    html = render_report(tmp_path/'study', tmp_path/'report', log=quiet).read_text()
+    text = _text(html)
+    # the plan, from the data: Stein asks 10 seeds of Dropout 0.5 (capped at 5) and 3 of No L2
+    assert "a pilot of 3 seeds per configuration" in text and "± 2.0 pp" in text and "at most 5" in text, text[:3000]
+    assert "The cap cut the seeds of Dropout 0.5: its interval is wider than ± 2.0 pp, with the same coverage." in text
+    from scipy import stats as sst
+    t = sst.t.ppf(1 - 0.05 / 4, 2)   # Bonferroni over 2 comparisons, the pilot's 2 degrees of freedom
+    plan = re.search(r'data-key="seeds_plan".*?</table>', html, re.S).group(0)
+    assert [_text(r) for r in re.findall(r'<tr>.*?</tr>', plan, re.S)[1:]] == [   # spread, asked, planned, run, half-width
+        'Improved (baseline) 5 5',                                                # the baseline: the most any comparison needs
+        f'No L2 0.20 {max(3, math.ceil((t * 0.2 / 2) ** 2))} 3 3 {t * 0.2 / 3 ** 0.5:.2f} yes',
+        f'Dropout 0.5 1.00 {math.ceil((t * 1.0 / 2) ** 2)} 5 5 {t * 1.0 / 5 ** 0.5:.2f} no: the cap'], plan
+    # the verdict follows Stein's interval (Holm's over all 5 seeds would say "holds"), and the sentence says which
+    verdict_row = re.search(r"<tr>(?:(?!</tr>).)*more dropout helps(?:(?!</tr>).)*</tr>", html, re.S).group(0)
+    assert 'cnb-v-no-effect-detected' in verdict_row, verdict_row
+    assert "Stein's two-stage interval, Bonferroni over 2, 5 seeds paired" in text and 'p (Bonferroni)' in text
+    assert 'p (adjusted)' in _text(re.search(r'data-key="verdict_list".*?</table>', html, re.S).group(0))
+    # the runs of other arithmetic, named with their differences, the machine's name as text
+    assert "3 of the 13 runs were shared from another study although trained with other arithmetic" in text
+    assert 'machine Odd <b>CPU</b> 9000 (avx2) there' in text and '<b>CPU</b>' not in html
+    n, bad = check_findings(html)
+    assert n >= 3 and bad == [], bad
+    assert 'Traceback' not in html
