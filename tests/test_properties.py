@@ -51,7 +51,7 @@ GOOD = dict(lr=[1e-4, 0.01, 100], momentum=[0, 0.9], batch_size=[1, 128], epochs
             bn_after=['conv1', 'conv3'], dropout_before=['fc1', 'fc2'], init=['glorot', 'torch'], val_fraction=[0.1, 0.5],
             augment=[True, False], patience=[None, 3], seed=[0, 2**63 - 1], n_train=[None, 10, 500], precision=['auto', 'fp32', 'bf16'],
             channels_last=[True, False], compile=['auto', 'no'], step=['auto', 'eager'], device=['cpu', 'auto'], threads=[None, 1],
-            data_path=[None, '/somewhere/cifar10-jpeg.tar.gz'], out_dir=[None, 'runs/x'])
+            data_path=[None, '/somewhere/cifar10-jpeg.tar.gz'], out_dir=[None, 'runs/x'], label_smoothing=[0.0, 0.1])
 assert set(GOOD) == set(TRAIN_FIELDS + PLACEMENT_FIELDS)
 
 @settings(max_examples=300 * SCALE, **SETTINGS)
