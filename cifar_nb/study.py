@@ -633,7 +633,8 @@ def report_inputs(study_dir: str|Path) -> str:
              if p.is_file() and p.name not in _NOT_INPUTS and not p.name.startswith('.') and '__pycache__' not in p.parts]
     files += [project_root()/'nbs'/'report.ipynb', *sorted((project_root()/'cifar_nb').glob('*.py'))]
     for p in files:
-        h.update(str(p.relative_to(p.anchor)).encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest())
+        # paths relative to the study folder: the same digest in every clone, wherever it lies
+        h.update(os.path.relpath(p, study_dir).encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:20]
 
 def _rendered_inputs(html_path: Path) -> str|None:
