@@ -367,8 +367,9 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
         for line in mixing_notes(study_dir, jobs_, status, elsewhere, here): log(line)
         # several at once: the longest runs first, so that the last ones end together (results do not depend on order)
         if ex.jobs > 1: todo.sort(key=lambda i: -_run_weight(jobs_[i][3]))
-        log(f"study {study_dir}: {len(jobs_)} runs ({len(only or study.configurations)} configurations x {len(seeds)} seeds, "
-            f"scale {_scale_name(scale)}); {status.count('done')} complete and reused, "
+        log(f"study {study_dir}: {len(jobs_)} runs ({len(only or study.configurations)} configurations x "
+            + (f"{len(seeds)} seeds, " if len(jobs_) == len(only or study.configurations) * len(seeds) else "their own seeds, ")
+            + f"scale {_scale_name(scale)}); {status.count('done')} complete and reused, "
             f"{status.count('shared')} shared from other studies, {len(todo)} to train"
             + (f" on {ex.describe()}" if todo else ''))
         if todo: ex.check_folder(study_dir)  # every worker reaches the folder, before anything trains
