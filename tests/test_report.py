@@ -284,7 +284,7 @@ def test_report_states_a_seeds_plan_and_names_runs_of_other_arithmetic(tmp_path)
     # the verdict follows Stein's interval (Holm's over all 5 seeds would say "holds"), and the sentence says which
     verdict_row = re.search(r"<tr>(?:(?!</tr>).)*more dropout helps(?:(?!</tr>).)*</tr>", html, re.S).group(0)
     assert 'cnb-v-no-effect-detected' in verdict_row, verdict_row
-    assert "Stein's two-stage interval, Bonferroni over 2, 5 seeds paired" in text and 'p (Bonferroni)' in text
+    assert "Stein's two-stage interval, Bonferroni over 2, 5 seeds paired" in text and 'p (Stein, Bonferroni)' in text
     assert 'p (adjusted)' in _text(re.search(r'data-key="verdict_list".*?</table>', html, re.S).group(0))
     # the runs of other arithmetic, named with their differences, the machine's name as text
     assert "3 of the 13 runs were shared from another study although trained with other arithmetic" in text
