@@ -80,7 +80,7 @@ clean-nbs: $(STAMP)
 # documentation: the site from the notebooks, offline (MkDocs + mkdocs-jupyter; no Quarto), into _site/
 DOCS_PORT ?= 8000
 .PHONY: readme
-BUILD_DOCS = $(PY) -c "from cifar_nb.publish import build_docs; print('site:', build_docs('_site', execute=True))"
+BUILD_DOCS = $(PY) -c "from cifar_nb.site import build_docs; print('site:', build_docs('_site', execute=True))"
 docs: $(STAMP)
 	$(BUILD_DOCS)
 
@@ -95,4 +95,4 @@ serve-docs: _site/index.html
 # README.md is generated from nbs/index.ipynb: its findings and the course study's times from reports/study, its Performance
 # figures from bench/results (tests/test_readme.py checks that they agree and that those sections quote no other number)
 readme: $(STAMP)
-	$(PY) -c "from cifar_nb.readme import write_readme; print('wrote', write_readme())"
+	$(PY) -c "from cifar_nb.site import write_readme; print('wrote', write_readme())"

@@ -38,11 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))  # `python bench/bench.py` from a clone, installed or not
 from cifar_nb.core import machine_info, save_json, get_device, cpu_model, cpu_flags
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.studyfile import course_study
-from cifar_nb.model import report_cnn
-from cifar_nb.learner import resolve_precision, resolve_step, native_bf16_cpu
+from cifar_nb.study import course_study
+from cifar_nb.train import report_cnn
+from cifar_nb.train import resolve_precision, resolve_step, native_bf16_cpu
 from cifar_nb.runs import setup
-from cifar_nb.concurrency import preset_cfg, endless, measure_concurrency, save_concurrency, choose_jobs
+from cifar_nb.study import preset_cfg, endless, measure_concurrency, save_concurrency, choose_jobs
 
 SECTIONS = ('data', 'loops', 'choices', 'concurrency', 'presets', 'scaling', 'overhead')
 BS = 128  # the report's batch size: every comparison below uses it

@@ -4,7 +4,7 @@ one fact that holds on any machine: runs trained at the same thread count have t
 import json, os, subprocess, sys
 import pytest
 from cifar_nb.core import project_root
-from cifar_nb.studyfile import course_study
+from cifar_nb.study import course_study
 from cifar_nb.data import make_fake_cifar10
 
 ROOT = project_root()

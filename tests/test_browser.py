@@ -25,7 +25,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
     "The docs site built into a temporary folder, a tiny rendered report beside it, served on a random local port."
-    from cifar_nb.publish import build_docs, render_html
+    from cifar_nb.site import build_docs
+    from cifar_nb.report import render_html
     import nbformat
     from nbformat.v4 import new_notebook, new_code_cell, new_markdown_cell, new_output
     import matplotlib; matplotlib.use('Agg')
@@ -153,7 +154,7 @@ def test_report_figure_is_inline(served, chromium):
 def test_real_report_when_present(served, chromium):
     report = ROOT/'reports'/'report.html'
     if not report.exists(): pytest.skip('reports/report.html does not exist yet (make report writes it)')
-    from cifar_nb.publish import external_urls
+    from cifar_nb.report import external_urls
     assert external_urls(report.read_text()) == []
     site, base = served
     r = chromium.visit(f'{base}/report.html')
@@ -375,7 +376,7 @@ def hostile_report(tmp_path_factory):
     "A report rendered from fake runs (nothing trained) of a study file whose every piece of text is an attack."
     from cifar_nb.runs import fake_run
     from cifar_nb.study import run_dir, render_report
-    from cifar_nb.studyfile import load_study
+    from cifar_nb.study import load_study
     d = tmp_path_factory.mktemp('hostile'); (d/'study').mkdir(); (d/'study'/'study.toml').write_text(HOSTILE)
     st = load_study(d/'study'/'study.toml')
     assert all('<' in x for x in (st.title, st.description, *st.configurations, st.claims[0].says, st.reference_source))
@@ -425,7 +426,7 @@ def test_hostile_study_file_runs_nothing_in_its_report(hostile_report, chromium,
 
 def test_hostile_report_sentences_agree_and_the_verdict_shows_on_a_phone(hostile_report, chromium):
     "The escaped names still tie each sentence to its table; at 390 px every verdict label of a table is on the screen."
-    from cifar_nb.findings import check_findings
+    from cifar_nb.report import check_findings
     page, _ = hostile_report
     n, bad = check_findings(page.read_text())
     assert n >= 3 and bad == [], bad

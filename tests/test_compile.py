@@ -15,7 +15,7 @@ PARAMS = dict(n_train=600, epochs=3, batch_size=50, lr=0.002, seed=1, device='cp
 # A compiled training process that dies (SIGKILL) right after its first checkpoint: a crash at a known moment.
 SCRIPT = textwrap.dedent('''
     import json, os, signal, sys
-    import cifar_nb.learner as learner
+    import cifar_nb.train.callbacks as learner
     from cifar_nb.config import split_params
     from cifar_nb.runs import train_run
     save = learner.save_checkpoint

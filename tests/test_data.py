@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-import cifar_nb.data as data
+import cifar_nb.data.cifar10 as data
 from cifar_nb.core import project_root, file_digest
 from cifar_nb.core import DataError
 from cifar_nb.data import CLASSES, CIFAR10_JPEG_SHA256, extract_cifar10_jpeg, find_cifar10, load_cifar10, make_fake_cifar10
-from cifar_nb.loader import DeviceLoader, augment_batch, channel_stats, stratified_split, stratified_subset
+from cifar_nb.data import DeviceLoader, augment_batch, channel_stats, stratified_split, stratified_subset
 
 ARCHIVE = project_root().parent/'shared'/'data'/'cifar10-jpeg.tar.gz'
 needs_archive = pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"the CIFAR-10 JPEG archive is not at {ARCHIVE}")

@@ -8,9 +8,9 @@ import pytest
 distributed = pytest.importorskip('distributed')  # the cluster extra: pip install -e '.[cluster]' (make installs it with dev)
 import psutil
 from cifar_nb import study, cli
-from cifar_nb.studyfile import course_study, parse_study
+from cifar_nb.study import course_study, parse_study
 from cifar_nb.data import make_fake_cifar10
-from cifar_nb.executors import DaskExecutor, LocalExecutor, ExecutorError, study_lock
+from cifar_nb.study import DaskExecutor, LocalExecutor, ExecutorError, study_lock
 from cifar_nb.runs import COMPLETE, CHECKPOINT
 
 TINY = dict(n_train=300, epochs=4, lr_drop_period=2)  # ~0.5 s an epoch at one thread: a kill after the first checkpoint lands mid-run
@@ -119,7 +119,7 @@ def test_worker_that_cannot_see_the_study_folder_stops_the_study(tmp_path):
             w.send_signal(signal.SIGTERM); w.wait(30)
 
 def test_command_line_plans_where_runs_go(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(study, 'measure_throughput', lambda *a, **k: 1000.)
+    monkeypatch.setattr(study.plan, 'measure_throughput', lambda *a, **k: 1000.)
     assert cli.main(['--study-dir', str(tmp_path), '--configurations', 'Base', '--executor', 'dask', '--jobs', '2', '--threads', '1', '--plan']) == 0
     out = capsys.readouterr().out
     assert 'runs go to: dask local cluster tcp://127.0.0.1:' in out and '2 workers (CPU=1), each run asks for CPU=1 and trains with 1 thread' in out, out
@@ -133,10 +133,10 @@ def test_command_line_plans_where_runs_go(tmp_path, monkeypatch, capsys):
 
 def test_jobs_auto_uses_this_machines_measurement(tmp_path, monkeypatch, capsys):
     "A full-scale local study without --jobs or --threads: the split measured on this machine (planted here), and why; --plan never measures."
-    from cifar_nb import concurrency
+    from cifar_nb.study import concurrency
     if concurrency.cpu_cores() < 2: pytest.skip('one core: nothing to split')
     monkeypatch.setattr(concurrency, 'default_cache_dir', lambda: tmp_path/'cache')
-    monkeypatch.setattr(study, 'measure_throughput', lambda *a, **k: 1000.)
+    monkeypatch.setattr(study.plan, 'measure_throughput', lambda *a, **k: 1000.)
     args = ['--study-dir', str(tmp_path/'s'), '--configurations', 'Base,Improved', '--plan']
     assert cli.main(args) == 0
     out = capsys.readouterr().out

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cifar_nb.model import report_cnn
+from cifar_nb.train import report_cnn
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.learner import make_optimizer
+from cifar_nb.train import make_optimizer
 from cifar_nb.runs import train_run, load_run
 
 def _batch(seed=0, n=64):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 
 from cifar_nb.core import project_root
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.learner import GraphStep
+from cifar_nb.train import GraphStep
 from cifar_nb.runs import train_run, load_run, setup, build_model, CHECKPOINT, COMPLETE
 
 ROOT = project_root()
@@ -106,7 +106,7 @@ def test_compiled_gpu_run_through_papermill(tmp_path):
 
 SCRIPT = textwrap.dedent('''
     import os, signal, sys
-    import cifar_nb.learner as learner
+    import cifar_nb.train.callbacks as learner
     from cifar_nb.config import TrainConfig, Placement
     from cifar_nb.runs import train_run
     kill_after, saved, save = int(sys.argv[2]), [], learner.save_checkpoint

@@ -5,21 +5,21 @@ import contextlib, errno, json, os, shutil, signal, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
-from cifar_nb.studyfile import course_study
+from cifar_nb.study import course_study
 import torch
 import papermill as pm
 from PIL import Image
 from safetensors.torch import load_file
-from cifar_nb import runs
+import cifar_nb.runs.training as runs  # train_run's module: where its writes are looked up
 from cifar_nb.core import project_root, load_json, save_json, DataError, WriteError, ArgumentError
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.learner import Diverged, CheckpointError
+from cifar_nb.train import Diverged, CheckpointError
 from cifar_nb.runs import (train_run, load_run, run_state, synthetic_cifar, RunError, CHECKPOINT, COMPLETE, FAILED)
 from cifar_nb.data import make_fake_cifar10, load_cifar10, extract_cifar10_jpeg
-from cifar_nb.sources import cached_arrays
+from cifar_nb.data import cached_arrays
 from cifar_nb.ood import load_ood_set, evaluate_ood
-from cifar_nb.interpret import interpret_run
-from cifar_nb.publish import build_docs, stage_docs
+from cifar_nb.report import interpret_run
+from cifar_nb.site import build_docs, stage_docs
 
 NB = project_root()/'nbs'/'train.ipynb'
 SMALL = dict(n_train=100, epochs=1, batch_size=50)
@@ -387,7 +387,7 @@ def test_interpret_run_arguments(done_run, syn, kw):
 
 def test_archive_that_decompresses_past_the_limit_is_refused(tmp_path, monkeypatch):
     import gzip
-    from cifar_nb import sources
+    from cifar_nb.data import sources
     with gzip.open(tmp_path/'bomb.tar.gz', 'wb') as f:
         for _ in range(8): f.write(bytes(1 << 20))  # 8 MiB of zeros, a few kB on disk
     monkeypatch.setattr(sources, 'MAX_ARCHIVE', 1 << 22)
@@ -402,12 +402,12 @@ ODD = ('\ufefftitle = "odd\\u001b[2J"\nbaseline = "A"\nseeds = [0, 1]\n[configur
 
 def test_study_file_of_odd_names_plans_runs_and_tables(tmp_path, monkeypatch, capsys, fake_data):
     "A byte-order mark, names in other scripts, of emoji only and 480 characters long, `from` declared base-last."
-    from cifar_nb import study as study_mod
+    from cifar_nb import study as study_mod; import cifar_nb.study.plan as study_plan
     from cifar_nb.cli import main
-    from cifar_nb.studyfile import load_study, slug
+    from cifar_nb.study import load_study, slug
     from cifar_nb.runs import fake_run
     f = tmp_path/'my study.toml'; f.write_text(ODD, encoding='utf-8')
-    monkeypatch.setattr(study_mod, 'measure_throughput', lambda *a, **k: 1000.0)  # the plan, without the measurement
+    monkeypatch.setattr(study_plan, 'measure_throughput', lambda *a, **k: 1000.0)  # the plan, without the measurement
     monkeypatch.setenv('CIFAR_NB_DATA', str(fake_data[0])); monkeypatch.setenv('CIFAR_NB_CACHE', str(fake_data[3]))
     assert main([str(f), '--scale', 'smoke', '--study-dir', str(tmp_path/'s'), '--plan']) == 0
     out = capsys.readouterr().out

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from cifar_nb.core import load_json, save_json, sha256_file
-from cifar_nb.interpret import (INTERPRET_FIGURES, confusion_matrix, expected_calibration_error, grad_cam,
-                                interpret_run, most_confused, per_class_accuracy, plot_confusion, plot_gallery,
-                                plot_grad_cam, plot_reliability, reliability_bins, show_predictions, to_probs, top_losses)
+from cifar_nb.report import (INTERPRET_FIGURES, confusion_matrix, expected_calibration_error, grad_cam,
+                             interpret_run, most_confused, per_class_accuracy, plot_confusion, plot_gallery,
+                             plot_grad_cam, plot_reliability, reliability_bins, show_predictions, to_probs,
+                             top_losses)
 from cifar_nb.config import TrainConfig, Placement
-from cifar_nb.model import capture
+from cifar_nb.train import capture
 from cifar_nb.runs import COMPLETE, RunError, load_run, synthetic_cifar, train_run
 
 

@@ -5,7 +5,7 @@ several lines, on an exception raised outside cifar_nb, or on a message that doe
 import gzip, os, subprocess, sys, traceback
 from pathlib import Path
 import pytest
-from cifar_nb.studyfile import course_study
+from cifar_nb.study import course_study
 from cifar_nb.core import DataError, ArgumentError, CorruptFileError, WriteError, save_json, sha256_file
 from cifar_nb.runs import RunError, fake_run, load_run, synthetic_cifar, train_run
 from cifar_nb.config import TrainConfig, Placement
@@ -111,7 +111,7 @@ def test_study_folder_below_a_file_is_one_line(tmp_path):
 
 def test_damaged_kept_concurrency_measurement_is_ignored_with_one_warning(tmp_path, monkeypatch):
     import warnings
-    from cifar_nb import concurrency
+    from cifar_nb.study import concurrency
     monkeypatch.setattr(concurrency, 'cpu_cores', lambda: 2)  # the file is read only where there are cores to split
     f = concurrency.concurrency_file('cpu', tmp_path); f.parent.mkdir(parents=True)
     for damaged in ('{"configs": [', '{"configs": [{"jobs": "two"}]}', '[1, 2]'):

@@ -11,10 +11,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from collections import OrderedDict
 from torch import nn
 from cifar_nb.core import DataError
-from cifar_nb.model import RELUS, report_cnn, capture
-from cifar_nb.metrics import (aupr_in, aupr_out, auroc, detection_accuracy, fit_threshold, fpr_at_tpr,
-                              threshold_accuracy)
-from cifar_nb.detectors import DETECTORS, detector_scores, fit_detectors, layer_activations, mean_activation_scores
+from cifar_nb.train import RELUS, report_cnn, capture
+from cifar_nb.ood import aupr_in, aupr_out, auroc, detection_accuracy, fit_threshold, fpr_at_tpr, threshold_accuracy
+from cifar_nb.ood import DETECTORS, detector_scores, fit_detectors, layer_activations, mean_activation_scores
 from cifar_nb.ood import OOD_ARCHIVES, TIN_CIFAR_OVERLAP, FitEval, evaluate_ood, fit_eval_split, load_ood_set, ood_data_dir, score_table
 from cifar_nb.config import TrainConfig, Placement
 from cifar_nb.runs import synthetic_cifar, train_run, load_run

@@ -10,11 +10,11 @@ import torch
 
 from cifar_nb.config import TrainConfig, Placement
 from cifar_nb.core import save_json, sha256_file
-from cifar_nb.interpret import interpret_run
+from cifar_nb.report import interpret_run
 from cifar_nb.ood import evaluate_ood
 from cifar_nb.runs import COMPLETE, RUN_FILES, load_run, run_state, synthetic_cifar, train_run
 from cifar_nb.study import collect_runs
-from cifar_nb.stats import study_table
+from cifar_nb.report import study_table
 
 
 def _as_if_trained_on_a_gpu(path: Path):

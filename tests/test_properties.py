@@ -14,8 +14,8 @@ from cifar_nb.core import ArgumentError, DataError, CorruptFileError
 from cifar_nb.config import ConfigError, split_params, TRAIN_FIELDS, PLACEMENT_FIELDS, TrainConfig, Placement
 from cifar_nb.runs import RunError, train_run, synthetic_cifar
 from cifar_nb.ood import load_ood_set, evaluate_ood, NOISE_SETS
-from cifar_nb.detectors import DETECTORS
-from cifar_nb import metrics as M
+from cifar_nb.ood import DETECTORS
+from cifar_nb.ood import metrics as M
 
 PROJECT = (ArgumentError, DataError, RunError, CorruptFileError)  # ConfigError is an ArgumentError
 ANY = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2**200, 2**200),
@@ -147,7 +147,7 @@ def test_evaluate_ood_gives_a_named_error_or_a_sound_table(hostile, data):
             return
     event('accepted')
     sets = [s.strip() for s in kw['sets'].split(',')] if isinstance(kw['sets'], str) else list(kw['sets'])
-    from cifar_nb.detectors import detector_names
+    from cifar_nb.ood import detector_names
     dets = ([d.strip() for d in kw['detectors'].split(',')] if isinstance(kw['detectors'], str) else
             list(detector_names()) if kw['detectors'] is None else list(kw['detectors']))  # None: every registered one
     assert len(res['ood_table']) == len(sets) * (len(dets) + 1)
@@ -198,7 +198,7 @@ def test_metrics_give_a_named_error_or_the_right_number(a, b, tpr, keep, thresho
 # the archive extracted (by `extract_cifar10_jpeg`'s writer, and by tarfile's own 'data'-filtered extraction) give the
 # same files, or the archive is refused with one line naming one of its members.
 import io, posixpath, tarfile, tempfile
-from cifar_nb.sources import archive_members, extract_members, folder_files
+from cifar_nb.data import archive_members, extract_members, folder_files
 
 NAMES = ['a.png', 'd/b.png', './d/b.png', 'd//b.png', 'd/e/c.jpg', 'd', 'd/e', '.h/x.png', 'd/.y.png', 'notes.txt',
          'sp ace.png', 'ünï/cödé.png', 'd/b.png/z.png', '../up.png', '/abs.png', 'x' * 300 + '.png', 'a.PNG']

@@ -1,7 +1,7 @@
 """README.md is generated from nbs/index.ipynb and its findings from the committed study (`make readme`): they must agree, and it must give the two commands."""
 from pathlib import Path
 
-from cifar_nb.readme import readme_with_findings, FINDINGS_MARK
+from cifar_nb.site import readme_with_findings, FINDINGS_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def _html_table(html: str, header: str) -> dict:
 def study_rows():
     if not (STUDY/'runs').exists() or not REPORT.exists(): pytest.skip('no committed study or rendered report')
     from cifar_nb.study import collect_runs, study_of
-    from cifar_nb.stats import study_table, claim_verdicts
+    from cifar_nb.report import study_table, claim_verdicts
     st = study_of(STUDY)
     rows = study_table(collect_runs(STUDY, st), st.baseline, st.reference)
     return {r['config']: r for r in rows}, {v['config']: v for v in claim_verdicts(rows, st.claims, st.baseline, st.reference) if v['kind'] == 'diff'}
@@ -87,8 +87,8 @@ def test_readme_findings_agree_with_the_report(study_rows):
 
 from collections import Counter
 
-from cifar_nb.readme import (Quotes, PERFORMANCE_MARK, STUDY_MARK, readme_performance, readme_study_times, numbers_in,
-                             quoted_numbers, check_quotes)
+from cifar_nb.site import (Quotes, PERFORMANCE_MARK, STUDY_MARK, readme_performance, readme_study_times, numbers_in,
+                           quoted_numbers, check_quotes)
 
 
 def _section(text: str, start: str, end: str|None = None) -> str:

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from cifar_nb import core
 from cifar_nb.core import atomic_path, atomic_write_text, save_json, load_json, WriteError, CorruptFileError
 from cifar_nb.config import TrainConfig, Placement, ConfigError, split_params, TRAIN_FIELDS, PLACEMENT_FIELDS
-from cifar_nb.learner import CheckpointError
+from cifar_nb.train import CheckpointError
 from cifar_nb.runs import train_run, load_run, run_lock, RunError, synthetic_cifar, CHECKPOINT, COMPLETE
 
 # A training process: tiny synthetic data, several epochs, float32 on one thread so two processes agree bit for bit.

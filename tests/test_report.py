@@ -1,10 +1,10 @@
 """`make report`'s pipeline at smoke scale: train (papermill), analyse, render one self-contained HTML report."""
 import math, re, subprocess, sys
 import pytest
-from cifar_nb.publish import external_urls
+from cifar_nb.report import external_urls
 from cifar_nb.study import collect_runs
-from cifar_nb.studyfile import course_study, load_study
-from cifar_nb.findings import check_findings
+from cifar_nb.study import course_study, load_study
+from cifar_nb.report import check_findings
 
 SECTIONS = ['The answer', 'What held, what did not', 'Verdicts on the claims of the course report', "Verdicts on the course report's Table 2",
             'Method', 'Test accuracy', 'Each configuration against Improved', 'Training curves',
@@ -164,7 +164,7 @@ def custom(tmp_path_factory):
     return d, r.stdout
 
 def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custom):
-    from cifar_nb.stats import VERDICTS
+    from cifar_nb.report import VERDICTS
     d, out = custom
     assert '2 configurations x 2 seeds = 4 runs' in out and '[done 4/4]' in out, out[-2000:]
     kept = load_study(d/'study'/'study.toml')                                # the folder keeps the study it ran:
@@ -253,7 +253,7 @@ def test_report_states_a_seeds_plan_and_names_runs_of_other_arithmetic(tmp_path)
      "(the cap cut one comparison) and names the mixed runs with their differences.")
     from cifar_nb.runs import fake_run
     from cifar_nb.study import run_study, render_report
-    from cifar_nb.studyfile import parse_study
+    from cifar_nb.study import parse_study
     from cifar_nb.core import load_json
     SHA, quiet = 'a' * 64, lambda *a: None
     base = [60.0, 61.0, 62.0, 60.0, 61.0]   # % per seed; No L2 differs by about +5 with a tiny spread (the pilot suffices),

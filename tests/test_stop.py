@@ -6,7 +6,7 @@ import os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 from cifar_nb.data import make_fake_cifar10
-from cifar_nb.executors import started_processes
+from cifar_nb.study import started_processes
 
 ROOT = Path(__file__).parents[1]
 STUDY = '''title = "stop"
@@ -92,7 +92,7 @@ import cifar_nb.sources as s
 def _die(chunk, resize=False):
     if chunk[0][0] == 'img1000': os.kill(os.getpid(), signal.SIGKILL)  # the second chunk's worker is killed
     time.sleep(0.5); return s.np.zeros((len(chunk), 3, 32, 32), s.np.uint8)
-_die.__qualname__ = _die.__name__ = '_decode_chunk'; _die.__module__ = 'cifar_nb.sources'  # pickled by name: the forked workers find it there
+_die.__qualname__ = _die.__name__ = '_decode_chunk'; _die.__module__ = 'cifar_nb.data.sources'  # pickled by name: the forked workers find it there
 s._decode_chunk = _die
 t = time.monotonic()
 try: s.decode_images([(f'img{i}', b'') for i in range(3000)])
@@ -128,7 +128,7 @@ def test_an_unreachable_dask_address_fails_within_15_s_naming_it(tmp_path):
 
 def test_the_connect_timeout_bounds_the_executor():
     distributed = pytest.importorskip('distributed')
-    from cifar_nb.executors import DaskExecutor, ExecutorError
+    from cifar_nb.study import DaskExecutor, ExecutorError
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     t = time.monotonic()
     with pytest.raises(ExecutorError, match=f'tcp://127.0.0.1:{port}'): DaskExecutor(f'tcp://127.0.0.1:{port}')

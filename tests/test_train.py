@@ -95,7 +95,8 @@ def test_papermill_command_line_shows_each_epoch_in_the_terminal(tmp_path):
 import shutil
 from dataclasses import asdict
 from cifar_nb.core import load_json, save_json, sha256_file
-from cifar_nb.runs import run_state, identity, _recorded_identity, COMPLETE, train_run, synthetic_cifar
+from cifar_nb.runs import run_state, identity, COMPLETE, train_run, synthetic_cifar
+from cifar_nb.runs.rundir import _recorded_identity
 
 COMMITTED = project_root()/'reports'/'study'/'runs'/'improved'/'seed0'
 
@@ -155,7 +156,7 @@ def test_a_run_with_label_smoothing_trains_and_records_it(tmp_path):
 # --- one setup (issue 28, item 3) -----------------------------------------------------------------------------------
 import importlib.util
 import numpy as np
-import cifar_nb.runs as runs_mod, cifar_nb.concurrency as concurrency, cifar_nb.study as study_mod
+import cifar_nb.runs.setup as runs_setup, cifar_nb.runs.training as runs_mod, cifar_nb.study.concurrency as concurrency, cifar_nb.study.plan as study_mod
 
 def _bench():
     spec = importlib.util.spec_from_file_location('bench_for_test', project_root()/'bench'/'bench.py')
@@ -164,11 +165,11 @@ def _bench():
 
 def test_training_the_probes_and_the_bench_use_one_setup(tmp_path, monkeypatch):
     "train_run, the concurrency probe, the study's throughput estimate and the benchmark's loops all build through runs.setup."
-    bench, calls, real = _bench(), [], runs_mod.setup
+    bench, calls, real = _bench(), [], runs_setup.setup
     assert concurrency.setup is real and bench.setup is real
     def spy(cfg, place, data):
         calls.append(cfg); return real(cfg, place, data)
-    for m in (runs_mod, concurrency, bench): monkeypatch.setattr(m, 'setup', spy)
+    for m in (runs_setup, runs_mod, concurrency, bench): monkeypatch.setattr(m, 'setup', spy)
     data, cfg = synthetic_cifar(n_train=300, n_test=50), TrainConfig(epochs=1, lr=0.01, batch_size=30)
     place = Placement(device='cpu', precision='fp32')
     train_run(cfg, dataclasses.replace(place, out_dir=str(tmp_path/'r')), data=data, progress=False)
@@ -186,7 +187,7 @@ def test_the_setup_step_trains_what_train_run_trains(tmp_path):
     before = torch.get_num_threads()
     try:
         run = load_run(train_run(cfg, dataclasses.replace(place, out_dir=str(tmp_path/'r')), data=data, progress=False))
-        s = runs_mod.setup(cfg, place, data); step = s.step()
+        s = runs_setup.setup(cfg, place, data); step = s.step()
         for xb, yb in s.loaders['train']: step(xb, yb)
         losses = step.read()[0]
     finally: torch.set_num_threads(before)
