@@ -33,37 +33,4 @@ def test_export_leaves_package_unchanged(git_ok):
     assert not changed, f'nbdev_export changed {changed}: run nbdev_export and commit cifar_nb/ with the notebooks'
     assert _git_status() == status
 
-def _imports(path) -> set:
-    "The cifar_nb modules a module imports, at any depth (functions included), except under `if __name__ == '__main__'`."
-    import ast
-    tree, out = ast.parse(path.read_text()), set()
-    def walk(node):
-        for ch in ast.iter_child_nodes(node):
-            if (isinstance(ch, ast.If) and isinstance(ch.test, ast.BoolOp) or isinstance(ch, ast.If)) and '__main__' in ast.unparse(ch.test):
-                continue  # an entry point, not a dependency
-            if isinstance(ch, ast.ImportFrom):
-                mod = ch.module or ''
-                if ch.level == 1: out.add(mod.split('.')[0] if mod else None)
-                elif mod.startswith('cifar_nb.'): out.add(mod.split('.')[1])
-                elif mod == 'cifar_nb': out.update(a.name for a in ch.names)
-            elif isinstance(ch, ast.Import):
-                out.update(a.name.split('.')[1] for a in ch.names if a.name.startswith('cifar_nb.'))
-            walk(ch)
-    walk(tree)
-    return out - {None, path.stem}
-
-def test_no_import_circle():
-    "The modules form layers: no module imports (at any depth, lazily or not) one that imports it back."
-    from cifar_nb.core import project_root
-    mods = {p.stem: p for p in (project_root()/'cifar_nb').glob('*.py') if not p.stem.startswith('_')}
-    graph = {m: _imports(p) & set(mods) for m, p in mods.items()}
-    state, stack = {}, []
-    def visit(m):
-        state[m] = 'open'; stack.append(m)
-        for n in sorted(graph[m]):
-            if state.get(n) == 'open': raise AssertionError('import circle: ' + ' -> '.join(stack[stack.index(n):] + [n]))
-            if n not in state: visit(n)
-        state[m] = 'done'; stack.pop()
-    for m in sorted(graph):
-        if m not in state: visit(m)
-    assert graph['study'] and 'cli' in graph and 'study' not in graph['interpret']  # the graph was read
+# The import-circle and layer checks live beside the layout they check: nbs/00b_layout.ipynb (cifar_nb.layout).

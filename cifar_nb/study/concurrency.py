@@ -78,10 +78,12 @@ def probe_worker(spec: dict) -> None:
 def run_together(specs: list[dict], timeout_s: float = 3600) -> dict:
     "One probe process per spec, released together once all are ready: summed images/s and each process's result."
     import cifar_nb
+    # a fresh interpreter imports the probe (python -m on a module its package's __init__ imports warns) and runs it
+    _PROBE = 'import json, sys; from cifar_nb.study.concurrency import probe_worker; probe_worker(json.loads(sys.argv[1]))'
     # the package's parent: importable from a clone, installed or not
     root = str(Path(cifar_nb.__file__).resolve().parents[1])
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in [root, os.environ.get('PYTHONPATH')] if p)}
-    procs = [subprocess.Popen([sys.executable, '-m', 'cifar_nb.study.concurrency', json.dumps(s)], stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, '-c', _PROBE, json.dumps(s)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True,
                               env={**env, 'OMP_NUM_THREADS': str(s['threads'])}) for s in specs]
     try:
@@ -101,10 +103,6 @@ def run_together(specs: list[dict], timeout_s: float = 3600) -> dict:
             if pr.poll() is None: pr.kill(); pr.wait()
     t0, t1 = min(r['t0'] for r in out), max(r['t1'] for r in out)
     return dict(images_per_s=sum(r['images'] for r in out) / (t1 - t0), runs=out)
-
-# %% ../../nbs/06d_concurrency.ipynb #630512cb
-#| eval: false
-if __name__ == '__main__' and '__file__' in globals() and len(sys.argv) == 2: probe_worker(json.loads(sys.argv[1]))
 
 # %% ../../nbs/06d_concurrency.ipynb #69fcd54f
 def splits(cores: int) -> list[int]:
