@@ -31,9 +31,8 @@ def default_dirs(name: str|None,     # the study's short name; None: the course 
     return top, top/'study'
 
 # %% ../nbs/08_cli.ipynb #1d35ea01
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog='python -m cifar_nb.study', description=main.__doc__,
-                                 epilog="the study file's format: the documentation's 'Your own ablation' page")
+def _add_study_arguments(ap: argparse.ArgumentParser):
+    "The arguments that say which study runs: its file or quick form, its configurations, seeds and scale."
     ap.add_argument('file', nargs='?', default=None,
                     help=f"the study file (TOML); default: the course study, {COURSE_FILE}")
     ap.add_argument('--base', default=None, help='quick form: the baseline configuration (of --from-study)')
@@ -46,12 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument('--seeds', type=int, default=None, help="seeds per configuration (default: the study file's)")
     ap.add_argument('--scale', default=None, choices=list(SCALES),
                     help="'full' or 'smoke' (2,000 images, 2 epochs: minutes); default: the study file's")
+
+def _add_folder_arguments(ap: argparse.ArgumentParser):
+    "The arguments that say where the study's runs and report go, and which other studies' runs it may share."
     ap.add_argument('--study-dir', default=None, help='study folder (runs go under runs/); default: see above')
     ap.add_argument('--report', nargs='?', const='auto', default=None, metavar='DIR',
                     help="after training, analyse and render DIR/report.html (no DIR: the study's report folder)")
     ap.add_argument('--reuse-from', action='append', default=None, metavar='DIR',
                     help='study folders whose runs this study may share (default: those beside it and one level up); '
                          "'none' shares nothing")
+
+def _add_execution_arguments(ap: argparse.ArgumentParser):
+    "The arguments that say where the runs execute and how many at once, on how many threads."
     ap.add_argument('--executor', default='local', choices=['local', 'dask'],
                     help="where runs execute: 'local' processes or a 'dask' cluster (pip install -e '.[cluster]')")
     ap.add_argument('--address', default=None,
@@ -62,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
                     "see cifar_nb.study.concurrency; else 1)")
     ap.add_argument('--threads', type=int, default=None,
                     help='intra-op CPU threads per run (default: the cores split between the runs)')
+
+def _parser() -> argparse.ArgumentParser:
+    "The command line's parser, its arguments in the order `--help` lists them."
+    ap = argparse.ArgumentParser(prog='python -m cifar_nb.study', description=main.__doc__,
+                                 epilog="the study file's format: the documentation's 'Your own ablation' page")
+    _add_study_arguments(ap)
+    _add_folder_arguments(ap)
+    _add_execution_arguments(ap)
     ap.add_argument('--target', type=float, default=None, metavar='PP',
                     help="plan the seeds: a pilot (--seeds, else the study file's, at least 2), then as many seeds as "
                          "make every comparison's interval at most +-PP percentage points (Stein's two-stage design)")

@@ -207,6 +207,52 @@ def _merge(res: dict, kept: dict) -> tuple[dict, dict]:
     return dict(res, ood_table=rows, layer_table=kept['layers']['rows'], summaries=scores), meta
 
 # %% ../../nbs/04d_ood_evaluate.ipynb #4e0df1a8
+def _stored_result(run_dir, kept: dict) -> dict:
+    "`evaluate_ood`'s result from the stored results `kept`, when every detector's are current."
+    return dict(computed=[], ood_table=kept['table']['rows'], layer_table=kept['layers']['rows'],
+                summaries=kept['summaries'].get('scores', {}),
+                paths={f: p for f in OOD_FILES if (p := Path(run_dir)/'ood'/f).exists()})
+
+def _score_id(run, model, data, detectors: tuple, layer: str, n_per_set, seed: int, batch_size: int) -> tuple:
+    "Fit the detectors on the run's training images, score its validation and test images: (ID parts, scorer, results)."
+    layers = [l for l in RELUS if l in layer_names(model)] + ([layer] if layer not in RELUS else [])
+    idp = _id_parts(run, data, n_per_set, seed)
+    stats = fit_detectors(model, idp['x_train'], idp['y_train'], batch_size=batch_size, prep=run.normalise, **fit_settings())
+    sc = lambda x: _all_scores(model, x, stats, detectors, layers, layer, run.normalise, batch_size)
+    (fit_s, fit_a), (ev_s, ev_a) = sc(idp['x_fit']), sc(idp['x_eval'])
+    res = dict(scores=dict(id={k: FitEval(fit_s[k], ev_s[k]) for k in fit_s}, ood={}),
+               layer_scores=dict(id={k: FitEval(fit_a[k], ev_a[k]) for k in fit_a}, ood={}),
+               images=dict(id=idp['x_eval'], ood={}), n_sets={})
+    return idp, sc, res
+
+def _score_sets(res: dict, sc, sets, n_per_set, cache_dir, seed: int, progress: bool):
+    "Score every OOD set, each cut into a fit and an eval half, into `res`."
+    for s in tqdm(sets, desc='OOD sets', disable=not progress):
+        # a cap: noise has 5,000
+        x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir,
+                         seed=seed)
+        if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a "
+                                       "threshold on and one to evaluate it")
+        fi, ei = fit_eval_split(len(x), seed)
+        s = ood_label(s)
+        det, act = sc(x)
+        res['scores']['ood'][s], res['layer_scores']['ood'][s] = _split_scores(det, fi, ei), _split_scores(act, fi, ei)
+        res['images']['ood'][s], res['n_sets'][s] = x[ei], len(x)
+
+def _ood_meta(run, data, idp: dict, res: dict, layer: str, n_per_set, seed: int, device, detectors: tuple) -> dict:
+    "What the stored OOD results were computed from and by: the run, the data, the settings, the convention, each detector."
+    return dict(run=str(run.path), data=data.source.get('name'), layer=layer, n_per_set=n_per_set, seed=seed,
+                test_acc=run.metrics.get('test_acc'), n_id_fit=len(idp['val_idx']), n_id_eval=len(idp['test_idx']),
+                set_sizes=res['n_sets'],
+                convention='score higher = more in-distribution; ID is the positive class; '
+                           'thresholds fitted on validation (id_threshold: keeps 95% of it) or validation + OOD '
+                           'fit half (threshold: best balanced accuracy), metrics on test + OOD eval half '
+                           '(fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
+                resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)),
+                # the covariance ridge Mahalanobis was fitted with (tables without it: 1e-4, the earlier default)
+                mahalanobis_ridge=fit_settings()['ridge'],
+                detectors=detector_keys(detectors))  # what each detector's rows depend on: settings and code
+
 def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  sets: tuple|str = OOD_SETS,  # OOD set names or folders/archives (a comma-separated string works too)
                  data=None,                   # the run's `CIFAR10Data`; None loads the source in config.json
@@ -230,50 +276,20 @@ def evaluate_ood(run_dir: str|Path,           # a complete run folder
     if only_missing and save:
         todo = missing_detectors(run_dir, detectors, sets, layer, n_per_set, seed)
         kept = _stored(run_dir) if stored_detectors(run_dir, sets, layer, n_per_set, seed) else None
-        if not todo and kept is not None:  # every detector's stored results are current: they are the results
-            return dict(computed=[], ood_table=kept['table']['rows'], layer_table=kept['layers']['rows'],
-                        summaries=kept['summaries'].get('scores', {}),
-                        paths={f: p for f in OOD_FILES if (p := Path(run_dir)/'ood'/f).exists()})
+        if not todo and kept is not None: return _stored_result(run_dir, kept)  # every detector's stored results are current
         if kept is not None: detectors = tuple(todo)
     run = load_run(run_dir); model = run.model(get_device(device))
     out = run_subfolder(run.path, 'ood') if save else None  # a file or a link in its place is refused before any work
     get_layer(model, layer)  # an unknown layer fails before any work, listing the names
     if data is None:
         data = load_cifar10(run.placement.get('data_path'), progress=False)
-    layers = [l for l in RELUS if l in layer_names(model)] + ([layer] if layer not in RELUS else [])
-    idp = _id_parts(run, data, n_per_set, seed)
-    stats = fit_detectors(model, idp['x_train'], idp['y_train'], batch_size=batch_size, prep=run.normalise, **fit_settings())
-    sc = lambda x: _all_scores(model, x, stats, detectors, layers, layer, run.normalise, batch_size)
-    (fit_s, fit_a), (ev_s, ev_a) = sc(idp['x_fit']), sc(idp['x_eval'])
-    res = dict(scores=dict(id={k: FitEval(fit_s[k], ev_s[k]) for k in fit_s}, ood={}),
-               layer_scores=dict(id={k: FitEval(fit_a[k], ev_a[k]) for k in fit_a}, ood={}),
-               images=dict(id=idp['x_eval'], ood={}), n_sets={})
-    for s in tqdm(sets, desc='OOD sets', disable=not progress):
-        # a cap: noise has 5,000
-        x = load_ood_set(s, n=min(n_per_set or 5000, 5000) if str(s) in NOISE_SETS else n_per_set, cache_dir=cache_dir,
-                         seed=seed)
-        if len(x) < 2: raise DataError(f"sets: {s} holds {len(x)} image: at least 2 are needed, one to fit a "
-                                       "threshold on and one to evaluate it")
-        fi, ei = fit_eval_split(len(x), seed)
-        s = ood_label(s)
-        det, act = sc(x)
-        res['scores']['ood'][s], res['layer_scores']['ood'][s] = _split_scores(det, fi, ei), _split_scores(act, fi, ei)
-        res['images']['ood'][s], res['n_sets'][s] = x[ei], len(x)
+    idp, sc, res = _score_id(run, model, data, detectors, layer, n_per_set, seed, batch_size)
+    _score_sets(res, sc, sets, n_per_set, cache_dir, seed, progress)
     res['ood_table'] = score_table(res['scores']['id'], res['scores']['ood'])
     res['layer_table'] = layer_table(res['layer_scores']['id'], res['layer_scores']['ood'])
     res['summaries'], res['computed'] = _summaries(res), list(detectors)
     if save:
-        meta = dict(run=str(run.path), data=data.source.get('name'), layer=layer, n_per_set=n_per_set, seed=seed,
-                    test_acc=run.metrics.get('test_acc'), n_id_fit=len(idp['val_idx']), n_id_eval=len(idp['test_idx']),
-                    set_sizes=res['n_sets'],
-                    convention='score higher = more in-distribution; ID is the positive class; '
-                               'thresholds fitted on validation (id_threshold: keeps 95% of it) or validation + OOD '
-                               'fit half (threshold: best balanced accuracy), metrics on test + OOD eval half '
-                               '(fit_eval_split(n, seed)); fpr95 = share of OOD accepted at 95% TPR',
-                    resize=RESIZE, tin32_near_excluded_wnids=sorted(TIN_CIFAR_OVERLAP), device=str(get_device(device)),
-                    # the covariance ridge Mahalanobis was fitted with (tables without it: 1e-4, the earlier default)
-                    mahalanobis_ridge=fit_settings()['ridge'],
-                    detectors=detector_keys(detectors))  # what each detector's rows depend on: settings and code
+        meta = _ood_meta(run, data, idp, res, layer, n_per_set, seed, device, detectors)
         if kept is not None: res, meta = _merge(res, kept)
         res['paths'] = _save_ood(out, res, meta)
     return res

@@ -43,6 +43,36 @@ def _epochs_note(rows: dict, a: str, b: str) -> str:
     return (f" ({_user(a)} trained {ea} epochs, {_user(b)} {eb}: not an equal-length comparison)"
             if ea and eb and ea != eb else '')
 
+def _level_claim(v: dict, r: dict, claim: str, data: str, same_data: bool, say: Says) -> tuple[Test, str]:
+    "A level claim's test (our mean accuracy over the seeds of row `r`, minus the claimed level) and its sentence."
+    m_, hw = v['ours'], v['ours_ci95']
+    t = Test('t-interval of the mean', f"seeds {', '.join(map(str, r.get('seeds', [])))}", r.get('n_seeds', 0),
+             m_ - v['report'], lo=m_ - hw - v['report'], hi=m_ + hw - v['report'], sd=r.get('acc_std', math.nan),
+             unit='%')
+    s = (f"*{claim}*: {_user(v['config'])} reaches {say(m_, '.2f', 'mean accuracy')}% "
+         f"{say.interval(m_ - hw, m_ + hw, '.2f', 'accuracy 95% CI')} over {t.n} seeds on {_user(data)}, against "
+         f"{say(v['report'], '.2f', 'claimed')}% claimed" + ('' if same_data else
+         ", measured on another test set: the two cannot be compared"))
+    return t, s
+
+def _difference_claim(v: dict, by: dict, r0: str, fam: str, m: int, reference: str, claim: str,
+                      say: Says) -> tuple[Test, str]:
+    "A difference claim's paired test (the study table's, with the claimed difference) and its sentence."
+    r = by.get(v['config'], {})
+    t = _row_test(r, r0, fam, m, 1 if v['better'] != reference else -1)
+    t.claimed = v['report']
+    s = f"*{claim}*: {_user(v['better'])} − {_user(v['than'])} = "
+    if np.isfinite(t.effect):
+        s += (f"{say(t.effect, '+.2f', 'difference')} pp {say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} "
+              + (f"(Stein's two-stage interval, Bonferroni over {m}, {t.n} seeds paired)" if _stein(r) else
+                 f"(Holm-adjusted, {t.n} seeds paired)") + _epochs_note(by, v['better'], v['than']))
+        if np.isfinite(t.claimed): s += f", against {say(t.claimed, '+.2f', 'claimed')} pp claimed"
+
+        if v['verdict'] == 'no effect detected' and np.isfinite(detectable(t)):
+            s += f"; these seeds detect a difference of {say(t.mde, '.2f', 'detectable difference')} pp or more (80% power)"
+    else: s += "not measured in this study"
+    return t, s
+
 def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
                    claims: list = (),          # the study's claims (`studyfile.Claim`s or dicts)
                    reference: str = 'Improved',  # the baseline of `rows`
@@ -59,30 +89,8 @@ def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
     out = []
     for v in claim_verdicts(rows, claims, reference, published, alpha, same_data):
         say, claim = Says('claims'), _user(v['claim'])
-        if v['kind'] == 'level':
-            r = by.get(v['config'], {})
-            m_, hw = v['ours'], v['ours_ci95']
-            t = Test('t-interval of the mean', f"seeds {', '.join(map(str, r.get('seeds', [])))}", r.get('n_seeds', 0),
-                     m_ - v['report'], lo=m_ - hw - v['report'], hi=m_ + hw - v['report'], sd=r.get('acc_std', math.nan),
-                     unit='%')
-            s = (f"*{claim}*: {_user(v['config'])} reaches {say(m_, '.2f', 'mean accuracy')}% "
-                 f"{say.interval(m_ - hw, m_ + hw, '.2f', 'accuracy 95% CI')} over {t.n} seeds on {_user(data)}, against "
-                 f"{say(v['report'], '.2f', 'claimed')}% claimed" + ('' if same_data else
-                 ", measured on another test set: the two cannot be compared"))
-        else:
-            r = by.get(v['config'], {})
-            t = _row_test(r, r0, fam, m, 1 if v['better'] != reference else -1)
-            t.claimed = v['report']
-            s = f"*{claim}*: {_user(v['better'])} − {_user(v['than'])} = "
-            if np.isfinite(t.effect):
-                s += (f"{say(t.effect, '+.2f', 'difference')} pp {say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} "
-                      + (f"(Stein's two-stage interval, Bonferroni over {m}, {t.n} seeds paired)" if _stein(r) else
-                         f"(Holm-adjusted, {t.n} seeds paired)") + _epochs_note(by, v['better'], v['than']))
-                if np.isfinite(t.claimed): s += f", against {say(t.claimed, '+.2f', 'claimed')} pp claimed"
-
-                if v['verdict'] == 'no effect detected' and np.isfinite(detectable(t)):
-                    s += f"; these seeds detect a difference of {say(t.mde, '.2f', 'detectable difference')} pp or more (80% power)"
-            else: s += "not measured in this study"
+        if v['kind'] == 'level': t, s = _level_claim(v, by.get(v['config'], {}), claim, data, same_data, say)
+        else: t, s = _difference_claim(v, by, r0, fam, m, reference, claim, say)
         out.append(Finding(f"{prefix}:{v['claim']}", 'claims', s, say.numbers, t, v['verdict'], claim))
     return out
 
@@ -326,6 +334,39 @@ def shared_arithmetic_finding(pairs: pd.DataFrame,  # the identical-loss table: 
     return Finding('shared-arithmetic', 'provenance', s, say.numbers)
 
 # %% ../../nbs/05d_findings.ipynb #3773b2f1
+def _effect_finding(n: str, t: Test, reference: str, by: dict, claims: list) -> Finding:
+    "The finding of one decided effect, `n` against `reference`: its interval, its direction and the claim it answers."
+    say = Says('paired')
+    s = (f"{_user(n)} − {_user(reference)} = {say(t.effect, '+.2f', 'difference')} pp "
+         f"{say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} over {t.n} seeds: {_user(n)} is "
+         f"{'more' if t.effect > 0 else 'less'} accurate than {_user(reference)}" + _epochs_note(by, n, reference))
+    about = [c for c in claims if c.tested and c.key.startswith('claim:') and c.test is not None
+             and np.isfinite(c.test.effect) and abs(abs(c.test.effect) - abs(t.effect)) < 1e-9
+             and _user(n) in c.sentence]
+    if about: s += f" (the claim *{about[0].claim}*: see the verdicts)"
+    return Finding(f"answer:effect:{n}", 'answer', s, say.numbers, t, 'holds', f"{_user(n)} differs from {_user(reference)}")
+
+def _undecided_finding(und: list, tests: dict, cmp: list, reference: str) -> Finding:
+    "The finding of the undecided comparisons: their intervals, the differences their seeds detect, the seeds they need."
+    say = Says('paired')
+    ts = [tests[n] for n in und]
+    mdes = [detectable(t) for t in ts if np.isfinite(detectable(t))]
+    need = [r.get('seeds_needed') for r in cmp if r['config'] in und and r.get('seeds_needed') and not _stein(r)]  # Holm's count
+    s = ("Undecided: " + _names([f"{_user(n)} ({say(tests[n].effect, '+.2f', n)} pp "
+                                  f"{say.interval(tests[n].lo, tests[n].hi, '+.2f', n)})" for n in und])
+         + f" against {_user(reference)}: the " + ("two-stage intervals of Stein's design (Bonferroni)"
+                                                     if any(map(_stein, cmp)) else "Holm-adjusted intervals") + " contain zero")
+    if mdes:
+        s += (f"; with {ts[0].n} seeds these comparisons detect differences of "
+              + (f"{say(min(mdes), '.2f', 'smallest detectable')} to {say(max(mdes), '.2f', 'largest detectable')}"
+                 if len(mdes) > 1 else say(mdes[0], '.2f', 'detectable'))
+              + " pp or more (80% power)")
+    if need: s += (f", and the observed differences would need {min(need)}" + (f" to {max(need)}" if max(need) != min(need)
+                                                                               else '') + " seeds")
+    decisive = min(ts, key=lambda t: t.p_holm)
+    return Finding('answer:undecided', 'answer', s, say.numbers, decisive, 'no effect detected',
+                   f"{_user(_names(und))} differ from {_user(reference)}", [(n, tests[n], 'no effect detected') for n in und])
+
 def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
                     reference: str,              # their baseline
                     acc: dict,                   # {configuration: {seed: accuracy in %}} of the rows' configurations
@@ -344,37 +385,7 @@ def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
     tests = {r['config']: _row_test(r, r0, fam, m) for r in cmp}
     decided = sorted((n for n, t in tests.items() if decide(t, 0, alpha=alpha) == 'holds'),
                      key=lambda n: -abs(tests[n].effect))[:n_effects]
-    said = {c.claim: c for c in claims}
-    for n in decided:
-        t, say = tests[n], Says('paired')
-        s = (f"{_user(n)} − {_user(reference)} = {say(t.effect, '+.2f', 'difference')} pp "
-             f"{say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} over {t.n} seeds: {_user(n)} is "
-             f"{'more' if t.effect > 0 else 'less'} accurate than {_user(reference)}" + _epochs_note(by, n, reference))
-        about = [c for c in claims if c.tested and c.key.startswith('claim:') and c.test is not None
-                 and np.isfinite(c.test.effect) and abs(abs(c.test.effect) - abs(t.effect)) < 1e-9
-                 and _user(n) in c.sentence]
-        if about: s += f" (the claim *{about[0].claim}*: see the verdicts)"
-        out.append(Finding(f"answer:effect:{n}", 'answer', s, say.numbers, t, 'holds',
-                           f"{_user(n)} differs from {_user(reference)}"))
+    out += [_effect_finding(n, tests[n], reference, by, claims) for n in decided]
     und = [n for n, t in tests.items() if decide(t, 0, alpha=alpha) == 'no effect detected']
-    if und:
-        say = Says('paired')
-        ts = [tests[n] for n in und]
-        mdes = [detectable(t) for t in ts if np.isfinite(detectable(t))]
-        need = [r.get('seeds_needed') for r in cmp if r['config'] in und and r.get('seeds_needed') and not _stein(r)]  # Holm's count
-        s = ("Undecided: " + _names([f"{_user(n)} ({say(tests[n].effect, '+.2f', n)} pp "
-                                      f"{say.interval(tests[n].lo, tests[n].hi, '+.2f', n)})" for n in und])
-             + f" against {_user(reference)}: the " + ("two-stage intervals of Stein's design (Bonferroni)"
-                                                         if any(map(_stein, cmp)) else "Holm-adjusted intervals") + " contain zero")
-        if mdes:
-            s += (f"; with {ts[0].n} seeds these comparisons detect differences of "
-                  + (f"{say(min(mdes), '.2f', 'smallest detectable')} to {say(max(mdes), '.2f', 'largest detectable')}"
-                     if len(mdes) > 1 else say(mdes[0], '.2f', 'detectable'))
-                  + " pp or more (80% power)")
-        if need: s += (f", and the observed differences would need {min(need)}" + (f" to {max(need)}" if max(need) != min(need)
-                                                                                   else '') + " seeds")
-        decisive = min(ts, key=lambda t: t.p_holm)
-        out.append(Finding('answer:undecided', 'answer', s, say.numbers, decisive, 'no effect detected',
-                           f"{_user(_names(und))} differ from {_user(reference)}",
-                           [(n, tests[n], 'no effect detected') for n in und]))
+    if und: out.append(_undecided_finding(und, tests, cmp, reference))
     return out[:5]

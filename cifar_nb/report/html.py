@@ -274,14 +274,8 @@ def _reader_view(nb) -> nbformat.NotebookNode:
     return nb
 
 # %% ../../nbs/05k_html.ipynb #3cb3d044
-def render_html(nb_path:str|Path, # an executed notebook
-                dest:str|Path, # the .html file to write (atomically)
-                exclude_input:bool=False, # hide every code cell's input, keep outputs
-                title:str|None=None, # the page title; None: the notebook's first heading
-                toc:bool|None=None, # a table of contents after the title; None: when the page has 3 or more sections
-                css:str|None=REPORT_CSS, # rules for reading and printing (`REPORT_CSS`); None: the template's alone
-               ) -> Path:
-    "Write the notebook as ONE self-contained HTML file that loads nothing from the network and runs none of its text; return `dest`."
+def _offline_exporter(exclude_input: bool):
+    "nbconvert's HTML exporter with the offline template, removing the cells, inputs and outputs their tags ask to hide."
     import jinja2
     from nbconvert import HTMLExporter
     class _Exporter(HTMLExporter):
@@ -292,22 +286,21 @@ def render_html(nb_path:str|Path, # an executed notebook
             self.embed_images = bool(re.search(r'!\[|<img\b', source, re.I))
             return super().markdown2html(context, source)
     from nbconvert.preprocessors import TagRemovePreprocessor
-    nb = _reader_view(_read_nb(nb_path))
-    if title is None:
-        title = next((l.lstrip('#').strip() for c in nb.cells if c.cell_type == 'markdown'
-                      for l in c.source.splitlines() if l.startswith('# ')), Path(nb_path).stem)
-    nb.metadata['title'] = plain_text(title)  # one line (nbconvert escapes it)
     ex = _Exporter(template_name='lab', embed_images=True, exclude_input=exclude_input, anchor_link_text=' ',
                       extra_loaders=[jinja2.DictLoader({'cifar_nb_offline.html.j2': _OFFLINE_TEMPLATE})],
                       template_file='cifar_nb_offline.html.j2')
     ex.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={'remove-cell', 'remove_cell'},
                              remove_input_tags={'remove-input', 'remove_input', 'hide-input'},
                              remove_all_outputs_tags={'remove-output', 'remove_output'}), enabled=True)
-    body, _ = ex.from_notebook_node(nb, resources={'metadata': {'path': str(Path(nb_path).parent), 'name': title}})
-    body = _drop_external(body)
-    if toc is not False: body = add_toc(body, min_sections=1 if toc else 3)
-    body = nowrap_intervals(body)
-    if css: body = style_page(body, css)
+    return ex
+
+def _first_heading(nb, default: str) -> str:
+    "The text of the notebook's first level-1 Markdown heading, else `default`."
+    return next((l.lstrip('#').strip() for c in nb.cells if c.cell_type == 'markdown'
+                 for l in c.source.splitlines() if l.startswith('# ')), default)
+
+def _refuse_unsafe(body: str, nb_path) -> None:
+    "Raise `ValueError` when the page would run code its renderer did not write, or load anything from the network."
     if bad := foreign_code(body):
         raise ValueError(f"{nb_path} would run code its renderer did not write ({', '.join(bad[:3])}): a user's text reached "
                          "the page unescaped, a bug of cifar_nb (report it); nothing was written")
@@ -315,4 +308,23 @@ def render_html(nb_path:str|Path, # an executed notebook
         raise ValueError(f"{nb_path} would load {len(bad)} resource(s) from the network ({', '.join(bad[:3])}): "
                          "embed images in the notebook (Markdown images from local files are inlined) "
                          "instead of linking URLs")
+
+def render_html(nb_path:str|Path, # an executed notebook
+                dest:str|Path, # the .html file to write (atomically)
+                exclude_input:bool=False, # hide every code cell's input, keep outputs
+                title:str|None=None, # the page title; None: the notebook's first heading
+                toc:bool|None=None, # a table of contents after the title; None: when the page has 3 or more sections
+                css:str|None=REPORT_CSS, # rules for reading and printing (`REPORT_CSS`); None: the template's alone
+               ) -> Path:
+    "Write the notebook as ONE self-contained HTML file that loads nothing from the network and runs none of its text; return `dest`."
+    nb = _reader_view(_read_nb(nb_path))
+    if title is None: title = _first_heading(nb, Path(nb_path).stem)
+    nb.metadata['title'] = plain_text(title)  # one line (nbconvert escapes it)
+    ex = _offline_exporter(exclude_input)
+    body, _ = ex.from_notebook_node(nb, resources={'metadata': {'path': str(Path(nb_path).parent), 'name': title}})
+    body = _drop_external(body)
+    if toc is not False: body = add_toc(body, min_sections=1 if toc else 3)
+    body = nowrap_intervals(body)
+    if css: body = style_page(body, css)
+    _refuse_unsafe(body, nb_path)
     return atomic_write_text(dest, body)

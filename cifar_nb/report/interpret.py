@@ -125,6 +125,28 @@ def plot_cam_overlay(images,          # uint8 images (B,3,H,W)
     return fig
 
 # %% ../../nbs/05g_interpret.ipynb #7ca059f2
+def _cam_images(run: Run, which, correct: bool, n: int, seed: int, data, images) -> tuple:
+    "(uint8 images, their labels or None) to explain: images of your own, the test images `which` indexes, or `n` picked."
+    if which is not None and _np(which).ndim == 4: return torch.as_tensor(_np(which)), None
+    idx = (_pick((run.logits.argmax(1) == run.labels) == correct, n, seed) if which is None
+           else _np(which).astype(np.int64).ravel())
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(run.labels)):
+        raise ArgumentError(f"which must be test indices in 0..{len(run.labels) - 1} (or uint8 images (B,3,H,W)); "
+                            f"got {idx.min()}..{idx.max()}")
+    return torch.as_tensor(_np(_images(run, data, images))[idx]), run.labels[idx]
+
+def _cam_titles(res, labels, cls, target) -> tuple[list, list|None]:
+    "(titles, colours) of Grad-CAM panels: true class, right or wrong, predicted class and confidence, explained class."
+    p = torch.softmax(res.logits, 1)
+    pred = res.logits.argmax(1)
+    # right/wrong not by colour alone
+    mark = lambda i: '' if labels is None else ('✓ ' if pred[i] == labels[i] else '✗ ')
+    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + mark(i)
+              + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
+              + ('' if target is None else f"\ncam: {cls[res.target[i]]}") for i in range(len(res.logits))]
+    colors = None if labels is None else ['green' if pred[i] == labels[i] else 'red' for i in range(len(res.logits))]
+    return titles, colors
+
 def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs the weights)
                   which=None,          # test indices, uint8 images (B,3,H,W) of your own, or None to pick `n`
                   correct: bool = True,  # when picking: right (True) or wrong (False) predictions
@@ -144,24 +166,9 @@ def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs
     "Grad-CAM heatmaps over test images (picked, or given by index) or over images of your own."
     check_number('alpha', alpha, 0, 1, integer=False); check_number('ncols', ncols, 1, 64); get_device(device)
     run = src if isinstance(src, Run) else load_run(src)
-    own = which is not None and _np(which).ndim == 4
-    if own: images, labels = torch.as_tensor(_np(which)), None
-    else:
-        idx = (_pick((run.logits.argmax(1) == run.labels) == correct, n, seed) if which is None
-               else _np(which).astype(np.int64).ravel())
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(run.labels)):
-            raise ArgumentError(f"which must be test indices in 0..{len(run.labels) - 1} (or uint8 images (B,3,H,W)); "
-                                f"got {idx.min()}..{idx.max()}")
-        images, labels = torch.as_tensor(_np(_images(run, data, images))[idx]), run.labels[idx]
+    images, labels = _cam_images(run, which, correct, n, seed, data, images)
     res = grad_cam(run.model(device), run.normalise(images), layer, target)
-    p, cls = torch.softmax(res.logits, 1), run.classes
-    pred = res.logits.argmax(1)
-    # right/wrong not by colour alone
-    mark = lambda i: '' if labels is None else ('✓ ' if pred[i] == labels[i] else '✗ ')
-    titles = [(f"true: {cls[labels[i]]}\n" if labels is not None else '') + mark(i)
-              + f"pred: {cls[pred[i]]} {p[i, pred[i]]:.0%}"
-              + ('' if target is None else f"\ncam: {cls[res.target[i]]}") for i in range(len(images))]
-    colors = None if labels is None else ['green' if pred[i] == labels[i] else 'red' for i in range(len(images))]
+    titles, colors = _cam_titles(res, labels, run.classes, target)
     fig = plot_cam_overlay(images, res.cam, titles, colors, alpha=alpha, ncols=ncols, axs=axs)
     fig.suptitle(_title(run, f"Grad-CAM at {layer}"
                         + ('' if which is not None else f", {'right' if correct else 'wrong'} predictions")),

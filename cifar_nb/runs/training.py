@@ -91,17 +91,30 @@ def _prepare(cfg: TrainConfig, place: Placement, data, progress: bool) -> Setup:
         data = load_cifar10(place.data_path, progress=progress)
     return setup(cfg, place, data)
 
+def _checked_inputs(cfg: TrainConfig, place: Placement|None) -> Placement:
+    "Refuse anything but a valid `TrainConfig` and `Placement`; return the placement (None: the default one)."
+    place = Placement() if place is None else place
+    if not isinstance(cfg, TrainConfig) or not isinstance(place, Placement):
+        raise ConfigError(f"train_run wants a TrainConfig and a Placement (see split_params), got {type(cfg).__name__} "
+                          f"and {type(place).__name__}")
+    cfg.validate(); place.validate()
+    return place
+
+def _note_resumed_threads(out_dir: Path) -> None:
+    "Say when a run resumes on another CPU thread count than it started with: its last digits will differ."
+    if ((c := read_config(out_dir)) and (out_dir/CHECKPOINT).exists()
+            and c.get('provenance', {}).get('threads') not in (None, torch.get_num_threads())):
+        print(f"note: {out_dir} started with {c['provenance']['threads']} CPU threads and resumes with "
+              f"{torch.get_num_threads()}: on the CPU its last digits will differ from an uninterrupted run "
+              f"(pass threads={c['provenance']['threads']} to match it bit for bit)")
+
 def train_run(cfg: TrainConfig,              # what to train
               place: Placement|None = None,  # where and how; `place.out_dir` is the run folder
               data=None,                     # a loaded `CIFAR10Data` (else `load_cifar10(place.data_path)`)
               progress: bool = True,         # progress bar
              ) -> Path:
     "Train one run into its folder (resuming or reusing what is there) and return the folder."
-    place = Placement() if place is None else place
-    if not isinstance(cfg, TrainConfig) or not isinstance(place, Placement):
-        raise ConfigError(f"train_run wants a TrainConfig and a Placement (see split_params), got {type(cfg).__name__} "
-                          f"and {type(place).__name__}")
-    cfg.validate(); place.validate()
+    place = _checked_inputs(cfg, place)
     out_dir = Path(place.out_dir) if place.out_dir else new_run_dir()
     place = dataclasses.replace(place, out_dir=str(out_dir))
     st = run_state(out_dir)
@@ -117,11 +130,7 @@ def train_run(cfg: TrainConfig,              # what to train
             print(f"{out_dir} is already complete with these parameters and data: reusing it"); return out_dir
         try:  # from here on every failure is recorded in FAILED.json
             _start(out_dir)
-            if ((c := read_config(out_dir)) and (out_dir/CHECKPOINT).exists()
-                    and c.get('provenance', {}).get('threads') not in (None, torch.get_num_threads())):
-                print(f"note: {out_dir} started with {c['provenance']['threads']} CPU threads and resumes with "
-                      f"{torch.get_num_threads()}: on the CPU its last digits will differ from an uninterrupted run "
-                      f"(pass threads={c['provenance']['threads']} to match it bit for bit)")
+            _note_resumed_threads(out_dir)
             if not (out_dir/CHECKPOINT).exists():
                 _write_config(out_dir, cfg, place, data, loaders, device, amp, started)
             save_split(out_dir/'split.npz', len(data.train.y), loaders['train_idx'], loaders['val_idx'])

@@ -109,6 +109,36 @@ def splits(cores: int) -> list[int]:
     "The numbers of concurrent runs J that split `cores` evenly (J x T = cores, J >= 2)."
     return [j for j in range(2, cores + 1) if cores % j == 0]
 
+def _rounds(base: dict, cores: int, js: list, rounds: int) -> tuple[list, dict]:
+    "Each round, one run with every core then each split's J runs at once: (one run's results, {J: the splits' results})."
+    ones, together = [], {j: [] for j in js}
+    for _ in range(rounds):
+        ones.append(run_together([dict(base, threads=cores)]))
+        for j in js: together[j].append(run_together([dict(base, threads=cores // j)] * j))
+    return ones, together
+
+def _split_result(base: dict, j: int, t: int, together: dict, one_ips: list) -> dict:
+    "J runs x T threads: their summed images/s over the rounds, against one run, and their weights against such a run alone."
+    alone = run_together([dict(base, threads=t)])  # the same run alone: the weights the concurrent runs must give
+    ips = [x['images_per_s'] for x in together[j]]
+    ratios = [x / o for x, o in zip(ips, one_ips)]
+    hashes = [r['sha256'] for x in together[j] for r in x['runs']]
+    return dict(jobs=j, threads=t, images_per_s=statistics.median(ips), ratio=statistics.median(ratios), rounds=ips,
+                round_ratios=ratios,
+                per_run=[r['images'] / (r['t1'] - r['t0']) for x in together[j] for r in x['runs']],
+                hashes=hashes, alone=dict(images_per_s=alone['images_per_s'], sha256=alone['runs'][0]['sha256']),
+                bit_identical_to_alone=all(h == alone['runs'][0]['sha256'] for h in hashes))
+
+def _log_split(log, c: dict):
+    "Log a split's speed against one run and whether its weights are a run alone's."
+    j, t, ratios, hashes = c['jobs'], c['threads'], c['round_ratios'], c['hashes']
+    log(f"  {j} runs x {t} thread{'s' * (t > 1)}: {c['images_per_s']:8.0f} images/s = {c['ratio']:.2f}x one run "
+        f"(rounds {', '.join(f'{r:.2f}x' for r in ratios)}); one such run alone: "
+        f"{c['alone']['images_per_s']:.0f} images/s")
+    log(f"    weights alone {c['alone']['sha256'][:12]}, concurrently "
+        f"{', '.join(sorted({h[:12] for h in hashes}))}: "
+        f"{'bit-identical' if c['bit_identical_to_alone'] else 'DIFFERENT'} at {t} thread{'s' * (t > 1)} per run")
+
 def measure_concurrency(cores: int|None = None,     # cores to split; None: `cpu_cores()`
                         preset: str = 'Improved',   # the network trained
                         n_train: int|None = 12800,  # training images (random ones unless `data` is given)
@@ -129,32 +159,16 @@ def measure_concurrency(cores: int|None = None,     # cores to split; None: `cpu
     log(f"concurrency on {device}, {cores} cores: the {preset} network, {warmup}+{steps} steps per "
         f"run; summed training images/s, median of {rounds} round{'s' * (rounds != 1)} (each round: "
         "one run with every core, then each split)")
-    ones, together = [], {j: [] for j in js}
-    for _ in range(rounds):
-        ones.append(run_together([dict(base, threads=cores)]))
-        for j in js: together[j].append(run_together([dict(base, threads=cores // j)] * j))
+    ones, together = _rounds(base, cores, js, rounds)
     one_ips, one_hashes = [o['images_per_s'] for o in ones], {o['runs'][0]['sha256'] for o in ones}
     log(f"  1 run  x {cores} threads: {statistics.median(one_ips):8.0f} images/s   weights "
         f"{', '.join(h[:12] for h in one_hashes)}")
     configs = []
     for j in js:
         t = cores // j
-        alone = run_together([dict(base, threads=t)])  # the same run alone: the weights the concurrent runs must give
-        ips = [x['images_per_s'] for x in together[j]]
-        ratios = [x / o for x, o in zip(ips, one_ips)]
-        hashes = [r['sha256'] for x in together[j] for r in x['runs']]
-        c = dict(jobs=j, threads=t, images_per_s=statistics.median(ips), ratio=statistics.median(ratios), rounds=ips,
-                 round_ratios=ratios,
-                 per_run=[r['images'] / (r['t1'] - r['t0']) for x in together[j] for r in x['runs']],
-                 hashes=hashes, alone=dict(images_per_s=alone['images_per_s'], sha256=alone['runs'][0]['sha256']),
-                 bit_identical_to_alone=all(h == alone['runs'][0]['sha256'] for h in hashes))
+        c = _split_result(base, j, t, together, one_ips)
         configs.append(c)
-        log(f"  {j} runs x {t} thread{'s' * (t > 1)}: {c['images_per_s']:8.0f} images/s = {c['ratio']:.2f}x one run "
-            f"(rounds {', '.join(f'{r:.2f}x' for r in ratios)}); one such run alone: "
-            f"{alone['images_per_s']:.0f} images/s")
-        log(f"    weights alone {c['alone']['sha256'][:12]}, concurrently "
-            f"{', '.join(sorted({h[:12] for h in hashes}))}: "
-            f"{'bit-identical' if c['bit_identical_to_alone'] else 'DIFFERENT'} at {t} thread{'s' * (t > 1)} per run")
+        _log_split(log, c)
     differs = [c['threads'] for c in configs if c['alone']['sha256'] not in one_hashes]
     if differs: log(f"  the weights' bits depend on the thread count ({cores} vs {', '.join(map(str, differs))}): "
                     "compare runs only at equal threads per run")

@@ -236,6 +236,59 @@ def write_study_file(study_dir: Path, study: Study) -> Path:
     return atomic_write_text(study_dir/'study.toml', text)
 
 # %% ../../nbs/06f_run.ipynb #912cbe27
+def _run_seeds_plan(study_dir, study: Study, scale, execute, log, ex, data_sha, reuse_from, only,
+                    share_mixed: bool) -> list[Path]:
+    "A seeds plan: train the pilot, then the seeds the pilot asks for; return all run folders."
+    kw = dict(scale=scale, execute=execute, log=log, executor=ex, data_sha=data_sha, reuse_from=reuse_from,
+              only=only, share_mixed=share_mixed, _file=study)
+    pilot = dataclasses.replace(study, design=None, seeds=list(range(study.design['pilot'])))
+    run_study(study_dir, pilot, **kw)
+    per = design_seeds(study_dir, study, scale, data_sha=data_sha, reuse_from=reuse_from, share_mixed=share_mixed,
+                       threads=ex.threads)
+    log(f"seeds plan (pilot {study.design['pilot']}, half-width {study.design['half_width']:g} pp, at most "
+        f"{study.design['max']}): " + ', '.join(f"{n} {len(s)}" for n, s in per.items()))
+    return run_study(study_dir, dataclasses.replace(pilot, config_seeds=per), **kw)
+
+def _study_line(study_dir: Path, study: Study, jobs_: list, only, seeds: list, scale, status: list, todo: list, ex) -> str:
+    "The study's one-line plan: its runs, configurations x seeds and scale; how many are reused, shared and to train, where."
+    return (f"study {study_dir}: {len(jobs_)} runs ({len(only or study.configurations)} configurations x "
+            + (f"{len(seeds)} seeds, " if len(jobs_) == len(only or study.configurations) * len(seeds) else "their own seeds, ")
+            + f"scale {_scale_name(scale)}); {status.count('done')} complete and reused, "
+            f"{status.count('shared')} shared from other studies, {len(todo)} to train"
+            + (f" on {ex.describe()}" if todo else ''))
+
+def _train_todo(ex, execute, jobs_: list, todo: list, status: list, log) -> float:
+    "Train the runs `todo`, logging each start and end with the time left; return when training started (perf_counter)."
+    t0, took = time.perf_counter(), {}  # seconds of each run done, by its place in `todo`
+    def started(k):
+        n, s, p, params = jobs_[todo[k]]
+        log(f"[run {k+1}/{len(todo)}] {plain_text(n)} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
+    for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
+        n, s, p, _ = jobs_[todo[k]]
+        took[k], el = dt, time.perf_counter() - t0
+        acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
+        per_w = sum(took.values()) / sum(_run_weight(jobs_[todo[j]][3]) for j in took)  # seconds per unit so far
+        runs = [(took[j], True) if j in took else (per_w * _run_weight(jobs_[i][3]), False)
+                for j, i in enumerate(todo)]  # measured, else expected
+        log(f"[done {len(took)}/{len(todo)}] {plain_text(n)} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
+            f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
+    return t0
+
+def _record_invocation(study_dir: Path, study: Study, seeds: list, scale, ex, todo: list, status: list, shared: dict,
+                       elsewhere: list, t0: float):
+    "Add this invocation to study.json, with the runs shared and those of other arithmetic; nothing new: nothing written."
+    st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
+    mixed = [dict(configuration=n, seed=s, path=os.path.relpath(q, study_dir), differences=d)
+             for n, s, q, d, kept in elsewhere if kept]
+    if not todo and st and st.get('shared', {}) == shared and st.get('mixed', []) == mixed:
+        return  # nothing new: nothing written
+    inv = st.get('invocations', []) + [dict(
+        title=study.title, configurations=list(study.configurations), seeds=seeds, scale=scale, jobs=ex.jobs,
+        threads=ex.threads, executor=ex.describe(), trained=len(todo), shared=status.count('shared'),
+        wall_seconds=time.perf_counter() - t0, finished=datetime.datetime.now().isoformat(timespec='seconds'))]
+    save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, shared=shared, mixed=mixed,
+                                           wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
+
 def run_study(study_dir: str|Path,          # the study folder (runs go under runs/)
               study: Study,                 # what to run (`studyfile.load_study`)
               seeds: int|list|None = None,  # number of seeds (0..n-1) or a list; None: the study file's
@@ -253,15 +306,7 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
     "Train every run of `study` that is not complete here nor shareable from another study; return all run folders."
     ex = executor or LocalExecutor(jobs)
     if study.design and seeds is None:  # a seeds plan: the pilot, then the seeds the pilot asks for
-        kw = dict(scale=scale, execute=execute, log=log, executor=ex, data_sha=data_sha, reuse_from=reuse_from,
-                  only=only, share_mixed=share_mixed, _file=study)
-        pilot = dataclasses.replace(study, design=None, seeds=list(range(study.design['pilot'])))
-        run_study(study_dir, pilot, **kw)
-        per = design_seeds(study_dir, study, scale, data_sha=data_sha, reuse_from=reuse_from, share_mixed=share_mixed,
-                           threads=ex.threads)
-        log(f"seeds plan (pilot {study.design['pilot']}, half-width {study.design['half_width']:g} pp, at most "
-            f"{study.design['max']}): " + ', '.join(f"{n} {len(s)}" for n, s in per.items()))
-        return run_study(study_dir, dataclasses.replace(pilot, config_seeds=per), **kw)
+        return _run_seeds_plan(study_dir, study, scale, execute, log, ex, data_sha, reuse_from, only, share_mixed)
     study_dir = check_own_folder(Path(study_dir).resolve(), STUDY_FILES, claim=True)  # absolute: not the cwd's
     study_dir.mkdir(parents=True, exist_ok=True)
     seeds, scale = _seed_list(study, seeds), study.scale if scale is None else scale
@@ -276,36 +321,10 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
         for line in mixing_notes(study_dir, jobs_, status, elsewhere, here): log(line)
         # several at once: the longest runs first, so that the last ones end together (results do not depend on order)
         if ex.jobs > 1: todo.sort(key=lambda i: -_run_weight(jobs_[i][3]))
-        log(f"study {study_dir}: {len(jobs_)} runs ({len(only or study.configurations)} configurations x "
-            + (f"{len(seeds)} seeds, " if len(jobs_) == len(only or study.configurations) * len(seeds) else "their own seeds, ")
-            + f"scale {_scale_name(scale)}); {status.count('done')} complete and reused, "
-            f"{status.count('shared')} shared from other studies, {len(todo)} to train"
-            + (f" on {ex.describe()}" if todo else ''))
+        log(_study_line(study_dir, study, jobs_, only, seeds, scale, status, todo, ex))
         if todo: ex.check_folder(study_dir)  # every worker reaches the folder, before anything trains
-        t0, took = time.perf_counter(), {}  # seconds of each run done, by its place in `todo`
-        def started(k):
-            n, s, p, params = jobs_[todo[k]]
-            log(f"[run {k+1}/{len(todo)}] {plain_text(n)} seed {s}{' (resuming)' if status[todo[k]] == 'resume' else ''} -> {p}")
-        for k, dt in ex.map(execute, [jobs_[i][2:] for i in todo], on_start=started):
-            n, s, p, _ = jobs_[todo[k]]
-            took[k], el = dt, time.perf_counter() - t0
-            acc = load_json(p/'metrics.json')['test_acc'] if is_complete(p) else float('nan')
-            per_w = sum(took.values()) / sum(_run_weight(jobs_[todo[j]][3]) for j in took)  # seconds per unit so far
-            runs = [(took[j], True) if j in took else (per_w * _run_weight(jobs_[i][3]), False)
-                    for j, i in enumerate(todo)]  # measured, else expected
-            log(f"[done {len(took)}/{len(todo)}] {plain_text(n)} seed {s}: test accuracy {100*acc:.2f}% in {_fmt_s(dt)}; "
-                f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
-        st = load_json(study_dir/'study.json') if (study_dir/'study.json').exists() else {}
-        mixed = [dict(configuration=n, seed=s, path=os.path.relpath(q, study_dir), differences=d)
-                 for n, s, q, d, kept in elsewhere if kept]
-        if not todo and st and st.get('shared', {}) == shared and st.get('mixed', []) == mixed:
-            return [shared_path(study_dir, shared, n, s) or p for n, s, p, _ in jobs_]  # nothing new: nothing written
-        inv = st.get('invocations', []) + [dict(
-            title=study.title, configurations=list(study.configurations), seeds=seeds, scale=scale, jobs=ex.jobs,
-            threads=ex.threads, executor=ex.describe(), trained=len(todo), shared=status.count('shared'),
-            wall_seconds=time.perf_counter() - t0, finished=datetime.datetime.now().isoformat(timespec='seconds'))]
-        save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, shared=shared, mixed=mixed,
-                                               wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
+        t0 = _train_todo(ex, execute, jobs_, todo, status, log)
+        _record_invocation(study_dir, study, seeds, scale, ex, todo, status, shared, elsewhere, t0)
     return [shared_path(study_dir, shared, n, s) or p for n, s, p, _ in jobs_]
 
 def _scale_name(scale) -> str: return scale if isinstance(scale, str) else 'custom'
