@@ -84,7 +84,7 @@ def test_killed_worker_is_retried_resumes_and_matches_local_bits(tiny, reference
 def test_second_driver_fails_at_once(tmp_path):
     "While one driver holds the study folder, another process's study stops at once, before any run."
     d = tmp_path/'study'
-    code = (f"from cifar_nb.study import run_study; from cifar_nb.runs import fake_run; from cifar_nb.studyfile import course_study; "
+    code = (f"from cifar_nb.study import run_study; from cifar_nb.runs import fake_run; from cifar_nb.study import course_study; "
             f"run_study({str(d)!r}, course_study(), execute=fake_run, only=['Base'], seeds=1)")
     with study_lock(d):
         r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)

@@ -138,8 +138,8 @@ OPEN_ON_CPU = textwrap.dedent('''
     import sys, json, numpy as np, torch
     assert not torch.cuda.is_available()
     from cifar_nb.runs import load_run
-    from cifar_nb.learner import evaluate
-    from cifar_nb.interpret import interpret_run
+    from cifar_nb.train import evaluate
+    from cifar_nb.report import interpret_run
     from cifar_nb.ood import evaluate_ood
     run = load_run(sys.argv[1])
     m = run.model()  # the CPU, wherever it was trained

@@ -72,7 +72,7 @@ def test_bad_command_line_is_refused_before_training(tmp_path):
 STUDY_SCRIPT = '''
 import sys
 from cifar_nb import study
-from cifar_nb.studyfile import course_study, load_study
+from cifar_nb.study import course_study, load_study
 from cifar_nb.report import check_sentences
 study.run_study(sys.argv[1], course_study(), seeds=1, only=['Base', 'Improved', 'No L2'], log=lambda s: print(s, flush=True),
                 scale=dict(n_train=2000, epochs=6, lr_drop_period=3))  # long enough to be killed mid-run

@@ -88,7 +88,7 @@ def test_stop_kills_every_kernel_within_5_s_and_the_same_command_resumes(study, 
 
 KILL_A_WORKER = '''
 import os, signal, sys, time
-import cifar_nb.sources as s
+import cifar_nb.data.sources as s
 def _die(chunk, resize=False):
     if chunk[0][0] == 'img1000': os.kill(os.getpid(), signal.SIGKILL)  # the second chunk's worker is killed
     time.sleep(0.5); return s.np.zeros((len(chunk), 3, 32, 32), s.np.uint8)

@@ -156,7 +156,7 @@ def test_a_run_with_label_smoothing_trains_and_records_it(tmp_path):
 # --- one setup (issue 28, item 3) -----------------------------------------------------------------------------------
 import importlib.util
 import numpy as np
-import cifar_nb.runs.setup as runs_setup, cifar_nb.runs.training as runs_mod, cifar_nb.study.concurrency as concurrency, cifar_nb.study.plan as study_mod
+import cifar_nb.runs.builder as runs_setup, cifar_nb.runs.training as runs_mod, cifar_nb.study.concurrency as concurrency, cifar_nb.study.plan as study_mod
 
 def _bench():
     spec = importlib.util.spec_from_file_location('bench_for_test', project_root()/'bench'/'bench.py')

@@ -147,7 +147,7 @@ def layer_table(model,                       # an nn.Sequential of named layers 
 # %% ../../nbs/05j_sections.ipynb #850c51da
 TRAINING_CODE = ('cifar_nb/core.py', 'cifar_nb/config.py', *(f'cifar_nb/{m}.py' for m in (  # the package's rooms (issue 28)
     'data/sources', 'data/cifar10', 'data/loader', 'train/model', 'train/step', 'train/callbacks', 'train/learner',
-    'runs/rundir', 'runs/setup', 'runs/training', 'runs/load')),
+    'runs/rundir', 'runs/builder', 'runs/training', 'runs/load')),
                  'cifar_nb/data.py', 'cifar_nb/model.py', 'cifar_nb/learner.py', 'cifar_nb/runs.py',  # before them
                  'nbs/train.ipynb')
 

@@ -7,6 +7,6 @@ __all__ = []
 
 # %% ../../nbs/03_runs.ipynb #e7084721
 from .rundir import *
-from .setup import *
+from .builder import *
 from .training import *
 from .load import *

@@ -18,7 +18,7 @@ from ..data.sources import arrays_sha256
 from ..data.cifar10 import CIFAR10Data, ImageSet, CLASSES, load_cifar10
 from ..config import TrainConfig, ConfigError, TRAIN_FIELDS, split_params, with_defaults
 from .rundir import COMPLETE, FORMAT, HISTORY, RUN_FILES, RunError, _DAMAGED, _OLD_FORMAT, _PRUNABLE, _config_problem, load_predictions, load_split, read_config, read_history_csv, save_predictions, save_split, write_history_csv
-from .setup import build_model
+from .builder import build_model
 
 # %% auto #0
 __all__ = ['Run', 'is_complete', 'load_run', 'find_runs', 'prune_weights', 'run_subfolder', 'synthetic_cifar', 'fake_run']

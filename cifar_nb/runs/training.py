@@ -18,7 +18,7 @@ from ..config import TrainConfig, Placement, ConfigError
 from ..train.step import evaluate, resolve_step
 from ..train.callbacks import Diverged, CheckpointError
 from .rundir import CHECKPOINT, COMPLETE, FAILED, FORMAT, HISTORY, RUN_FILES, RunError, _OURS, _TMP, _read_failed, read_config, run_lock, run_state, save_predictions, save_split, write_history_csv
-from .setup import Setup, setup
+from .builder import Setup, setup
 
 # %% auto #0
 __all__ = ['new_run_dir', 'train_run']

@@ -11,7 +11,7 @@ from ..core import get_device, cpu_model, cpu_flags, save_json, load_json, Proce
 from ..data.sources import default_cache_dir
 from ..config import TrainConfig, Placement, split_params
 from .vary import course_study
-from ..runs.setup import setup
+from ..runs.builder import setup
 from .executors import cpu_cores
 
 # %% auto #0

@@ -20,7 +20,7 @@ __all__ = ['measure_throughput', 'plan_study', 'format_plan']
 def measure_throughput(device='auto', batch_size: int = 128, steps: int = 12, precision: str = 'auto') -> float:
     ("Training images/s of the report's Improved network on `device`: the learner's own step (`runs.setup`, as a run "
      "builds it) on one batch, a few times after a warm-up.")
-    from cifar_nb.runs.setup import setup
+    from cifar_nb.runs.builder import setup
     from cifar_nb.runs.load import synthetic_cifar  # pixel values do not change the speed
     s = setup(TrainConfig(batch_size=batch_size), Placement(device=device, precision=precision),
               synthetic_cifar(n_train=max(200, 2 * batch_size), n_test=10))
