@@ -107,7 +107,7 @@ def _drop_external(html_text:str) -> str:
 
 # %% ../../nbs/05k_html.ipynb #8ea92903
 REPORT_CSS = """
-/* cifar_nb: a readable measure, captions, tables that fit, and print rules (07a_docs) */
+/* cifar_nb: a readable measure, captions, tables that fit, and print rules (05k_html) */
 body.jp-Notebook { max-width: 1008px; margin: 0 auto; padding: 8px 24px 48px; box-sizing: border-box; overflow: visible; }
 .jp-InputPrompt, .jp-OutputPrompt { display: none; }
 .jp-Cell { padding: 2px 0; }
