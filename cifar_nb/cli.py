@@ -46,6 +46,7 @@ def _add_study_arguments(ap: argparse.ArgumentParser):
     ap.add_argument('--scale', default=None, choices=list(SCALES),
                     help="'full' or 'smoke' (2,000 images, 2 epochs: minutes); default: the study file's")
 
+# %% ../nbs/08_cli.ipynb #83b53db3
 def _add_folder_arguments(ap: argparse.ArgumentParser):
     "The arguments that say where the study's runs and report go, and which other studies' runs it may share."
     ap.add_argument('--study-dir', default=None, help='study folder (runs go under runs/); default: see above')
@@ -55,6 +56,7 @@ def _add_folder_arguments(ap: argparse.ArgumentParser):
                     help='study folders whose runs this study may share (default: those beside it and one level up); '
                          "'none' shares nothing")
 
+# %% ../nbs/08_cli.ipynb #59f19de6
 def _add_execution_arguments(ap: argparse.ArgumentParser):
     "The arguments that say where the runs execute and how many at once, on how many threads."
     ap.add_argument('--executor', default='local', choices=['local', 'dask'],
@@ -68,6 +70,7 @@ def _add_execution_arguments(ap: argparse.ArgumentParser):
     ap.add_argument('--threads', type=int, default=None,
                     help='intra-op CPU threads per run (default: the cores split between the runs)')
 
+# %% ../nbs/08_cli.ipynb #5bf12723
 def _parser() -> argparse.ArgumentParser:
     "The command line's parser, its arguments in the order `--help` lists them."
     ap = argparse.ArgumentParser(prog='python -m cifar_nb.study', description=main.__doc__,
@@ -148,6 +151,7 @@ def _stop(signum, frame):
     kill_started()
     raise KeyboardInterrupt(signum)
 
+# %% ../nbs/08_cli.ipynb #99f50266
 def _stopped(e: KeyboardInterrupt) -> int:
     ("A stop (Ctrl-C, SIGTERM): every kernel and worker the study started is killed, one line says how to resume, "
      "and the process ends at once with 130 (SIGINT) or 143 (SIGTERM) (threads that waited on the kernels are not joined).")
@@ -157,6 +161,7 @@ def _stopped(e: KeyboardInterrupt) -> int:
     sys.stdout.flush(); sys.stderr.flush()
     os._exit(128 + (e.args[0] if e.args and e.args[0] == signal.SIGTERM else signal.SIGINT))
 
+# %% ../nbs/08_cli.ipynb #d0ff03cd
 def main(argv=None) -> int:
     "Run a study: plan, train what is missing (or share it from another study), write the table, render the report."
     ap = _parser()
@@ -221,6 +226,7 @@ def _say(s) -> None:
     "Print `s` for the terminal: each line's control characters escaped, so a study file's text cannot act on it."
     print('\n'.join(map(plain_text, str(s).split('\n'))), flush=True)
 
+# %% ../nbs/08_cli.ipynb #852ae057
 def _plan_text(plan: dict) -> str:
     "`format_plan`'s lines, the study file's title and names each kept on its line."
     return format_plan({**plan, 'title': plain_text(plan['title']), 'study_dir': plain_text(plan['study_dir']),

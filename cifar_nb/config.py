@@ -69,6 +69,7 @@ def _type_ok(value, hint) -> bool:
         if t is str and isinstance(value, str): return True
     return False
 
+# %% ../nbs/00a_config.ipynb #72ff471a
 def _in(lo, hi, lo_open=False, hi_open=False, none=False):
     "A rule: a number in the interval, (optionally None); its message says the interval."
     def ok(v):
@@ -79,9 +80,11 @@ def _in(lo, hi, lo_open=False, hi_open=False, none=False):
     return ok, (f"must be {'None or ' if none else ''}"
                 f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
 
+# %% ../nbs/00a_config.ipynb #1febf2a7
 def _one_of(*choices):
     return (lambda v: v in choices), f"must be one of {', '.join(map(repr, choices))}"
 
+# %% ../nbs/00a_config.ipynb #7a1a0c36
 def _path():
     "A rule: None or a path; an empty string would mean the current folder, so it is refused."
     return (lambda v: v is None or (v.strip() != '' and '\x00' not in v)), "must be None or a non-empty path"
@@ -128,6 +131,7 @@ def with_defaults(params:dict, # a run's recorded parameters (its config.json's 
     "`params` with every `TrainConfig` field it lacks read as its default: a field added later leaves old runs as they were."
     return {**TRAIN_DEFAULTS, **params}
 
+# %% ../nbs/00a_config.ipynb #3ab0f8fe
 def split_params(d:dict, # flat parameters: fields of `TrainConfig` and `Placement`
                  check_device:bool=True, # check that `device` exists here
                 ) -> tuple[TrainConfig, Placement]:
@@ -141,12 +145,14 @@ def split_params(d:dict, # flat parameters: fields of `TrainConfig` and `Placeme
     cfg = TrainConfig(**{k: v for k, v in d.items() if k in TRAIN_FIELDS}).validate()
     return cfg, Placement(**{k: v for k, v in d.items() if k in PLACEMENT_FIELDS}).validate(check_device)
 
+# %% ../nbs/00a_config.ipynb #96f92561
 def params_from_namespace(ns:dict, # a notebook's globals
                           before:set, # the names that existed before the parameters cell
                          ) -> tuple[TrainConfig, Placement]:
     "The `(TrainConfig, Placement)` of a notebook: every public name defined after the snapshot `before`."
     return split_params({k: v for k, v in ns.items() if k not in before and not k.startswith('_')})
 
+# %% ../nbs/00a_config.ipynb #3da2009b
 def flat_params(cfg:TrainConfig, place:Placement|None=None) -> dict:
     "The flat parameters of a run (what `split_params` reads back)."
     return {**asdict(cfg), **(asdict(place) if place is not None else {})}

@@ -33,9 +33,11 @@ KERNEL_ARGS = ['--IPKernelApp.log_level=ERROR']
 class CifarNbError(Exception):
     "The base of every error cifar_nb raises on purpose: its one-line message names the culprit and what to do."
 
+# %% ../nbs/00_core.ipynb #e688383f
 class TrainingError(CifarNbError):
     "Training cannot go on (a diverged run, an unusable checkpoint)."
 
+# %% ../nbs/00_core.ipynb #4f04d43b
 class ProcessError(CifarNbError, RuntimeError):
     "A process cifar_nb started (a run's kernel, the report notebook, a measurement) failed; the message says where."
 
@@ -43,6 +45,7 @@ class ProcessError(CifarNbError, RuntimeError):
 class ArgumentError(CifarNbError, ValueError):
     "An argument of the public API has the wrong type or is out of range; the message names it and what it accepts."
 
+# %% ../nbs/00_core.ipynb #0581b7cd
 def show_value(v, width:int=60) -> str:
     "A short `repr` of `v` for messages: long ones are cut, ints too long for `repr` are described."
     try: r = repr(v)
@@ -50,8 +53,10 @@ def show_value(v, width:int=60) -> str:
     except ValueError: r = f'<an int of about {int(abs(v).bit_length() * 0.30103) + 1} digits>'
     return r if len(r) <= width else r[:width - 3] + '...'
 
+# %% ../nbs/00_core.ipynb #f9ab60f0
 def _bound(x) -> str: return str(x) if isinstance(x, int) else f'{x:g}'
 
+# %% ../nbs/00_core.ipynb #c9bf15f1
 def check_number(name:str, # the argument's name, for the message
                  value, # what was given
                  lo:float, # the smallest accepted value
@@ -83,6 +88,7 @@ def plain_text(s, # a user's text: a title, a configuration name, a claim
     "One line of a user's text for a terminal or a log: control characters and bidi overrides shown as `\\x..` escapes."
     return _CONTROL.sub(lambda m: m[0].encode('unicode_escape').decode(), str(s).replace('\r\n', ' ').replace('\n', ' '))
 
+# %% ../nbs/00_core.ipynb #5f55d7c1
 def md_text(s, # a user's text to put inside Markdown that becomes HTML
            ) -> str:
     ("A user's text as inert Markdown: one line (newlines become spaces, so no heading or list can start), every "
@@ -146,6 +152,7 @@ def atomic_write_bytes(path: str|Path, data: bytes) -> Path:
     with atomic_path(path) as tmp: Path(tmp).write_bytes(data)
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #9743edc8
 def atomic_write_text(path: str|Path, text: str) -> Path:
     "Write `text` (UTF-8) to `path` atomically."
     return atomic_write_bytes(path, text.encode())
@@ -158,6 +165,7 @@ def _json_default(o):
     if hasattr(o, 'tolist'): return o.tolist()
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
+# %% ../nbs/00_core.ipynb #96d9c9c6
 def save_json(path: str|Path, obj) -> Path:
     "Write `obj` as indented JSON, atomically; NaN and infinities become `null`."
     def clean(o):
@@ -172,6 +180,7 @@ def save_json(path: str|Path, obj) -> Path:
 class DataError(CifarNbError, ValueError):
     "Missing or bad input data or files; the one-line message names the problem and what to do."
 
+# %% ../nbs/00_core.ipynb #17f2e082
 def regular_file(path: str|Path,           # the file to read
                  root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
                  advice: str|None = None,  # what to do, in place of the general advice
@@ -194,6 +203,7 @@ def regular_file(path: str|Path,           # the file to read
                         f"{advice or 'remove it; only regular files are read'}")
     return path
 
+# %% ../nbs/00_core.ipynb #64fcefc1
 def user_path(value: str|os.PathLike, # a path the user gave; `~` and `~user` are expanded
               what: str,               # where it came from, for the message: 'CIFAR_NB_CACHE', 'cache_dir', ...
              ) -> Path:
@@ -207,6 +217,7 @@ def user_path(value: str|os.PathLike, # a path the user gave; `~` and `~user` ar
 class CorruptFileError(CifarNbError, ValueError):
     "A file exists but cannot be parsed; the message names it and says what to do."
 
+# %% ../nbs/00_core.ipynb #bca55f7d
 def load_json(path: str|Path,              # the JSON file
               root: str|Path|None = None,  # when given, the file must resolve to a place inside this folder
               advice: str|None = None,     # what to do when it cannot be read, in place of the general advice
@@ -229,6 +240,7 @@ def file_digest(path: str|Path,    # a regular file
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #8e8d31f3
 def sha256_file(path: str|Path) -> str:
     "Hex SHA-256 of the file at `path`."
     return file_digest(path, 'sha256')
@@ -254,12 +266,14 @@ def cpu_model() -> str:
     except OSError: pass
     return platform.processor() or platform.machine()
 
+# %% ../nbs/00_core.ipynb #f1f924c2
 def cpu_flags() -> frozenset:
     "The CPU's feature flags (`avx2`, `avx512_bf16`, `amx_bf16`, ...) from /proc/cpuinfo; empty where it is missing."
     try: line = next((l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')), '')
     except OSError: line = ''
     return frozenset(line.split(':', 1)[-1].split()) if line else frozenset()
 
+# %% ../nbs/00_core.ipynb #07bcac33
 def machine_info(device: str|torch.device = 'auto') -> dict:
     "What ran the code: CPU model, cores, GPU (if used), torch and Python versions."
     dev = get_device(device)
@@ -269,6 +283,7 @@ def machine_info(device: str|torch.device = 'auto') -> dict:
     if dev.type == 'cuda': info['gpu'] = torch.cuda.get_device_name(dev)
     return info
 
+# %% ../nbs/00_core.ipynb #e97815cd
 # the instruction sets that change a CPU's arithmetic here (which kernels oneDNN picks, native bf16): a machine's kind
 ISA_FLAGS = frozenset({'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_bf16', 'amx_int8'})
 
@@ -281,6 +296,7 @@ def machine_kind(machine: dict|None) -> str:
     top = [f for f in ('amx_bf16', 'avx512_bf16', 'avx512f', 'avx2') if isa and f in isa][:1]
     return f"{m.get('cpu') or 'unknown CPU'}" + (f" ({top[0]})" if top else ' (flags not recorded)' if isa is None else '')
 
+# %% ../nbs/00_core.ipynb #292a5075
 def same_kind(a: str, b: str) -> bool:
     ("Whether two `machine_kind`s can be the same machine: equal, or the same CPU model where one of them recorded no "
      "flags (a run's identical losses with another then tell; see the report's identical-loss table).")

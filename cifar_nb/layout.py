@@ -27,6 +27,7 @@ def modules(pkg: str|Path|None = None) -> dict:
         out['.'.join(parts[:-1] if parts[-1] == '__init__' else parts) or '__init__'] = p
     return out
 
+# %% ../nbs/00b_layout.ipynb #ac42160f
 def layer(mod: str) -> int:
     "The layer of a module: the index of its room in `LAYERS` (the package's own `__init__`: -1)."
     room = mod.split('.')[0]
@@ -37,6 +38,7 @@ def module_sizes(pkg=None) -> dict:
     "Lines per module."
     return {m: len(p.read_text().splitlines()) for m, p in modules(pkg).items()}
 
+# %% ../nbs/00b_layout.ipynb #daee313f
 def long_functions(pkg=None, limit: int = MAX_FUNCTION_LINES) -> list:
     "(module, function, lines) for every function or method longer than `limit` lines."
     out = []
@@ -64,6 +66,7 @@ def _imports_of(mod: str, path: Path, known: set) -> set:
             out |= {a.name[len('cifar_nb.'):] for a in n.names if a.name.startswith('cifar_nb.') and a.name[len('cifar_nb.'):] in known}
     return out - {mod}
 
+# %% ../nbs/00b_layout.ipynb #33f0e063
 def import_graph(pkg=None) -> dict:
     "Module -> the set of the package's modules it imports."
     ms = modules(pkg)
@@ -83,6 +86,7 @@ def import_cycles(graph: dict) -> list:
         if u not in state: visit(u)
     return cycles
 
+# %% ../nbs/00b_layout.ipynb #c51f2821
 def layer_violations(graph: dict) -> list:
     "(module, imported module) for each import from a higher layer (the study's `__main__` may import the cli)."
     return [(m, d) for m, ds in graph.items() for d in sorted(ds)

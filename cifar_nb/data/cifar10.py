@@ -119,6 +119,7 @@ def _shared_archive() -> Path:
     "The project's offline copy: `../shared/data/cifar10-jpeg.tar.gz` from the project root."
     return project_root().parent/'shared'/'data'/'cifar10-jpeg.tar.gz'
 
+# %% ../../nbs/01b_cifar10.ipynb #bcc4749e
 def _download_torchvision(root:Path, # torchvision's root folder; the batches land in `root/cifar-10-batches-py`
                          ) -> None:
     "Fetch the canonical CIFAR-10 python batches with torchvision (needs internet)."
@@ -164,6 +165,7 @@ def _archive_entries(archive:Path, # a tar.gz holding .../train/<class>/<file> a
     if not {'train', 'test'} <= {e[0] for e in out}: _check_layout(archive, [n for n, _ in members])  # the same words as extraction
     return out
 
+# %% ../../nbs/01b_cifar10.ipynb #89d30096
 def _folder_entries(root:Path, # a folder holding train/<class>/<file> and test/<class>/<file>
                    ) -> list[tuple]:
     "`(split, class, file, path, path)` for each file in the image folder (hidden files skipped)."
@@ -207,6 +209,7 @@ def _folder_key(entries:list[tuple], # from `_folder_entries`
         h.update(f'{split}/{cls}/{fname}\t{sha256_file(path)}\n'.encode())
     return h.hexdigest()
 
+# %% ../../nbs/01b_cifar10.ipynb #c5ccd246
 def _decode_splits(entries:list[tuple], # from `_archive_entries` or `_folder_entries`
                    where:str|Path, # the source, for messages
                    progress:bool=True, # show a progress bar
@@ -300,6 +303,7 @@ def _image_root(folder:Path, # an extracted archive
         if (d/'train').is_dir() and (d/'test').is_dir(): return d
     raise DataError(f"{folder} holds no train/ and test/ folders: delete it and extract again")
 
+# %% ../../nbs/01b_cifar10.ipynb #638cd971
 def _check_layout(archive:Path, names:list[str]) -> None:
     "A `DataError` unless the archive holds `train/` and `test/` at its top or one folder below (checked before writing)."
     for top in ['', *sorted({n.split('/')[0] + '/' for n in names if '/' in n})]:

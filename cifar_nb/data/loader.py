@@ -24,6 +24,7 @@ def _labels(y, # labels: a tensor, array or list of ints
     if y.ndim != 1: raise DataError(f"labels must be 1-d, got shape {tuple(y.shape)}: pass the y of one split")
     return y.to(torch.int64)
 
+# %% ../../nbs/01c_loader.ipynb #f9336d7a
 def _allocate(sizes:list[int], # items in each group
               fraction:float, # the share to take
              ) -> list[int]:

@@ -36,6 +36,7 @@ def listed_digest(sums:str|Path, # a checksum file of `<digest>  <name>` lines
         if len(parts) == 2 and parts[1].lstrip('*') == name: return parts[0].lower()
     return None
 
+# %% ../../nbs/01a_sources.ipynb #731fd1a2
 def verify_file(path:str|Path, # the file to check
                 expected:str, # its expected hex digest
                 algo:str='sha256', # the hash: 'sha256' or 'md5'
@@ -44,6 +45,7 @@ def verify_file(path:str|Path, # the file to check
     "The file's digest after checking it against `expected`; a `DataError` names the file when they differ."
     return _check_digest(path, file_digest(path, algo), expected, algo, advice)
 
+# %% ../../nbs/01a_sources.ipynb #6c3c6ced
 def _check_digest(path, actual:str, expected:str, algo:str, advice:str) -> str:
     "`actual` when it is `expected`, else a `DataError` naming the file."
     if actual != expected.lower():
@@ -51,6 +53,7 @@ def _check_digest(path, actual:str, expected:str, algo:str, advice:str) -> str:
         raise DataError(f"{path} has {name} {actual}, expected {expected}: the file is truncated or altered; {advice}")
     return actual
 
+# %% ../../nbs/01a_sources.ipynb #28d894ce
 def read_verified(path:str|Path, # the file to read
                   expected:str, # its expected hex digest
                   algo:str='sha256', # the hash: 'sha256' or 'md5'
@@ -77,6 +80,7 @@ def _tar_bytes(archive:Path) -> bytes:
                                                 "give a smaller archive, or a folder of images")
     return data
 
+# %% ../../nbs/01a_sources.ipynb #f23f7408
 def _member_name(archive:Path, m:tarfile.TarInfo) -> str:
     "The member's name, normalised (`./a//b` -> `a/b`); a `DataError` for a name that leaves the archive's folder."
     name = posixpath.normpath(m.name)
@@ -86,6 +90,7 @@ def _member_name(archive:Path, m:tarfile.TarInfo) -> str:
                         f"part over 255 bytes): {_REPACK}")
     return name
 
+# %% ../../nbs/01a_sources.ipynb #464d0eae
 def _members(archive:Path, data:bytes) -> dict:
     "Normalised name -> `TarInfo` of each file member; a `DataError` names any link, device, FIFO or duplicate."
     files, dirs = {}, set()
@@ -110,10 +115,12 @@ def _members(archive:Path, data:bytes) -> dict:
         raise DataError(f"{archive}: member {both[0]} is both a file and a folder: {_REPACK}")
     return files
 
+# %% ../../nbs/01a_sources.ipynb #d1acd3d5
 def _parents(name:str) -> list[str]:
     "Every folder above `name`: 'a/b/c' -> ['a', 'a/b']."
     parts = name.split('/'); return ['/'.join(parts[:i]) for i in range(1, len(parts))]
 
+# %% ../../nbs/01a_sources.ipynb #0e4bc465
 def archive_members(archive:str|Path, # a .tar.gz
                     exts:tuple|None=None, # keep names ending with one of these (case-insensitive); None keeps all
                    ) -> list[tuple[str, bytes]]:
@@ -124,6 +131,7 @@ def archive_members(archive:str|Path, # a .tar.gz
            if not any(p.startswith('.') for p in n.split('/')) and not (exts and not n.lower().endswith(exts))]
     return sorted(out, key=lambda t: t[0])
 
+# %% ../../nbs/01a_sources.ipynb #133dc872
 def extract_members(members:list[tuple[str, bytes]], # from `archive_members`
                     dest:str|Path, # a new, empty folder
                    ) -> Path:
@@ -173,6 +181,7 @@ def _refuse_change(name:str, # the file's display name
         raise DataError(f"{name} has transparent pixels, which RGB would flatten onto black: "
                         "save it without transparency (flattened onto the background you mean) or remove it")
 
+# %% ../../nbs/01a_sources.ipynb #3d70bbb8
 def decode_image(name:str, # the file's display name, for messages
                  src:bytes|str|Path, # its bytes or its path
                  resize:bool=False, # resize other sizes to 32x32 (else they are an error)
@@ -210,6 +219,7 @@ def _decode_chunk(chunk:list[tuple], # `(display name, bytes or path)` pairs
     for i, (name, src) in enumerate(chunk): out[i] = decode_image(name, src, resize)
     return out
 
+# %% ../../nbs/01a_sources.ipynb #35786a80
 def decode_images(items:list[tuple], # `(display name, bytes or path)` pairs
                   resize:bool=False, # resize other sizes to 32x32 (else they are an error)
                   progress:bool=False, # show a progress bar
@@ -245,6 +255,7 @@ def arrays_sha256(arrays:dict, # name -> numpy array
         h.update(f'{k}:{a.dtype.str}:{a.shape}'.encode()); h.update(a.data)
     return h.hexdigest()
 
+# %% ../../nbs/01a_sources.ipynb #de58b210
 def _read_cache(path:Path, key:str) -> tuple[dict, dict]|None:
     "The cached arrays and sidecar, or None when absent; a bad cache is deleted with a warning."
     sidecar = path.with_suffix('.json')

@@ -24,6 +24,7 @@ def _device_of(model: nn.Module) -> torch.device:
     "The device the model's parameters live on."
     return next(model.parameters()).device
 
+# %% ../../nbs/04b_detectors.ipynb #6c74db64
 def _batches(x: torch.Tensor, batch_size: int, device: torch.device, prep=None):
     "Yield consecutive batches of `x` (passed through `prep` when given) on `device` as float32."
     check_number('batch_size', batch_size, 1, 65536)
@@ -58,6 +59,7 @@ def mean_activation_scores(model: nn.Module, x: torch.Tensor,
         for xb in _batches(x, batch_size, dev, prep): model(xb)
     return {k: torch.cat(v).double().numpy() for k, v in store.items()}
 
+# %% ../../nbs/04b_detectors.ipynb #e1d106e9
 def mean_activation_score(model: nn.Module, x: torch.Tensor, layer: str = 'relu4', batch_size: int = 1000,
                           prep=None) -> np.ndarray:
     "Each sample's mean activation in `layer` (higher = more in-distribution)."
@@ -78,6 +80,7 @@ def as_detectors(detectors) -> tuple:
         raise ArgumentError(f"unknown detector(s) {bad}; the detectors are: {', '.join(detector_names())}")
     return tuple(dict.fromkeys(detectors))
 
+# %% ../../nbs/04b_detectors.ipynb #f817fe6c
 @dataclass
 class DetectorStats:
     "What the feature-space detectors learn from the training split."
@@ -104,6 +107,7 @@ def _head(model: nn.Sequential) -> nn.Linear:
     "The last layer (the classifier)."
     return list(model.children())[-1]
 
+# %% ../../nbs/04b_detectors.ipynb #c08c8708
 def _fit_vim(feats: torch.Tensor, logits: torch.Tensor, head: nn.Linear, dim: int) -> tuple:
     "ViM's origin, residual basis and scale from training features."
     W, b = head.weight.detach().double(), head.bias.detach().double()
@@ -160,6 +164,7 @@ def _knn_score(f: torch.Tensor, bank: torch.Tensor, k: int, chunk: int = 1024) -
     fn = F.normalize(f, dim=1)
     return torch.cat([(fn[i:i+chunk] @ bank.T).topk(k, dim=1).values[:, -1] for i in range(0, len(fn), chunk)]) - 1
 
+# %% ../../nbs/04b_detectors.ipynb #c0aa0a09
 def _mahalanobis_score(f: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
     "Minus the smallest squared Mahalanobis distance to a class mean (shared covariance)."
     f = f.double(); fp = f @ precision
@@ -177,6 +182,7 @@ def code_digest(*fns) -> str:
         h.update(s.encode() + b'\0')
     return h.hexdigest()[:16]
 
+# %% ../../nbs/04b_detectors.ipynb #e251533d
 @dataclass(frozen=True)
 class Detector:
     "A registered post-hoc detector (`register_detector`)."
@@ -206,28 +212,44 @@ def register_detector(name: str,     # the detector's name in tables (letters, d
         return f
     return add if fn is None else add(fn)
 
+# %% ../../nbs/04b_detectors.ipynb #65213201
 def unregister_detector(name: str) -> None:
     "Remove the detector `name` from the registry."
     as_detectors([name]); del _REGISTRY[name]
 
+# %% ../../nbs/04b_detectors.ipynb #80fae232
 def detector_names() -> tuple:
     "Every registered detector, in the order they were registered."
     return tuple(_REGISTRY)
 
+# %% ../../nbs/04b_detectors.ipynb #867c982a
 def detector_keys(detectors=None) -> dict:
     "{name: key} of `detectors` (None: every registered one): what each one's stored results depend on."
     return {d: _REGISTRY[d].key() for d in as_detectors(detectors)}
 
 # %% ../../nbs/04b_detectors.ipynb #8a111f29
 def _msp(f, logits, head, st): return logits.softmax(1).max(1).values
+
+# %% ../../nbs/04b_detectors.ipynb #3ce87fa1
 def _max_logit(f, logits, head, st): return logits.max(1).values
+
+# %% ../../nbs/04b_detectors.ipynb #1924de2f
 def _energy(f, logits, head, st): return logits.logsumexp(1)
+
+# %% ../../nbs/04b_detectors.ipynb #c41521f9
 def _mahalanobis(f, logits, head, st, ridge): return _mahalanobis_score(f, st.means, st.precision)
+
+# %% ../../nbs/04b_detectors.ipynb #27fc53ff
 def _knn(f, logits, head, st, k): return _knn_score(f, st.bank, st.k)
+
+# %% ../../nbs/04b_detectors.ipynb #17de4c03
 def _react(f, logits, head, st, percentile): return head(f.clamp(max=st.clip)).logsumexp(1)
+
+# %% ../../nbs/04b_detectors.ipynb #12dc39b0
 def _vim(f, logits, head, st, dim):
     return logits.double().logsumexp(1) - st.vim_alpha * ((f.double() - st.vim_origin) @ st.vim_null).norm(dim=1)
 
+# %% ../../nbs/04b_detectors.ipynb #a87b9fa5
 register_detector('msp', _msp)
 register_detector('max_logit', _max_logit)
 register_detector('energy', _energy)
@@ -242,6 +264,7 @@ def fit_settings() -> dict:
     return dict(k=g('knn', 'k', 50), react_percentile=g('react', 'percentile', 90), vim_dim=g('vim', 'dim', None),
                 ridge=g('mahalanobis', 'ridge', MAHALANOBIS_RIDGE))
 
+# %% ../../nbs/04b_detectors.ipynb #bf1c78a3
 def _score_batch(f: torch.Tensor, logits: torch.Tensor, head: nn.Linear, st: DetectorStats, name: str) -> torch.Tensor:
     "One registered detector's scores for a batch of penultimate features and logits, checked: one per image."
     d = _REGISTRY[name]

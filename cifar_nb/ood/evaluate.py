@@ -48,6 +48,7 @@ class FitEval:
     fit: np.ndarray   # ID: the validation split; OOD: the set's fit half
     eval: np.ndarray  # ID: the test split; OOD: the set's other half
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #ee4d6ead
 def score_table(id_scores: dict,   # score name -> FitEval of the ID images
                 ood_scores: dict,  # OOD set name -> {score name -> FitEval}
                 key: str = 'detector',  # the column naming the score ('detector' or 'layer')
@@ -62,6 +63,7 @@ def score_table(id_scores: dict,   # score name -> FitEval of the ID images
                          **threshold_accuracy(i.fit, o.fit, i.eval, o.eval), 'n_id': len(i.eval), 'n_ood': len(o.eval)})
     return rows
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #9a6771f7
 def layer_table(id_scores: dict, ood_scores: dict) -> list[dict]:
     "The report's Table 2 for every layer given: the ID/OOD decision's accuracy (and the other metrics) per OOD set."
     return score_table(id_scores, ood_scores, key='layer')
@@ -85,12 +87,14 @@ def _id_parts(run, data, n: int|None, seed: int) -> dict:
     return dict(train_idx=tr, val_idx=va, test_idx=te, x_train=data.train.x[tr], y_train=data.train.y[tr],
                 x_fit=data.train.x[va], x_eval=x_test[te])
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #821e3291
 def _all_scores(model, x, stats, detectors, layers, layer, prep, batch_size) -> tuple[dict, dict]:
     "Every detector's scores, `mean_act[layer]` (the report's score) and each layer's mean activation, for `x`."
     det = detector_scores(model, x, stats, detectors, batch_size, prep)
     act = mean_activation_scores(model, x, layers, batch_size, prep)
     return {**det, f'mean_act[{layer}]': act[layer]}, act
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #125cca42
 def _split_scores(scores: dict, fi: np.ndarray, ei: np.ndarray) -> dict:
     "Each score array cut into a `FitEval` by the fit and evaluation indices."
     return {k: FitEval(v[fi], v[ei]) for k, v in scores.items()}
@@ -103,6 +107,7 @@ def ood_label(s: str|os.PathLike) -> str:
     name = Path(s).name
     return str(s) if name.split('.')[0] in (*OOD_ARCHIVES, *NOISE_SETS) else name
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #4aee8362
 def _check_args(n_per_set, batch_size, seed, sets) -> list:
     ("Numeric arguments of `evaluate_ood`, each with its range, and the sets "
      "(each one known or an existing path, named once).")
@@ -125,6 +130,7 @@ def _check_args(n_per_set, batch_size, seed, sets) -> list:
                             "a folder of images or a .tar.gz of images")
     return list(sets)
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #34cf2909
 def _summaries(res: dict) -> dict:
     "ROC curves and histograms of every score on every set's evaluation part."
     out = {}
@@ -133,6 +139,7 @@ def _summaries(res: dict) -> dict:
         out[k] = dict(roc={s: roc_points(i.eval, o, 100) for s, o in oods.items()}, hist=score_histograms(i.eval, oods))
     return out
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #e703933b
 def _finite(o):
     "NaN and infinities as None, everywhere in a JSON-able object (JSON has no NaN)."
     if isinstance(o, float) and not math.isfinite(o): return None
@@ -140,11 +147,13 @@ def _finite(o):
     if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
     return o
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #786ee4a8
 def table_json(meta: dict, rows: list[dict]) -> str:
     "A table as compact JSON, one row per line: the metadata, then `rows`."
     dump = lambda o: json.dumps(_finite(o), separators=(',', ':'), default=str)
     return dump({**meta, 'rows': []})[:-2] + '\n' + ',\n'.join(dump(r) for r in rows) + ']}\n'
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #5128e3d1
 def _save_ood(out: Path, res: dict, meta: dict) -> dict:
     ("Write the tables (JSON, and CSV for spreadsheets) and the summaries into `out`, atomically; "
      "JSON compact (thousands of short numbers).")
@@ -172,6 +181,7 @@ def _stored(run_dir) -> dict|None:
     ok = all(isinstance(x, dict) for x in (t, l, s)) and isinstance(t.get('rows'), list) and isinstance(l.get('rows'), list)
     return dict(table=t, layers=l, summaries=s) if ok else None
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #927fa80d
 def stored_detectors(run_dir, sets=OOD_SETS, layer: str = 'relu4', n_per_set: int|None = None, seed: int = 0) -> dict:
     ("{detector: key} of the results stored in the run folder that an evaluation with these arguments would give: "
      "{} when there are none, or they were computed on other sets, images or layer; 'unkeyed' for tables written "
@@ -187,6 +197,7 @@ def stored_detectors(run_dir, sets=OOD_SETS, layer: str = 'relu4', n_per_set: in
     if isinstance(t.get('detectors'), dict): return {d: k for d, k in t['detectors'].items() if d in have}
     return {d: 'unkeyed' for d in have if d in DETECTORS}
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #8df6d855
 def missing_detectors(run_dir, detectors=None, sets=OOD_SETS, layer: str = 'relu4', n_per_set: int|None = None,
                       seed: int = 0) -> list:
     ("The detectors (None: every registered one) whose results the run folder's stored OOD evaluation lacks, or "
@@ -194,6 +205,7 @@ def missing_detectors(run_dir, detectors=None, sets=OOD_SETS, layer: str = 'relu
     have = stored_detectors(run_dir, sets, layer, n_per_set, seed)
     return [d for d, k in detector_keys(detectors).items() if have.get(d) not in (k, 'unkeyed')]
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #7ff93801
 def _merge(res: dict, kept: dict) -> tuple[dict, dict]:
     ("The stored tables and summaries with the rows of the detectors just computed put in their place, and the "
      "stored metadata with their keys added; every other row as stored.")
@@ -213,6 +225,7 @@ def _stored_result(run_dir, kept: dict) -> dict:
                 summaries=kept['summaries'].get('scores', {}),
                 paths={f: p for f in OOD_FILES if (p := Path(run_dir)/'ood'/f).exists()})
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #6ed1557f
 def _score_id(run, model, data, detectors: tuple, layer: str, n_per_set, seed: int, batch_size: int) -> tuple:
     "Fit the detectors on the run's training images, score its validation and test images: (ID parts, scorer, results)."
     layers = [l for l in RELUS if l in layer_names(model)] + ([layer] if layer not in RELUS else [])
@@ -225,6 +238,7 @@ def _score_id(run, model, data, detectors: tuple, layer: str, n_per_set, seed: i
                images=dict(id=idp['x_eval'], ood={}), n_sets={})
     return idp, sc, res
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #d786327f
 def _score_sets(res: dict, sc, sets, n_per_set, cache_dir, seed: int, progress: bool):
     "Score every OOD set, each cut into a fit and an eval half, into `res`."
     for s in tqdm(sets, desc='OOD sets', disable=not progress):
@@ -239,6 +253,7 @@ def _score_sets(res: dict, sc, sets, n_per_set, cache_dir, seed: int, progress: 
         res['scores']['ood'][s], res['layer_scores']['ood'][s] = _split_scores(det, fi, ei), _split_scores(act, fi, ei)
         res['images']['ood'][s], res['n_sets'][s] = x[ei], len(x)
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #2c00fa0b
 def _ood_meta(run, data, idp: dict, res: dict, layer: str, n_per_set, seed: int, device, detectors: tuple) -> dict:
     "What the stored OOD results were computed from and by: the run, the data, the settings, the convention, each detector."
     return dict(run=str(run.path), data=data.source.get('name'), layer=layer, n_per_set=n_per_set, seed=seed,
@@ -253,6 +268,7 @@ def _ood_meta(run, data, idp: dict, res: dict, layer: str, n_per_set, seed: int,
                 mahalanobis_ridge=fit_settings()['ridge'],
                 detectors=detector_keys(detectors))  # what each detector's rows depend on: settings and code
 
+# %% ../../nbs/04d_ood_evaluate.ipynb #39f8cadc
 def evaluate_ood(run_dir: str|Path,           # a complete run folder
                  sets: tuple|str = OOD_SETS,  # OOD set names or folders/archives (a comma-separated string works too)
                  data=None,                   # the run's `CIFAR10Data`; None loads the source in config.json

@@ -44,6 +44,7 @@ def _share(counts, beyond) -> np.ndarray:
     c = np.asarray(counts, dtype=float)
     return 100 * c / max(c.sum() / max(1 - sum(beyond), 1e-12), 1)
 
+# %% ../../nbs/04e_ood_figures.ipynb #baa7214e
 def plot_hist_summary(h: dict,                      # `score_histograms`' result
                       threshold: float|None = None,  # the deployable threshold (fitted on ID data only), solid red
                       ood: str|None = None,          # which OOD set (default: the first)
@@ -104,6 +105,7 @@ def plot_hist_grid(h: dict,                 # `score_histograms`' result (all se
     fig.legend(handles=handles, loc='outside upper center', ncols=2, frameon=False)
     return fig
 
+# %% ../../nbs/04e_ood_figures.ipynb #c60b2488
 def plot_roc(curves: dict, ax=None, title: str|None = None, legend: bool = True):
     "ROC curves from `roc_points` (name -> {'fpr', 'tpr'}), with the 95%-TPR line and the chance diagonal."
     import matplotlib.pyplot as plt

@@ -34,6 +34,7 @@ def _as_1d(s, name: str = 'scores') -> np.ndarray:
                                                      "check the model and its inputs")
     return a
 
+# %% ../../nbs/04a_metrics.ipynb #457b637f
 def _labelled(id_scores, ood_scores) -> tuple[np.ndarray, np.ndarray]:
     "`(y, s)`: 1 for ID and 0 for OOD, and the scores, concatenated."
     a, b = _as_1d(id_scores, 'id_scores'), _as_1d(ood_scores, 'ood_scores')
@@ -44,14 +45,17 @@ def _share(v) -> float:
     "A share computed in floating point, kept within [0, 1] (scikit-learn's sums can land a rounding error outside)."
     return min(1.0, max(0.0, float(v)))
 
+# %% ../../nbs/04a_metrics.ipynb #734e6108
 def auroc(id_scores, ood_scores) -> float:
     "Area under the ROC curve with ID as the positive class (ties count one half)."
     return _share(skm.roc_auc_score(*_labelled(id_scores, ood_scores)))
 
+# %% ../../nbs/04a_metrics.ipynb #aeef40b2
 def aupr_in(id_scores, ood_scores) -> float:
     "Area under the precision-recall curve (average precision) with ID as the positive class."
     return _share(skm.average_precision_score(*_labelled(id_scores, ood_scores)))
 
+# %% ../../nbs/04a_metrics.ipynb #0a8e8a25
 def aupr_out(id_scores, ood_scores) -> float:
     "Average precision with OOD as the positive class, scored by the negated score."
     y, s = _labelled(id_scores, ood_scores)
@@ -69,6 +73,7 @@ def roc_points(id_scores, ood_scores,
         fpr, tpr = fpr[keep], tpr[keep]
     return dict(fpr=fpr.round(5).tolist(), tpr=tpr.round(5).tolist())
 
+# %% ../../nbs/04a_metrics.ipynb #e4dcf856
 def fpr_at_tpr(id_scores, ood_scores,
                tpr: float = 0.95,  # share of ID samples the threshold keeps
               ) -> float:
@@ -102,6 +107,7 @@ def id_threshold(id_fit_scores, keep: float = 0.95) -> float:
     k = max(1, int(np.ceil(keep * len(a) - 1e-9)))
     return float(a[len(a) - k])  # the k-th highest: it and every score above it are kept
 
+# %% ../../nbs/04a_metrics.ipynb #1d65c30c
 def fit_threshold(id_scores, ood_scores) -> float:
     "The threshold maximising balanced detection accuracy on these (held-out fit) scores."
     a, b = np.sort(_as_1d(id_scores, 'id_scores')), np.sort(_as_1d(ood_scores, 'ood_scores'))

@@ -88,6 +88,7 @@ def ood_data_dir() -> Path:
     env = os.environ.get('CIFAR_NB_OOD')
     return user_path(env, 'CIFAR_NB_OOD') if env else project_root().parent/'shared'/'data'/'ood'
 
+# %% ../../nbs/04c_ood_sets.ipynb #0f16f846
 def _tin_keep(items: list, texts: dict, archive: Path) -> list:
     "The Tiny ImageNet items whose wnid (from `val_annotations.txt`) is not a CIFAR-10 class."
     if 'val_annotations.txt' not in texts:
@@ -100,6 +101,7 @@ def _tin_keep(items: list, texts: dict, archive: Path) -> list:
                         "copy the archive again")
     return [it for it in items if wnid[base(it[0])] not in TIN_CIFAR_OVERLAP]
 
+# %% ../../nbs/04c_ood_sets.ipynb #3bf3ced2
 NOISE_MAX = 20_000  # noise images at most (gaussian noise is drawn as float32 first: 12 kB an image)
 
 def _noise_set(kind: str, n: int, seed: int) -> torch.Tensor:
@@ -111,6 +113,7 @@ def _noise_set(kind: str, n: int, seed: int) -> torch.Tensor:
         return (torch.randn(n, 3, 32, 32, generator=g) * 64 + 128).round().clamp(0, 255).to(torch.uint8)
     return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
 
+# %% ../../nbs/04c_ood_sets.ipynb #bfc81e6a
 def _subset(x: torch.Tensor, n: int|None, seed: int) -> torch.Tensor:
     "A seeded random `n` of the images (all of them, in order, when `n` is None or not smaller)."
     if n is None or n >= len(x): return x
@@ -138,6 +141,7 @@ def _archive_set(name: str, p: Path, cache_dir) -> np.ndarray:
                               f'{tag}:{sha}', make)
     return arrays['x']
 
+# %% ../../nbs/04c_ood_sets.ipynb #18f55d40
 def load_ood_set(
     name_or_path: str|Path, # a set name (`OOD_ARCHIVES`, `NOISE_SETS`), a folder of images or a .tar.gz of images
     n: int|None = None,        # a seeded random subset of this many images (>= 1); None: all (noise: 5,000)

@@ -10,6 +10,7 @@ from .stats import *
 from .tables import *
 from .verdict import *
 from .findings import *
+from .answer import *
 from .check import *
 from .predictions import *
 from .interpret import *

@@ -21,12 +21,14 @@ __all__ = ['PROSE_CONSTANTS', 'badge', 'finding_html', 'findings_markdown', 'ver
 # %% ../../nbs/05e_check.ipynb #9614f0ed
 def _attr(v) -> str: return html.escape(plain_text(v), quote=True)  # one line: a blank line would end the HTML in Markdown
 
+# %% ../../nbs/05e_check.ipynb #1f792f15
 def badge(f: Finding) -> str:
     "The finding's verdict as a coloured word (tested findings only); 'not tested' in plain text."
     if not f.tested: return '<span class="cnb-untested">not tested</span>'
     return (f'<span class="cnb-verdict cnb-v-{re.sub("[^a-z]+", "-", f.verdict)}" data-finding="{_attr(f.key)}">'
             f'{f.verdict}</span>')
 
+# %% ../../nbs/05e_check.ipynb #7f1d8f63
 def finding_html(f: Finding,              # the finding
                  text: str|None = None,   # what to show (None: its sentence); Markdown
                  verdict: bool = True,    # the verdict after the sentence
@@ -38,13 +40,16 @@ def finding_html(f: Finding,              # the finding
             f'{f.sentence if text is None else text}</span>')
     return span + ('. ' + badge(f) if verdict else '')
 
+# %% ../../nbs/05e_check.ipynb #1c9e211c
 def findings_markdown(fs: list) -> str:
     "Findings as a Markdown bullet list (one sentence each, its verdict after it)."
     return '\n'.join(f"- {finding_html(f)}" for f in fs if f is not None) + '\n'
 
+# %% ../../nbs/05e_check.ipynb #f979334e
 def _fmt_effect(t: Test) -> str:
     return f"{t.effect:+.2f} {t.unit}" if np.isfinite(t.effect) else ''
 
+# %% ../../nbs/05e_check.ipynb #ab1e8bad
 def verdict_frame(fs: list) -> pd.DataFrame:
     "The verdict list as a table: claim, effect, interval (its level), p (Holm), verdict; one row per finding with a claim."
     rows = []
@@ -68,6 +73,7 @@ _SKIP = {'code', 'pre', 'script', 'style', 'title', 'head'}
 
 def _norm(x: str) -> str: return x.lstrip('+-−±').replace(',', '')
 
+# %% ../../nbs/05e_check.ipynb #a4834c36
 def _floats(xs) -> set:
     out = set()
     for x in xs:
@@ -75,16 +81,19 @@ def _floats(xs) -> set:
         except ValueError: pass
     return out
 
+# %% ../../nbs/05e_check.ipynb #76583024
 def _shown(x: str, pool: set) -> bool:
     "Whether `x` is one of `pool`'s numbers as written, or rounded to `x`'s decimals."
     d = len(x.split('.')[1]) if '.' in x else 0
     v = abs(float(x))
     return any(abs(v - r) <= 0.5 * 10 ** -d + 1e-9 for r in pool)
 
+# %% ../../nbs/05e_check.ipynb #d0b83280
 def result_numbers(text: str) -> list[str]:
     "The results written in `text` (decimals, and numbers followed by % or pp), without sign or thousands commas."
     return [_norm(m.group(0)) for m in _RESULT.finditer(text)]
 
+# %% ../../nbs/05e_check.ipynb #53e6e460
 class _Page(HTMLParser):
     "A rendered report's findings, badges, table cells and prose."
     def __init__(self):
@@ -118,6 +127,7 @@ class _Page(HTMLParser):
         if self._table: self.cells.append(data)
         elif not inside and data.strip(): self.prose.append(data)
 
+# %% ../../nbs/05e_check.ipynb #23c4c252
 def check_findings(page: str,                       # a rendered report (HTML)
                    constants=PROSE_CONSTANTS,       # numbers the prose may state as settings of the method
                   ) -> tuple[int, list[str]]:

@@ -74,6 +74,7 @@ def epoch_history(run) -> pd.DataFrame:
     return g.join(v.set_index('epoch')[['loss', 'acc']]
                   .rename(columns=dict(loss='val_loss', acc='val_acc'))).reset_index()
 
+# %% ../../nbs/05i_curves.ipynb #73766d4a
 def lr_drops(run) -> list[int]:
     "The epochs after which the recorded learning rate decreased."
     e = epoch_history(run)
@@ -86,6 +87,7 @@ def curve_band(by_seed: dict, column: str) -> tuple:
     df = pd.concat(hs, axis=1).dropna()
     return df.index.to_numpy(), df.mean(1).to_numpy(), df.min(1).to_numpy(), df.max(1).to_numpy()
 
+# %% ../../nbs/05i_curves.ipynb #b6b20c2e
 def plot_curves(runs: dict,              # {configuration: {seed: run}}
                 column: str = 'val_acc',  # an `epoch_history` column
                 ax=None,                  # matplotlib axes; None makes a figure
@@ -126,11 +128,13 @@ def _smooth(v, k: int = 20) -> np.ndarray:
     n = np.minimum(np.arange(1, len(v) + 1), k)
     return (c[1:] - c[np.arange(1, len(v) + 1) - n]) / n
 
+# %% ../../nbs/05i_curves.ipynb #5c554e72
 def first_epoch_loss(run, k: int = 20) -> np.ndarray:
     "The training loss over the first epoch's iterations, smoothed over `k` iterations."
     t = run.history['train']
     return _smooth([l for l, e in zip(t['loss'], t['epoch']) if e == 1], k)
 
+# %% ../../nbs/05i_curves.ipynb #d6a2cd8d
 def plot_first_epoch(runs: dict, ax=None, k: int = 20, wide: str|None = 'Improved') -> plt.Figure:
     "Training loss during the first epoch (moving average over `k` iterations, mean over seeds), x in epochs."
     if ax is None: _, ax = plt.subplots(figsize=(6, 4), layout='constrained')
@@ -175,6 +179,7 @@ def _first_below(y, level) -> float:
     i = np.flatnonzero(np.asarray(y) < level)
     return float(i[0] + 1) if len(i) else math.nan
 
+# %% ../../nbs/05i_curves.ipynb #6f0a1a83
 def curve_checks(runs: dict, k: int = 20, level: float = 2.0) -> pd.DataFrame:
     "Numbers behind the report's remarks on its Figure 2, one row per configuration."
     rows = []
@@ -209,10 +214,12 @@ def shared_steps(a, b) -> int:
     n = min(len(la), len(lb)); d = np.flatnonzero(la[:n] != lb[:n])
     return int(d[0]) if len(d) else n
 
+# %% ../../nbs/05i_curves.ipynb #84873c0e
 def _precision(run) -> str|None:
     "The precision a run computed in (it changes every loss); None when the run records none."
     return precision_of(run) if hasattr(run, 'config') else None
 
+# %% ../../nbs/05i_curves.ipynb #9fbdbc25
 def expected_shared_steps(a, b) -> int:
     ("Leading iterations two runs must share when the code is the same: 0 unless they differ only "
      "in the optimiser's settings.")

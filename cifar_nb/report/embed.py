@@ -71,6 +71,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
+# %% ../../nbs/05h_embed.ipynb #8380f13f
 def shrink_png(png: bytes, min_psnr: float = 40.0) -> bytes:
     ("The PNG as a 256-colour palette image when that is within `min_psnr` dB of it and smaller, "
      "else the PNG re-saved optimised.")
@@ -82,6 +83,7 @@ def shrink_png(png: bytes, min_psnr: float = 40.0) -> bytes:
     ok = _psnr(np.asarray(im), np.asarray(q.convert('RGB'))) >= min_psnr and len(pal.getvalue()) < len(best)
     return pal.getvalue() if ok else best
 
+# %% ../../nbs/05h_embed.ipynb #af8ef2f8
 def png_bytes(fig, dpi: float = 100, min_psnr: float = 40.0, close: bool = True) -> bytes:
     "The figure as PNG bytes at `dpi`, palette-quantised when that is lossless enough (`shrink_png`)."
     buf = io.BytesIO()
@@ -113,6 +115,7 @@ def figure_html(fig,                 # a matplotlib Figure, PNG bytes, or the pa
     return (f'<figure class="cnb-figure"><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
             f'alt="{html.escape(plain_text(alt).strip(), quote=True)}" width="{w}" height="{h}" loading="eager">{cap}</figure>')
 
+# %% ../../nbs/05h_embed.ipynb #048ce55d
 def min_text_px(fig, dpi: float = 100) -> float:
     "The smallest visible, non-empty text in `fig`, in pixels at `dpi` (1 pt = dpi/72 px)."
     sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]

@@ -15,15 +15,17 @@ from .verdict import Finding, Says, Test, _names, _user, decide, detectable, hol
 # %% auto #0
 __all__ = ['claim_findings', 'winner_test', 'winner_finding', 'named_rank_finding', 'level_finding', 'seed_level_finding',
            'ood_rule_findings', 'detector_findings', 'precision_findings', 'column_finding',
-           'shared_arithmetic_finding', 'answer_findings']
+           'shared_arithmetic_finding']
 
 # %% ../../nbs/05d_findings.ipynb #7e0350c9
 def _stein(r: dict) -> bool: return r.get('design') == 'stein'  # Stein's interval and Bonferroni's p, not Holm's
 
+# %% ../../nbs/05d_findings.ipynb #500b350d
 def _family(rows: list, reference: str, m: int) -> str:
     "The name of the family of comparisons with `reference`: Holm's, or Bonferroni's under Stein's design."
     return f"the {m} comparisons with {reference}" + (", Bonferroni (Stein's two-stage design)" if any(map(_stein, rows)) else '')
 
+# %% ../../nbs/05d_findings.ipynb #bbe4c09d
 def _row_test(r: dict, r0: str, family: str, m: int, sign: int = 1) -> Test:
     ("The paired comparison a study-table row holds, as a `Test` (`sign` -1: the reference minus the row); a "
      "designed study's row holds Stein's interval and Bonferroni's p, and the test says so.")
@@ -38,11 +40,13 @@ def _row_test(r: dict, r0: str, family: str, m: int, sign: int = 1) -> Test:
                 d / (sd / math.sqrt(n)) if n >= 2 and sd and np.isfinite(sd) else math.nan, p,
                 family, m, r.get(f'{r0}_p_holm', math.nan) if n >= 2 else math.nan, d - hw, d + hw, lv, sd, mde)
 
+# %% ../../nbs/05d_findings.ipynb #baec556b
 def _epochs_note(rows: dict, a: str, b: str) -> str:
     ea, eb = rows.get(a, {}).get('epochs'), rows.get(b, {}).get('epochs')
     return (f" ({_user(a)} trained {ea} epochs, {_user(b)} {eb}: not an equal-length comparison)"
             if ea and eb and ea != eb else '')
 
+# %% ../../nbs/05d_findings.ipynb #ec963311
 def _level_claim(v: dict, r: dict, claim: str, data: str, same_data: bool, say: Says) -> tuple[Test, str]:
     "A level claim's test (our mean accuracy over the seeds of row `r`, minus the claimed level) and its sentence."
     m_, hw = v['ours'], v['ours_ci95']
@@ -55,6 +59,7 @@ def _level_claim(v: dict, r: dict, claim: str, data: str, same_data: bool, say: 
          ", measured on another test set: the two cannot be compared"))
     return t, s
 
+# %% ../../nbs/05d_findings.ipynb #e2a7e5bb
 def _difference_claim(v: dict, by: dict, r0: str, fam: str, m: int, reference: str, claim: str,
                       say: Says) -> tuple[Test, str]:
     "A difference claim's paired test (the study table's, with the claimed difference) and its sentence."
@@ -73,6 +78,7 @@ def _difference_claim(v: dict, by: dict, r0: str, fam: str, m: int, reference: s
     else: s += "not measured in this study"
     return t, s
 
+# %% ../../nbs/05d_findings.ipynb #d7482e6b
 def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
                    claims: list = (),          # the study's claims (`studyfile.Claim`s or dicts)
                    reference: str = 'Improved',  # the baseline of `rows`
@@ -97,6 +103,7 @@ def claim_findings(rows: list[dict],           # `stats.study_table`'s rows
 # %% ../../nbs/05d_findings.ipynb #c72776ce
 def _mean(d: dict) -> float: return float(np.mean(list(d.values()))) if d else math.nan
 
+# %% ../../nbs/05d_findings.ipynb #d12734d7
 def winner_test(values: dict,            # {name: {seed: value}}
                 higher: bool = True,     # True: the highest mean wins; False: the lowest
                 unit: str = 'pp') -> tuple:
@@ -107,6 +114,7 @@ def winner_test(values: dict,            # {name: {seed: value}}
     t = paired_test(values[a], values[b], unit) if higher else paired_test(values[b], values[a], unit)
     return a, b, t
 
+# %% ../../nbs/05d_findings.ipynb #4c9bf7e2
 def winner_finding(values: dict,         # {name: {seed: value}}
                    what: str,            # what is ranked, e.g. 'mean test accuracy'
                    table: str,           # the table the values are in
@@ -139,6 +147,7 @@ def _combine(vs: list) -> str:
     if vs and all(v == 'not comparable' for v in vs): return 'not comparable'
     return 'reversed' if 'reversed' in vs else 'no effect detected'
 
+# %% ../../nbs/05d_findings.ipynb #37af9b00
 def named_rank_finding(values: dict,     # {item: {seed: value}}, higher is better
                        named: list,      # the items the claim names
                        top: bool,        # True: the claim says they are the best; False: the worst
@@ -245,6 +254,7 @@ def ood_rule_findings(layer_rows: list[dict],  # layer-table rows of every run, 
         out.append(Finding(f"ood-rule:{s}", 'ood', sent, say.numbers, decisive, v['verdict'], claim, parts))
     return out
 
+# %% ../../nbs/05d_findings.ipynb #e2623ed8
 def _group_values(df: pd.DataFrame, net: str, group_sets: list, metric: str) -> dict:
     "{detector: {seed: the metric in %, mean over the group's sets}} of one network."
     g = df[(df['config'] == net) & df['set'].isin(group_sets)]
@@ -253,6 +263,7 @@ def _group_values(df: pd.DataFrame, net: str, group_sets: list, metric: str) -> 
     for (d, s), v in per.items(): out.setdefault(d, {})[int(s)] = 100 * float(v)
     return out
 
+# %% ../../nbs/05d_findings.ipynb #04c34698
 def detector_findings(ood_rows: pd.DataFrame,  # `report.ood_frame`'s rows
                       kind: dict,               # OOD set -> 'near' or 'far'
                       title=str,                # a detector's or set's name for readers
@@ -296,6 +307,7 @@ def precision_findings(pt: list[dict],     # `stats.precision_table`'s rows
                            f"{r['precision']} changes the accuracy of {_user(r['config'])}"))
     return out
 
+# %% ../../nbs/05d_findings.ipynb #a2ac7ba1
 def column_finding(frame: pd.DataFrame,   # a table, one row per configuration (first column: its name)
                    column: str,           # the column stated
                    what: str,             # the sentence's start, e.g. 'Start loss (mean of the first 10 iterations)'
@@ -312,6 +324,7 @@ def column_finding(frame: pd.DataFrame,   # a table, one row per configuration (
          + (after or ''))
     return Finding(key, section, s, say.numbers + list(extra))
 
+# %% ../../nbs/05d_findings.ipynb #28f832f4
 def shared_arithmetic_finding(pairs: pd.DataFrame,  # the identical-loss table: 'runs', 'seed', 'identical losses expected', '... found'
                               ) -> Finding|None:
     "What the identical-loss table shows, and only that: the same arithmetic where every pair matches, else where not."
@@ -332,60 +345,3 @@ def shared_arithmetic_finding(pairs: pd.DataFrame,  # the identical-loss table: 
              "thread count or code; the provenance table gives each configuration's), so they agree as seeds of one "
              "configuration, not bit for bit")
     return Finding('shared-arithmetic', 'provenance', s, say.numbers)
-
-# %% ../../nbs/05d_findings.ipynb #3773b2f1
-def _effect_finding(n: str, t: Test, reference: str, by: dict, claims: list) -> Finding:
-    "The finding of one decided effect, `n` against `reference`: its interval, its direction and the claim it answers."
-    say = Says('paired')
-    s = (f"{_user(n)} − {_user(reference)} = {say(t.effect, '+.2f', 'difference')} pp "
-         f"{say.interval(t.lo, t.hi, '+.2f', 'Holm interval')} over {t.n} seeds: {_user(n)} is "
-         f"{'more' if t.effect > 0 else 'less'} accurate than {_user(reference)}" + _epochs_note(by, n, reference))
-    about = [c for c in claims if c.tested and c.key.startswith('claim:') and c.test is not None
-             and np.isfinite(c.test.effect) and abs(abs(c.test.effect) - abs(t.effect)) < 1e-9
-             and _user(n) in c.sentence]
-    if about: s += f" (the claim *{about[0].claim}*: see the verdicts)"
-    return Finding(f"answer:effect:{n}", 'answer', s, say.numbers, t, 'holds', f"{_user(n)} differs from {_user(reference)}")
-
-def _undecided_finding(und: list, tests: dict, cmp: list, reference: str) -> Finding:
-    "The finding of the undecided comparisons: their intervals, the differences their seeds detect, the seeds they need."
-    say = Says('paired')
-    ts = [tests[n] for n in und]
-    mdes = [detectable(t) for t in ts if np.isfinite(detectable(t))]
-    need = [r.get('seeds_needed') for r in cmp if r['config'] in und and r.get('seeds_needed') and not _stein(r)]  # Holm's count
-    s = ("Undecided: " + _names([f"{_user(n)} ({say(tests[n].effect, '+.2f', n)} pp "
-                                  f"{say.interval(tests[n].lo, tests[n].hi, '+.2f', n)})" for n in und])
-         + f" against {_user(reference)}: the " + ("two-stage intervals of Stein's design (Bonferroni)"
-                                                     if any(map(_stein, cmp)) else "Holm-adjusted intervals") + " contain zero")
-    if mdes:
-        s += (f"; with {ts[0].n} seeds these comparisons detect differences of "
-              + (f"{say(min(mdes), '.2f', 'smallest detectable')} to {say(max(mdes), '.2f', 'largest detectable')}"
-                 if len(mdes) > 1 else say(mdes[0], '.2f', 'detectable'))
-              + " pp or more (80% power)")
-    if need: s += (f", and the observed differences would need {min(need)}" + (f" to {max(need)}" if max(need) != min(need)
-                                                                               else '') + " seeds")
-    decisive = min(ts, key=lambda t: t.p_holm)
-    return Finding('answer:undecided', 'answer', s, say.numbers, decisive, 'no effect detected',
-                   f"{_user(_names(und))} differ from {_user(reference)}", [(n, tests[n], 'no effect detected') for n in und])
-
-def answer_findings(rows: list[dict],            # `stats.study_table`'s rows
-                    reference: str,              # their baseline
-                    acc: dict,                   # {configuration: {seed: accuracy in %}} of the rows' configurations
-                    claims: list = (),           # `claim_findings`'s findings (their claims give the effects a meaning)
-                    n_effects: int = 3,          # at most this many effects
-                    alpha: float = 0.05,
-                   ) -> list[Finding]:
-    "At most five findings: the winner, the largest decided effects with intervals and meaning, and what is undecided."
-    r0, by = f'vs_{reference.lower()}', {r['config']: r for r in rows}
-    cmp = [r for r in rows if np.isfinite(r.get(f'{r0}_p', math.nan))]
-    m = len(cmp); fam = _family(cmp, reference, m)
-    out = []
-    w = winner_finding({n: acc[n] for n in by if n in acc}, 'mean test accuracy', 'accuracy', 'answer:winner', 'answer',
-                       alpha=alpha)
-    if w is not None: out.append(w)
-    tests = {r['config']: _row_test(r, r0, fam, m) for r in cmp}
-    decided = sorted((n for n, t in tests.items() if decide(t, 0, alpha=alpha) == 'holds'),
-                     key=lambda n: -abs(tests[n].effect))[:n_effects]
-    out += [_effect_finding(n, tests[n], reference, by, claims) for n in decided]
-    und = [n for n, t in tests.items() if decide(t, 0, alpha=alpha) == 'no effect detected']
-    if und: out.append(_undecided_finding(und, tests, cmp, reference))
-    return out[:5]

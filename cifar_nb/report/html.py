@@ -29,12 +29,14 @@ def cell_directives(source:str, # a code cell's source
         out[name.strip()] = value.strip()
     return out
 
+# %% ../../nbs/05k_html.ipynb #c26a2446
 def _read_nb(path:str|Path) -> nbformat.NotebookNode:
     "Read a notebook; cells without ids (nbdev_clean removes them) are fine."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return nbformat.read(str(path), as_version=4)
 
+# %% ../../nbs/05k_html.ipynb #35d787ef
 def strip_directives(source:str, # a code cell's source
                     ) -> str:
     "`source` without its leading directive lines."
@@ -83,15 +85,18 @@ class _URLParser(html.parser.HTMLParser):
     def handle_data(self, data):
         if self._in_style: self.fetched += _CSS_URL.findall(data)
 
+# %% ../../nbs/05k_html.ipynb #e905b3e0
 def _parse_urls(html_text:str) -> _URLParser:
     p = _URLParser(); p.feed(html_text); p.close()
     return p
 
+# %% ../../nbs/05k_html.ipynb #66b9333c
 def external_urls(html_text:str, # an HTML page
                  ) -> list[str]:
     "Every http(s) (or protocol-relative) URL the page would fetch: scripts, stylesheets, images, frames, media, CSS."
     return _parse_urls(html_text).fetched
 
+# %% ../../nbs/05k_html.ipynb #ece41cd4
 def external_links(html_text:str, # an HTML page
                   ) -> list[str]:
     "The http(s) URLs of `<a href>` links: followed only when clicked, so allowed."
@@ -231,6 +236,7 @@ class _CodeParser(html.parser.HTMLParser):
             elif tag == 'meta' and a == 'http-equiv' and v.lower() == 'refresh': self.found.append('<meta http-equiv=refresh>')
     handle_startendtag = handle_starttag
 
+# %% ../../nbs/05k_html.ipynb #df58adde
 def foreign_code(html_text:str, # an HTML page
                 ) -> list[str]:
     "What a browser would run on opening the page (or on a click) that the renderer did not write: scripts, handlers, script URLs."
@@ -294,11 +300,13 @@ def _offline_exporter(exclude_input: bool):
                              remove_all_outputs_tags={'remove-output', 'remove_output'}), enabled=True)
     return ex
 
+# %% ../../nbs/05k_html.ipynb #5e71bb2c
 def _first_heading(nb, default: str) -> str:
     "The text of the notebook's first level-1 Markdown heading, else `default`."
     return next((l.lstrip('#').strip() for c in nb.cells if c.cell_type == 'markdown'
                  for l in c.source.splitlines() if l.startswith('# ')), default)
 
+# %% ../../nbs/05k_html.ipynb #833044c7
 def _refuse_unsafe(body: str, nb_path) -> None:
     "Raise `ValueError` when the page would run code its renderer did not write, or load anything from the network."
     if bad := foreign_code(body):
@@ -309,6 +317,7 @@ def _refuse_unsafe(body: str, nb_path) -> None:
                          "embed images in the notebook (Markdown images from local files are inlined) "
                          "instead of linking URLs")
 
+# %% ../../nbs/05k_html.ipynb #8c23bab7
 def render_html(nb_path:str|Path, # an executed notebook
                 dest:str|Path, # the .html file to write (atomically)
                 exclude_input:bool=False, # hide every code cell's input, keep outputs

@@ -32,6 +32,7 @@ class CamResult(NamedTuple):
     logits: torch.Tensor  # (B,C) the model's logits for the batch
     target: torch.Tensor  # (B,) the class each heatmap explains
 
+# %% ../../nbs/05g_interpret.ipynb #0f30bb91
 def _targets(target, logits: torch.Tensor) -> torch.Tensor:
     "The class to explain for each image: the predicted one (None), one for all (int) or one per image."
     B, C = logits.shape
@@ -80,6 +81,7 @@ def cam_region_share(cams,               # heatmaps (B,H,W), non-negative
     tot = c.sum((1, 2))
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(tot > 0, c[:, lo:hi].sum((1, 2)) / tot, np.nan)
 
+# %% ../../nbs/05g_interpret.ipynb #528503d5
 def class_cam_shares(run: Run,            # a run with its weights
                      cls: int,            # the class whose correctly classified test images are explained
                      images,              # uint8 test images (N,3,H,W)
@@ -135,6 +137,7 @@ def _cam_images(run: Run, which, correct: bool, n: int, seed: int, data, images)
                             f"got {idx.min()}..{idx.max()}")
     return torch.as_tensor(_np(_images(run, data, images))[idx]), run.labels[idx]
 
+# %% ../../nbs/05g_interpret.ipynb #a8179574
 def _cam_titles(res, labels, cls, target) -> tuple[list, list|None]:
     "(titles, colours) of Grad-CAM panels: true class, right or wrong, predicted class and confidence, explained class."
     p = torch.softmax(res.logits, 1)
@@ -147,6 +150,7 @@ def _cam_titles(res, labels, cls, target) -> tuple[list, list|None]:
     colors = None if labels is None else ['green' if pred[i] == labels[i] else 'red' for i in range(len(res.logits))]
     return titles, colors
 
+# %% ../../nbs/05g_interpret.ipynb #fd1e0045
 def plot_grad_cam(src,                 # a run folder or a `Run` (Grad-CAM needs the weights)
                   which=None,          # test indices, uint8 images (B,3,H,W) of your own, or None to pick `n`
                   correct: bool = True,  # when picking: right (True) or wrong (False) predictions

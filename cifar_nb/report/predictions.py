@@ -30,6 +30,7 @@ def _np(x) -> np.ndarray:
     "A numpy array from a tensor (any device), array or list."
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
+# %% ../../nbs/05f_predictions.ipynb #e1d86c77
 def _check_preds(logits, labels, classes=None) -> tuple[np.ndarray, np.ndarray, list]:
     "Logits (N,C) and labels (N,) as numpy arrays with C class names; a `ValueError` says what was expected."
     logits, labels = _np(logits), _np(labels)
@@ -77,6 +78,7 @@ def _save_fig(fig, save, run: Run|None, name: str) -> Path|None:
     with atomic_path(save) as tmp: fig.savefig(tmp, format='png', dpi=110, bbox_inches='tight')
     return save
 
+# %% ../../nbs/05f_predictions.ipynb #8def1450
 RUN_NAMERS = []  # functions run -> the name of its configuration, or None; the study layer registers one (06e_folders)
 
 def register_run_namer(f):
@@ -84,6 +86,7 @@ def register_run_namer(f):
     RUN_NAMERS.insert(0, f)
     return f
 
+# %% ../../nbs/05f_predictions.ipynb #9e8f38f6
 def run_label(run: Run) -> str:
     "A run's name for readers: 'Improved, seed 0' for a study's `runs/improved/seed0`, else the folder's name."
     if not (run.name.startswith('seed') and run.name[4:].isdigit()): return run.name
@@ -92,6 +95,7 @@ def run_label(run: Run) -> str:
     name = next((n for f in RUN_NAMERS if (n := f(run))), None) or run.path.parent.name
     return f"{name}, seed {run.name[4:]}"
 
+# %% ../../nbs/05f_predictions.ipynb #979aacd1
 def _title(run: Run|None, what: str) -> str:
     "A figure title naming the run (its configuration and seed) and its data, when there is a run."
     if run is None: return what
@@ -118,6 +122,7 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     cm = np.asarray(cm, dtype=float)
     with np.errstate(invalid='ignore', divide='ignore'): return np.diag(cm) / cm.sum(1)
 
+# %% ../../nbs/05f_predictions.ipynb #39e83666
 def most_confused(cm: np.ndarray,  # counts from `confusion_matrix`
                   classes,         # class names, one per row
                   k: int = 5,      # how many pairs
@@ -156,6 +161,7 @@ def _hwc(img) -> np.ndarray:
     "One uint8 image (3,H,W) as (H,W,3) for `imshow`."
     return _np(img).transpose(1, 2, 0)
 
+# %% ../../nbs/05f_predictions.ipynb #95d658b4
 def _grid_axes(n: int, ncols: int, axs=None, rows_per_item: int = 1, size=(1.35, 1.6)):
     "A figure (constrained layout) and a flat list of at least `n` axes in rows of `ncols`, or the axes given."
     if axs is not None:
@@ -206,6 +212,7 @@ def _images(run: Run|None, data=None, images=None):
     if run is None: raise ValueError("pictures drawn from arrays need the images: pass images=<uint8 (N,3,H,W)>")
     return run.test_images(data)
 
+# %% ../../nbs/05f_predictions.ipynb #2725b7f8
 def _pick(mask: np.ndarray, n: int, seed: int) -> np.ndarray:
     "Up to `n` of the indices where `mask` holds, drawn at random (seeded) and sorted."
     check_number('n', n, 1, 1024); check_number('seed', seed, 0, 2**63 - 1)
@@ -281,6 +288,7 @@ def reliability_bins(probs,          # probabilities (N,C)
         return dict(edges=np.linspace(0, 1, n_bins + 1), count=count,
                     acc=np.bincount(b, right, n_bins) / count, conf=np.bincount(b, conf, n_bins) / count)
 
+# %% ../../nbs/05f_predictions.ipynb #d1979a84
 def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
     "Expected calibration error: the bins' |accuracy - confidence| weighted by their share of the predictions."
     r = reliability_bins(probs, labels, n_bins)

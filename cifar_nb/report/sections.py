@@ -29,12 +29,14 @@ __all__ = ['TRAINING_CODE', 'per_class_frame', 'plot_per_class', 'per_class_seed
 def _confusion(run) -> np.ndarray:
     return confusion_matrix(run.labels, np.asarray(run.logits).argmax(1), len(run.classes))
 
+# %% ../../nbs/05j_sections.ipynb #0d60e279
 def per_class_frame(runs: dict) -> pd.DataFrame:
     "Per-class test accuracy (%), mean over seeds: one row per configuration, one column per class."
     rows = {n: 100 * np.mean([per_class_accuracy(_confusion(r)) for r in by.values()], 0) for n, by in runs.items()}
     first = next(iter(runs.values()))
     return pd.DataFrame.from_dict(rows, orient='index', columns=first[min(first)].classes)
 
+# %% ../../nbs/05j_sections.ipynb #8fc561fc
 def plot_per_class(frame: pd.DataFrame, ax=None, cmap: str = 'viridis') -> plt.Figure:
     "Per-class accuracy as an annotated heatmap (configurations down, classes across)."
     if ax is None: _, ax = plt.subplots(figsize=(8.4, 0.42 * len(frame) + 1.5), layout='constrained')
@@ -59,6 +61,7 @@ def mean_confusion(by_seed: dict) -> np.ndarray:
     ms = [c / np.maximum(c.sum(1, keepdims=True), 1) for c in map(_confusion, by_seed.values())]
     return 100 * np.mean(ms, 0)
 
+# %% ../../nbs/05j_sections.ipynb #c6b85b0c
 def written_cells(m: np.ndarray,       # a confusion matrix (shares in %)
                   annotate: float = 10,  # the smallest off-diagonal share written
                  ) -> list[tuple[int, int]]:
@@ -71,6 +74,7 @@ def written_cells(m: np.ndarray,       # a confusion matrix (shares in %)
         out += [(i, j) for j in sorted(taken)]
     return out
 
+# %% ../../nbs/05j_sections.ipynb #2976caf9
 def _confusion_layout(n: int, classes: list, ncols: int|None, cell: float|None, fontsize: float) -> tuple:
     ("(matrices per row, figure size, cell width, cell height) in inches: cells as large as fit in the largest figure "
      "that prints `fontsize` at 8 pt in the printed column, at most 1.25 times as wide as high (`cell`: square, that side).")
@@ -86,6 +90,7 @@ def _confusion_layout(n: int, classes: list, ncols: int|None, cell: float|None, 
     r = -(-n // c)
     return c, (c * C * cw + pad_w + 0.12 * (c - 1), r * (C * ch + 2 * line) + pad_h + 0.12 * (r - 1)), cw, ch
 
+# %% ../../nbs/05j_sections.ipynb #a320188e
 def plot_confusion_grid(runs: dict,            # {configuration: {seed: run}}
                         ncols: int|None = None,   # matrices per row (None: the layout with the largest cells on paper)
                         cell: float|None = None,  # a square cell's side in inches (None: as large as the printed column allows)
@@ -127,6 +132,7 @@ def _layer_detail(m) -> str:
     if isinstance(m, nn.Dropout): return f"p = {m.p}"
     return ''
 
+# %% ../../nbs/05j_sections.ipynb #6aa218e2
 def layer_table(model,                       # an nn.Sequential of named layers (e.g. `report_cnn()`)
                 input_shape=(1, 3, 32, 32),  # the dummy batch pushed through
                ) -> pd.DataFrame:
@@ -165,9 +171,11 @@ def run_provenance(runs: dict) -> pd.DataFrame:
                              train_s=r.metrics.get('train_seconds', math.nan)))
     return pd.DataFrame(rows)
 
+# %% ../../nbs/05j_sections.ipynb #d8b3826d
 def _git(args: list, root) -> str:
     return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True, timeout=60, check=True).stdout
 
+# %% ../../nbs/05j_sections.ipynb #aa2adcf2
 def code_changes(commits: list,               # commit hashes (any order; '-dirty' suffixes ignored)
                  root=None,                   # the repository; None: the project root
                  paths=('nbs', 'cifar_nb'),   # what counts as code
@@ -205,6 +213,7 @@ def run_code_digest(run) -> str|None:
     if lean is None or not lean.is_file(): return None
     return load_json(lean).get('notebook_code', {}).get(p.relative_to(study).as_posix())
 
+# %% ../../nbs/05j_sections.ipynb #be932cee
 def _values(xs) -> str:
     "Distinct values, most frequent first, each with its count when they differ."
     s = pd.Series([x for x in xs if x not in (None, '')], dtype=object)
@@ -212,6 +221,7 @@ def _values(xs) -> str:
     c = s.value_counts()
     return str(c.index[0]) if len(c) == 1 else '; '.join(f"{k} ({v} runs)" for k, v in c.items())
 
+# %% ../../nbs/05j_sections.ipynb #09936868
 def config_provenance(runs: dict,               # {configuration: {seed: run}}
                       shared: dict|None = None,  # study.json's `shared`: {configuration: {seed: path of another study's run}}
                      ) -> pd.DataFrame:
@@ -246,6 +256,7 @@ def ood_frame(runs: dict,                # {configuration: {seed: run}}
                                    for row in json.loads(f.read_text())['rows']]
     return pd.DataFrame(out)
 
+# %% ../../nbs/05j_sections.ipynb #8fa59870
 def near_far_frame(df: pd.DataFrame,       # `ood_frame`'s rows
                    kind: dict,              # OOD set -> 'near' or 'far' (sets not named are left out)
                    key: str = 'detector',   # the column naming the score
@@ -269,6 +280,7 @@ def said(text: str,   # the sentence (HTML)
     attrs = ' '.join(f'data-{k}="{html.escape(plain_text(v), quote=True)}"' for k, v in facts.items())
     return f'<span class="cnb-said" {attrs}>{text}</span>'
 
+# %% ../../nbs/05j_sections.ipynb #dddb173d
 def best_row(frame: pd.DataFrame, column: str, how: str = 'max', key: str|None = None) -> str:
     "The row label (first column, or `key`) with the best value of `column` ('max' or 'min'; cells read by `cell_value`)."
     from cifar_nb.report.tables import cell_value
@@ -307,6 +319,7 @@ class _Tables(HTMLParser):
             if s is not None: s['text'] += data
         if m := _re.fullmatch(r'\s*Table (\d+)\.\s*', data): self._num = m.group(1)
 
+# %% ../../nbs/05j_sections.ipynb #8d274912
 def _check_one(s: dict, tables: dict) -> str|None:
     "Why the sentence `s` disagrees with its table (None when it agrees)."
     from cifar_nb.report.tables import cell_value
@@ -326,6 +339,7 @@ def _check_one(s: dict, tables: dict) -> str|None:
     return None if s.get('data-value') == row[j] else (f"{s['text'][:80]!r} says {s.get('data-value')!r}, Table "
                                                        f"{s['data-table']} says {row[j]!r} ({s['data-row']}, {s['data-column']})")
 
+# %% ../../nbs/05j_sections.ipynb #b24a89a9
 def check_sentences(page: str) -> tuple[int, list[str]]:
     "(number of sentences checked, the disagreements) of a rendered report: each `said` sentence against its table."
     p = _Tables(); p.feed(page)

@@ -60,6 +60,7 @@ def _nct_bound(t: float, df: int, q: float) -> float:
         step *= 1.6
     return math.nan
 
+# %% ../../nbs/05a_stats.ipynb #d0c965d0
 def dz_interval(dz: float,            # Cohen's d_z: mean difference / sd of the differences
                 n: int,               # number of pairs
                 level: float = 0.95,  # coverage
@@ -117,11 +118,13 @@ def _power(delta_over_sd: float, n: int, alpha: float) -> float:
     s = _chi_nodes(df)
     return float(np.mean(stats.norm.sf(c * s - ncp) + stats.norm.cdf(-c * s - ncp)))
 
+# %% ../../nbs/05a_stats.ipynb #6dc4241a
 @functools.lru_cache(maxsize=None)
 def _chi_nodes(df: int, k: int = 4000) -> np.ndarray:
     "sqrt(V/df) at the midpoints of `k` equal-probability bins of V ~ chi2(df)."
     return np.sqrt(stats.chi2.ppf((np.arange(k) + 0.5) / k, df) / df)
 
+# %% ../../nbs/05a_stats.ipynb #4509140c
 def min_detectable_effect(sd: float,          # the sample sd of the paired differences (same unit as the result)
                           n: int,             # paired seeds
                           m: int = 1,         # comparisons in the family (the level is alpha/m)
@@ -136,6 +139,7 @@ def min_detectable_effect(sd: float,          # the sample sd of the paired diff
     while _power(hi, n, a) < power: hi *= 2  # power grows with the effect: bracket it
     return float(sd * brentq(lambda e: _power(e, n, a) - power, 1e-9, hi, xtol=1e-10))
 
+# %% ../../nbs/05a_stats.ipynb #80c5a435
 def seeds_to_detect(effect: float,       # the true (here: observed) mean difference
                     sd: float,           # the sd of the paired differences
                     m: int = 1, alpha: float = 0.05, power: float = 0.8,
@@ -170,6 +174,7 @@ def stein_seeds(pilot_sd: float,     # the sd of the pilot's paired differences
     n = max(pilot_n, math.ceil((t * pilot_sd / half_width) ** 2)) if np.isfinite(pilot_sd) else pilot_n
     return min(n, max_n) if max_n else n
 
+# %% ../../nbs/05a_stats.ipynb #b598bfcc
 def stein_interval(diffs,              # every paired difference, the pilot's first (seed order)
                    pilot_n: int,       # how many of them are the pilot
                    m: int = 1, alpha: float = 0.05,

@@ -26,16 +26,19 @@ def _recipe(run) -> dict:
     "What a run computes, without its seed (where it ran, precision included, is not part of it)."
     return {k: v for k, v in run.params.items() if k in TRAIN_FIELDS and k != 'seed'}
 
+# %% ../../nbs/05b_tables.ipynb #aa3ed1a3
 def _requested(run, key: str):
     "A placement parameter as the run asked for it (runs written before `Placement` kept it in `params`)."
     return (getattr(run, 'placement', None) or {}).get(key, run.params.get(key))
 
+# %% ../../nbs/05b_tables.ipynb #7755259d
 def precision_of(run) -> str:
     "'bf16' or 'fp32' (what the run computed in: the provenance when recorded, else the requested precision)."
     p = str(run.config.get('provenance', {}).get('precision') or _requested(run, 'precision') or '?')
     return ('bf16' if 'bfloat16' in p or p == 'bf16' else 'fp16' if 'float16' in p or p == 'fp16'
             else 'fp32' if p in ('fp32', 'torch.float32', 'None') else p)
 
+# %% ../../nbs/05b_tables.ipynb #972f3484
 def precision_twins(runs: dict) -> list[tuple[str, str]]:
     "(reduced-precision configuration, its float32 twin) pairs: the same computation, another precision."
     first = {n: by[min(by)] for n, by in runs.items() if by}
@@ -52,6 +55,7 @@ def seed_accuracies(runs: dict) -> dict:
     "{configuration: {seed: test accuracy in %}}."
     return {n: {s: 100 * r.metrics['test_acc'] for s, r in sorted(by.items())} for n, by in runs.items()}
 
+# %% ../../nbs/05b_tables.ipynb #4fb98aee
 def _holm_intervals(rows: list[dict], r0: str, alpha: float = 0.05) -> None:
     "Add each comparison's Holm-adjusted p, the level of its Holm-consistent interval and that interval's half-width."
     cmp = [r for r in rows if f'{r0}_p' in r]
@@ -65,6 +69,7 @@ def _holm_intervals(rows: list[dict], r0: str, alpha: float = 0.05) -> None:
         r['mde'] = min_detectable_effect(r[f'{r0}_diff_sd'], n, 1, a)
         r['seeds_needed'] = seeds_to_detect(r[f'{r0}_diff'], r[f'{r0}_diff_sd'], 1, a) if n >= 2 else None
 
+# %% ../../nbs/05b_tables.ipynb #88b1b8f7
 def _stein_rows(rows: list[dict], acc_all: dict, reference: str, design: dict, alpha: float) -> None:
     ("Replace each comparison's interval and adjusted p by the two-stage design's (Bonferroni over the family): the "
      "pilot is the design's first `pilot` seeds, the rest are the seeds the pilot asked for.")
@@ -85,6 +90,7 @@ def _stein_rows(rows: list[dict], acc_all: dict, reference: str, design: dict, a
                   'pilot_sd': s0, 'seeds_planned': planned, 'seeds_complete': planned is not None and st['n'] >= planned})
         r['mde'] = min_detectable_effect(s0, st['n'], m, alpha)
 
+# %% ../../nbs/05b_tables.ipynb #14d1117f
 def study_table(runs: dict,                  # {configuration: {seed: run}}
                 reference: str = 'Improved',  # the baseline: every other configuration is compared with it
                 published: dict|None = None,  # {configuration: published accuracy in %} (None: none)
@@ -133,6 +139,7 @@ def _field(c, k: str, default=None):
     "A claim's field, from a `studyfile.Claim` or a dict."
     return c.get(k, default) if isinstance(c, dict) else getattr(c, k, default)
 
+# %% ../../nbs/05b_tables.ipynb #bf4ed33d
 def _diff_verdict(ours: float, lo: float, hi: float, claimed: float, p_holm: float, alpha: float) -> str:
     "The verdict on 'better beats than' from `ours` = better - than, its Holm interval [lo, hi] and the claimed size."
     if not (np.isfinite(ours) and np.isfinite(p_holm)): return 'not comparable'
@@ -140,6 +147,7 @@ def _diff_verdict(ours: float, lo: float, hi: float, claimed: float, p_holm: flo
     if ours < 0: return 'reversed'
     return 'smaller than claimed' if np.isfinite(claimed) and np.isfinite(hi) and claimed > hi else 'holds'
 
+# %% ../../nbs/05b_tables.ipynb #9cc067d3
 def _level_verdict(r: dict, c, published: dict, same_data: bool) -> dict:
     m, hw, n = r.get('acc_mean', math.nan), r.get('acc_ci95', math.nan), _field(c, 'config')
     rep = _field(c, 'reaches'); rep = published.get(n, math.nan) if rep is None else rep
@@ -149,6 +157,7 @@ def _level_verdict(r: dict, c, published: dict, same_data: bool) -> dict:
                 ours_ci95=hw, ours_ci_holm=math.nan, ours_lo=m - hw, ours_hi=m + hw, holm_level=math.nan,
                 p_holm=math.nan, verdict=v, report_inside_ci=bool(m - hw <= rep <= m + hw) if ok else None, unit='%')
 
+# %% ../../nbs/05b_tables.ipynb #c19a0884
 def claim_verdicts(rows: list[dict],              # `study_table`'s rows
                    claims: list = (),             # `studyfile.Claim`s or dicts with the same fields
                    reference: str = 'Improved',   # the baseline each difference was taken against in `rows`
@@ -188,10 +197,12 @@ def _p_vs_half(x) -> float:
     if x.std(ddof=1) == 0: return 0.0 if x[0] != 0.5 else 1.0
     return float(stats.ttest_1samp(x, 0.5).pvalue)
 
+# %% ../../nbs/05b_tables.ipynb #afa120fe
 def _net_verdict(mean: float, p_holm: float, alpha: float) -> str:
     if not np.isfinite(p_holm): return 'not comparable'
     return 'no effect detected' if p_holm >= alpha else 'holds' if mean > 0.5 else 'reversed'
 
+# %% ../../nbs/05b_tables.ipynb #0a52a731
 def ood_verdicts(rows: list[dict],         # layer-table rows of every run, each with `config` and `seed` added
                  layer: str = 'relu4',     # the layer whose mean activation is the report's rule (our last ReLU)
                  alpha: float = 0.05,      # family-wise error level of the Holm-corrected tests
@@ -233,11 +244,13 @@ def _cell(v, floatfmt: str) -> str:
     if isinstance(v, (list, tuple)): v = ' '.join(map(str, v))
     return str(v).replace('|', '\\|').replace('\n', ' ')
 
+# %% ../../nbs/05b_tables.ipynb #7d8bb413
 def cell_value(s: str) -> float:
     "The first number written in a table cell ('62.31 ± 0.46' -> 62.31, '−1.2 pp' -> -1.2); NaN when none."
     m = _FIRST.search(str(s).replace('*', ''))
     return float(m.group(0).replace('−', '-').replace(',', '')) if m else math.nan
 
+# %% ../../nbs/05b_tables.ipynb #aaf65cbe
 def _embolden(col: list[str], how: str) -> list[str]:
     "The cells of `col` whose value is the column's best ('max' or 'min') in bold."
     v = np.array([cell_value(c) for c in col], dtype=float)
@@ -245,6 +258,7 @@ def _embolden(col: list[str], how: str) -> list[str]:
     best = np.nanmax(v) if how == 'max' else np.nanmin(v)
     return [f"**{c}**" if np.isfinite(x) and x == best and c else c for c, x in zip(col, v)]
 
+# %% ../../nbs/05b_tables.ipynb #df1b73b9
 def markdown_table(rows, floatfmt: str = '.2f',
                    bold: dict|None = None,  # {column: 'max' or 'min'}: that column's best value in bold
                   ) -> str:
@@ -259,22 +273,25 @@ def markdown_table(rows, floatfmt: str = '.2f',
     return out.to_markdown(index=False, disable_numparse=True,
                            colalign=['right' if numeric(out[c].tolist()) else 'left' for c in out.columns]) + '\n'
 
-
 # %% ../../nbs/05b_tables.ipynb #43aba911
 def _fmt(v, nd=2, sign=False):
     return '' if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.{nd}f}" if sign else f"{v:.{nd}f}"
 
+# %% ../../nbs/05b_tables.ipynb #37cadd01
 def _pm(m, hw, nd=2, sign=False) -> str:
     "'m ± hw', or 'm' when hw is missing, or '' when m is."
     return '' if not np.isfinite(m) else _fmt(m, nd, sign) + (f" ± {_fmt(hw, nd)}" if np.isfinite(hw) else '')
 
+# %% ../../nbs/05b_tables.ipynb #f31bcb79
 def _interval(lo, hi, nd=1, sign=False) -> str:
     return f"[{_fmt(lo, nd, sign)}, {_fmt(hi, nd, sign)}]" if np.isfinite(lo) and np.isfinite(hi) else ''
 
+# %% ../../nbs/05b_tables.ipynb #30475fc0
 def diff_column(reference: str) -> str:
     "The header of Table 1's difference column."
     return f'Δ vs {reference} (pp) [Holm-adjusted interval]'
 
+# %% ../../nbs/05b_tables.ipynb #e5f5c7dd
 def table1_frame(rows: list[dict], reference: str = 'Improved', timing: bool = True) -> pd.DataFrame:
     ("Table 1 for readers: accuracy (mean ± std; 95% CI ± half-width), the published accuracy when there is one, "
      "and the paired comparison with `reference` (Holm-adjusted interval).")
@@ -306,6 +323,7 @@ def table1_frame(rows: list[dict], reference: str = 'Improved', timing: bool = T
                                 'p (Holm)': 'p (Stein, Bonferroni)'})
     return df
 
+# %% ../../nbs/05b_tables.ipynb #89a2c839
 def table_markdown(rows: list[dict], reference: str = 'Improved') -> str:
     ("Table 1 as Markdown: ours (mean ± std, 95% CI) beside the published numbers, and the paired difference to "
      "`reference`; the best mean accuracy in bold.")

@@ -39,6 +39,7 @@ class Test:
     unit: str = 'pp'             # the effect's unit
     claimed: float = math.nan    # a size the claim states, in the effect's unit (NaN: none)
 
+# %% ../../nbs/05c_verdict.ipynb #0a459750
 def _t_half(sd: float, n: int, level: float) -> float:
     return float(sst.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)) if n >= 2 and np.isfinite(sd) else math.nan
 
@@ -57,6 +58,7 @@ def paired_test(a: dict,                  # {seed: value} of the first
     return Test('paired t-test', f"seeds {', '.join(map(str, seeds))}, paired", n, m, t, p, p_holm=p, lo=m - hw,
                 hi=m + hw, level=level, sd=sd, unit=unit)
 
+# %% ../../nbs/05c_verdict.ipynb #3e8d3990
 def one_sample_test(x: dict,              # {seed: value}
                     null: float,          # the value tested against (50 for chance, in %)
                     unit: str = '%',
@@ -88,12 +90,14 @@ def holm_family(tests: list,         # `Test`s reported together
             t.lo, t.hi, t.level, t.mde = t.effect - hw, t.effect + hw, lv, math.nan
     return tests
 
+# %% ../../nbs/05c_verdict.ipynb #0d2e6a0f
 def detectable(t: Test) -> float:
     "The smallest true effect `t` detects with 80% power at its own level (computed once, then kept in `t.mde`)."
     if not np.isfinite(t.mde) and t.n >= 2 and np.isfinite(t.level):
         t.mde = min_detectable_effect(t.sd, t.n, 1, 1 - t.level)
     return t.mde
 
+# %% ../../nbs/05c_verdict.ipynb #8a31f01b
 def decide(test: Test|None,         # the test (None: nothing decides the finding)
            direction: int = 1,       # +1: the claim says the effect is positive; -1: negative; 0: that it is not zero
            claimed: float = math.nan,  # a claimed size (in the effect's unit, signed as claimed)
@@ -130,6 +134,7 @@ class Finding:
     @property
     def tested(self) -> bool: return self.test is not None
 
+# %% ../../nbs/05c_verdict.ipynb #0a390f7e
 class Says:
     "Writes a finding's numbers: each call formats a number, records it with its name and table, and returns its text."
     def __init__(self, table: str = ''): self.table, self.numbers = table, []
@@ -141,10 +146,12 @@ class Says:
         "'[lo, hi]', both recorded."
         return f"[{self(lo, fmt, name + ' low', table)}, {self(hi, fmt, name + ' high', table)}]"
 
+# %% ../../nbs/05c_verdict.ipynb #c6df0d70
 def _user(x) -> str:
     "A user's text (a name, a claim) as inert Markdown in a `cnb-user` span: shown as itself, its digits not a result."
     return f'<span class="cnb-user">{md_text(x)}</span>'
 
+# %% ../../nbs/05c_verdict.ipynb #d1676399
 def _names(xs) -> str:
     xs = list(xs)
     return ', '.join(xs[:-1]) + (' and ' if len(xs) > 1 else '') + (xs[-1] if xs else '')

@@ -30,6 +30,7 @@ def build_model(cfg: TrainConfig) -> nn.Sequential:
     return report_cnn(batchnorm=cfg.batchnorm, dropout=cfg.dropout, bn_after=cfg.bn_after,
                       dropout_before=cfg.dropout_before, init=cfg.init)
 
+# %% ../../nbs/03b_setup.ipynb #fef8d6c8
 def make_loaders(cfg: TrainConfig, data, device: torch.device, channels_last: bool = True) -> dict:
     "Training, validation and test loaders (on `device`), the split indices and the normalisation."
     try: tr_idx, va_idx = split_for_run(data.train.y, cfg.val_fraction, cfg.n_train, cfg.seed)
@@ -73,6 +74,7 @@ class Setup:
                    self.loaders['val'] if val is None else val, cfg or self.cfg, self.amp, step=self.place.step,
                    compile=self.place.compile == 'yes', **kw)
 
+# %% ../../nbs/03b_setup.ipynb #50a1e607
 def setup(cfg: TrainConfig, # what the run computes
           place: Placement, # where and how
           data,             # a loaded `CIFAR10Data`

@@ -78,6 +78,7 @@ def _load_weights(w: Path, root: Path) -> dict:
                        f"{_DAMAGED}")
     return sd
 
+# %% ../../nbs/03d_load_run.ipynb #333ce624
 def _nonfinite(x, where: str = '') -> str|None:
     "Where the first non-finite number in a JSON value is (`'test_acc'`, `'a[2]'`), or None."
     if isinstance(x, float) and not np.isfinite(x): return where or 'the value'
@@ -96,6 +97,7 @@ def _normalise(self: Run, x) -> torch.Tensor:
     mean, std = (torch.tensor(self.config['norm'][k], dtype=torch.float32).view(1, 3, 1, 1) for k in ('mean', 'std'))
     return (x.float()/255 - mean)/std
 
+# %% ../../nbs/03d_load_run.ipynb #3e0dc774
 def _check_data(self: Run, data) -> None:
     "Refuse `data` unless it is the data the run was trained on (the same checksum)."
     if not all(hasattr(data, a) for a in ('train', 'test', 'source')) or not isinstance(data.source, dict):
@@ -108,6 +110,7 @@ def _check_data(self: Run, data) -> None:
                        f"is not the data {self.path} was trained on (checksum {str(have)[:12]} vs "
                        f"{self.data_sha256[:12]}): load " + (where or "the data the run was trained on"))
 
+# %% ../../nbs/03d_load_run.ipynb #07b11527
 def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
     "`(train_idx, val_idx)` of the training set, as the run used them (from split.npz)."
     p = self.path/'split.npz'
@@ -117,6 +120,7 @@ def _split(self: Run) -> tuple[np.ndarray, np.ndarray]:
     try: return load_split(p)
     except (OSError, ValueError, KeyError) as e: raise RunError(f"{p} cannot be read ({e}): {_DAMAGED}") from None
 
+# %% ../../nbs/03d_load_run.ipynb #76c1288c
 def _test_images(self: Run, data=None) -> torch.Tensor:
     "The run's test images as uint8 (N,3,H,W), from `data` or the data source in config.json, checked against the run."
     if data is None:
@@ -136,6 +140,7 @@ def is_complete(path: str|Path) -> bool:
     "Whether `path` is a run folder whose completion marker has been written."
     return (Path(path)/COMPLETE).exists()
 
+# %% ../../nbs/03d_load_run.ipynb #162affe6
 def _read_marker(path: Path) -> dict:
     "The completion marker of a format-2 run folder, checked for the form cifar_nb writes."
     if not path.is_dir(): raise RunError(f"{path} is not a folder")
@@ -156,6 +161,7 @@ def _read_marker(path: Path) -> dict:
         raise RunError(f"{path/COMPLETE} marks {', '.join(odd)} as left out; only the weights can be: {_DAMAGED}")
     return marker
 
+# %% ../../nbs/03d_load_run.ipynb #58bf6d06
 def _verify_files(path: Path) -> dict:
     ("Every file of a complete run (`RUN_FILES`, fixed by the format, not by the marker) present, weights apart "
      "when pruned, and matching its checksum in the completion marker; the marker.")
@@ -171,6 +177,7 @@ def _verify_files(path: Path) -> dict:
                                                       "changed): delete the run folder and rerun it")
     return marker
 
+# %% ../../nbs/03d_load_run.ipynb #ec00cf48
 def load_run(path: str|Path, verify: bool = True) -> Run:
     "Read a complete run folder, checking files, checksums, shapes and that every number is finite."
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
@@ -220,6 +227,7 @@ def find_runs(root: str|Path, warn: bool = True) -> list[Path]:
               f"{', '.join(str(p) for p in found if p not in done)}")
     return done
 
+# %% ../../nbs/03d_load_run.ipynb #41a7fe8e
 def prune_weights(path: str|Path) -> Path:
     ("Delete a complete run's weights for a lean copy; their checksum stays in `COMPLETE.json` "
      "(re-training restores them).")

@@ -37,6 +37,7 @@ _OLD_FORMAT = ("this cifar_nb reads run folders in format 2 only; folders in for
 class RunError(CifarNbError, ValueError):
     "A run folder is missing a file, incomplete, corrupt, inconsistent or not a run folder; the message names it."
 
+# %% ../../nbs/03a_rundir.ipynb #3c565a75
 class RunLocked(CifarNbError, RuntimeError):
     "Another process is writing into this run folder."
 
@@ -61,6 +62,7 @@ class RunState(NamedTuple):
     state: str    # 'new', 'foreign', 'other', 'complete', 'failed', 'resume' or 'started'
     detail: str = ''
 
+# %% ../../nbs/03a_rundir.ipynb #406d6e8d
 _OURS = {'.lock', 'config.json', 'split.npz', HISTORY, 'metrics.json', 'weights.safetensors', 'predictions.npz',
          'progress.png', CHECKPOINT, FAILED, COMPLETE, 'train.ipynb', 'interpret', 'ood'}  # progress.png: kept by upgrades
 _BEFORE_CONFIG = {'.lock', 'train.ipynb', FAILED}  # FAILED.json: a failure while writing config.json
@@ -71,6 +73,7 @@ def _is_ours(name: str) -> bool:
     m = _TMP.match(name)
     return name in _OURS or (m is not None and m['name'] in _OURS)
 
+# %% ../../nbs/03a_rundir.ipynb #3626016c
 def _users_notebook(p: Path) -> bool:
     ("Whether `p` is a notebook papermill did not write (a user's own `train.ipynb`); "
      "one cut short by a kill counts as papermill's.")
@@ -79,6 +82,7 @@ def _users_notebook(p: Path) -> bool:
     return not (isinstance(nb, dict) and isinstance(nb.get('metadata'), dict)
                 and isinstance(nb['metadata'].get('papermill'), dict))
 
+# %% ../../nbs/03a_rundir.ipynb #125d7891
 def _config_problem(c) -> str|None:
     "What in a config.json is not as cifar_nb writes it (the field and its value), or None."
     if not isinstance(c, dict): return f"it holds {type(c).__name__}, not an object"
@@ -94,6 +98,7 @@ def _config_problem(c) -> str|None:
             return f"field {k} is {show_value(c.get(k))}, not {want}"
     return None
 
+# %% ../../nbs/03a_rundir.ipynb #ffbe6b10
 def read_config(path: Path) -> dict|None:
     "The run's config.json, or None when the folder has none written by cifar_nb."
     p = Path(path)/'config.json'
@@ -107,11 +112,13 @@ def identity(cfg: TrainConfig, data_sha: str|None) -> dict:
     "What a run is: every `TrainConfig` field and the data's checksum."
     return {**asdict(cfg), 'data_sha256': data_sha}
 
+# %% ../../nbs/03a_rundir.ipynb #b4e39bf1
 def _recorded_identity(c: dict) -> dict:
     "The identity recorded in a config.json (a field it lacks reads as its default: `with_defaults`)."
     p = with_defaults(c['params'])
     return {**{k: p.get(k) for k in TRAIN_FIELDS}, 'data_sha256': c.get('data', {}).get('arrays_sha256')}
 
+# %% ../../nbs/03a_rundir.ipynb #be867d15
 def _difference(key: str, there, here, c: dict) -> str:
     "One difference between a recorded run and the one asked for, in words."
     if key != 'data_sha256': return f"{key}: {there!r} there, {here!r} here"
@@ -119,6 +126,7 @@ def _difference(key: str, there, here, c: dict) -> str:
     return (f"data_sha256: other data there ({d.get('name') or '?'} from {d.get('path') or '?'}, "
             f"checksum {str(there)[:12]}) than here (checksum {str(here)[:12]})")
 
+# %% ../../nbs/03a_rundir.ipynb #b8d7df14
 def _read_failed(path: Path) -> dict|None:
     "What FAILED.json says (None when there is none); an unreadable one counts as a failure that starts clean."
     if not (path/FAILED).exists() and not (path/FAILED).is_symlink(): return None
@@ -127,6 +135,7 @@ def _read_failed(path: Path) -> dict|None:
         f = dict(kind='unknown', error=f"{FAILED} cannot be read ({type(e).__name__})", resumable=False)
     return f if isinstance(f, dict) else dict(kind='unknown', error=f"{FAILED} holds no record", resumable=False)
 
+# %% ../../nbs/03a_rundir.ipynb #cde60fa6
 def run_state(path: str|Path,             # the run folder
               cfg: TrainConfig|None = None,  # what should be there; None: do not compare
               data_sha: str|None = None,  # the data's `arrays_sha256`; compared when `cfg` is given
@@ -165,6 +174,7 @@ def _f32(v: float) -> str:
     "The shortest text that reads back (as float32) as the float32 nearest `v`."
     return np.format_float_positional(np.float32(v), unique=True, trim='-')
 
+# %% ../../nbs/03a_rundir.ipynb #c0cb8f75
 def write_history_csv(path: str|Path, history: dict) -> Path:
     "Write `fit`'s history as one xz-compressed CSV: split, epoch, iteration, lr, loss, acc."
     buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n')
@@ -176,6 +186,7 @@ def write_history_csv(path: str|Path, history: dict) -> Path:
         w.writerow(['val', v['epoch'][i], v['iteration'][i], '', repr(v['loss'][i]), repr(v['acc'][i])])
     return atomic_write_bytes(path, lzma.compress(buf.getvalue().encode(), preset=9 | lzma.PRESET_EXTREME))
 
+# %% ../../nbs/03a_rundir.ipynb #8ba31d34
 def read_history_csv(path: str|Path) -> dict:
     "Read a history CSV (xz, gzip or plain) back into `fit`'s dict form; a malformed file names itself."
     h = {'train': dict(iteration=[], epoch=[], lr=[], loss=[], acc=[]),
@@ -209,6 +220,7 @@ def save_predictions(path: str|Path, logits: torch.Tensor|np.ndarray, labels) ->
         with open(tmp, 'wb') as f: np.savez_compressed(f, labels=np.asarray(labels, np.int64), logits_planes=planes)
     return Path(path)
 
+# %% ../../nbs/03a_rundir.ipynb #f0fab2f3
 def load_predictions(path: str|Path) -> tuple[np.ndarray, np.ndarray]:
     ("`(logits float32 (N, C), labels int64 (N,))` from `save_predictions`' file (or an older one: "
      "float32 or bfloat16 arrays).")
@@ -227,6 +239,7 @@ def save_split(path: str|Path, n: int, train_idx, val_idx) -> Path:
         with open(tmp, 'wb') as f: np.savez_compressed(f, role=role)
     return Path(path)
 
+# %% ../../nbs/03a_rundir.ipynb #747358f8
 def load_split(path: str|Path) -> tuple[np.ndarray, np.ndarray]:
     "`(train_idx, val_idx)`, sorted int64, from `save_split`'s file."
     with np.load(regular_file(path), allow_pickle=False) as z: role = z['role']
@@ -241,6 +254,7 @@ def _smooth(v, k=20):
     n = np.minimum(np.arange(1, len(v) + 1), k)
     return (c[1:] - c[np.arange(1, len(v) + 1) - n]) / n
 
+# %% ../../nbs/03a_rundir.ipynb #c5581f4b
 def plot_progress(history: dict, title: str|None = None, axs=None):
     "Training (per iteration) and validation (per epoch) accuracy and loss against iterations."
     import matplotlib.pyplot as plt

@@ -29,11 +29,13 @@ def new_run_dir(root: str|Path|None = None) -> Path:
     root = Path(root) if root else project_root()/'runs'
     return root/f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
+# %% ../../nbs/03c_train_run.ipynb #da4ee236
 def _clean_tmp(out_dir: Path):
     "Remove temporary files a killed writer left (only ours: `.<run file>.<random>.tmp`)."
     for t in out_dir.iterdir():
         if (m := _TMP.match(t.name)) and m['name'] in _OURS and t.is_file(): t.unlink(missing_ok=True)
 
+# %% ../../nbs/03c_train_run.ipynb #59b1f9c0
 def _write_config(out_dir, cfg, place, data, loaders, device, amp, started):
     "config.json: identity, data, normalisation, classes, placement and provenance; the first file a run writes."
     save_json(out_dir/'config.json', dict(
@@ -64,6 +66,7 @@ def _write_results(out_dir, res, test, loaders, t_start, started):
     save_json(out_dir/COMPLETE, {'format': FORMAT, 'files': {f: sha256_file(out_dir/f) for f in RUN_FILES}})
     (out_dir/CHECKPOINT).unlink(missing_ok=True)
 
+# %% ../../nbs/03c_train_run.ipynb #3a08bbde
 def _fail(out_dir: Path, e: Exception):
     "Record a failure in FAILED.json: a diverged run's checkpoint is removed, an unusable one goes on the next attempt."
     resumable = not isinstance(e, (Diverged, CheckpointError, ConfigError))  # resuming these would fail the same way
@@ -74,6 +77,7 @@ def _fail(out_dir: Path, e: Exception):
     except OSError as w:  # the disk may be what failed: say so, and let the original error through
         print(f"could not record the failure in {out_dir/FAILED}: {w}", file=sys.stderr)
 
+# %% ../../nbs/03c_train_run.ipynb #f6987586
 def _start(out_dir: Path):
     "Clean what a killed or failed attempt left, and say whether the run resumes or starts again."
     _clean_tmp(out_dir)
@@ -91,6 +95,7 @@ def _prepare(cfg: TrainConfig, place: Placement, data, progress: bool) -> Setup:
         data = load_cifar10(place.data_path, progress=progress)
     return setup(cfg, place, data)
 
+# %% ../../nbs/03c_train_run.ipynb #cf4b2eb9
 def _checked_inputs(cfg: TrainConfig, place: Placement|None) -> Placement:
     "Refuse anything but a valid `TrainConfig` and `Placement`; return the placement (None: the default one)."
     place = Placement() if place is None else place
@@ -100,6 +105,7 @@ def _checked_inputs(cfg: TrainConfig, place: Placement|None) -> Placement:
     cfg.validate(); place.validate()
     return place
 
+# %% ../../nbs/03c_train_run.ipynb #a476eebb
 def _note_resumed_threads(out_dir: Path) -> None:
     "Say when a run resumes on another CPU thread count than it started with: its last digits will differ."
     if ((c := read_config(out_dir)) and (out_dir/CHECKPOINT).exists()
@@ -108,6 +114,7 @@ def _note_resumed_threads(out_dir: Path) -> None:
               f"{torch.get_num_threads()}: on the CPU its last digits will differ from an uninterrupted run "
               f"(pass threads={c['provenance']['threads']} to match it bit for bit)")
 
+# %% ../../nbs/03c_train_run.ipynb #dfbffc27
 def train_run(cfg: TrainConfig,              # what to train
               place: Placement|None = None,  # where and how; `place.out_dir` is the run folder
               data=None,                     # a loaded `CIFAR10Data` (else `load_cifar10(place.data_path)`)

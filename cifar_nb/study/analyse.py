@@ -26,6 +26,7 @@ def study_of(study_dir: str|Path) -> Study:
     f = Path(study_dir)/'study.toml'
     return load_study(f) if f.is_file() else course_study()
 
+# %% ../../nbs/06g_analyse.ipynb #6ec962e4
 def collect_runs(study_dir: str|Path,   # a study folder
                  study: Study|None = None, # whose configurations to read; None: the folder's study file
                  log=print) -> dict:
@@ -61,6 +62,7 @@ def collect_runs(study_dir: str|Path,   # a study folder
     if skipped: log(f"skipping {len(skipped)} incomplete run(s) or folder(s) not named seed<n>: {plain_text(', '.join(skipped))}")
     return out
 
+# %% ../../nbs/06g_analyse.ipynb #ff7a5e70
 def counted_problem(run, params: dict) -> str|None:
     ("Why a complete run cannot be counted as the run `params` ask for (its recorded parameters, precision and memory "
      "format, a field it lacks read as its default), or None.")
@@ -104,6 +106,7 @@ def _ood_todo(path: Path, n_per_set: int|None) -> list:
     from cifar_nb.ood.evaluate import missing_detectors
     return missing_detectors(path, n_per_set=n_per_set)
 
+# %% ../../nbs/06g_analyse.ipynb #e9716023
 def analyse_study(study_dir: str|Path, names: list|None = None, data=None, device='cpu', n_per_set: int|None = None,
                   log=print) -> dict:
     ("OOD evaluation of every seed of `names` (None: the study file's `analyse`) and interpretation numbers of their first seed, skipped where "

@@ -24,6 +24,7 @@ def preset_cfg(name: str, **over) -> TrainConfig:
     "The `TrainConfig` of a configuration of the course study (seed 0) with the fields in `over` replaced."
     return dataclasses.replace(split_params(course_study().params(name, 0), check_device=False)[0], **over)
 
+# %% ../../nbs/06d_concurrency.ipynb #300becf7
 def random_data(n_train: int = 12800, n_test: int = 100, seed: int = 0):
     "CIFAR-10-shaped random uint8 images and balanced labels: for timing only."
     from cifar_nb.data.cifar10 import CIFAR10Data, ImageSet
@@ -32,20 +33,24 @@ def random_data(n_train: int = 12800, n_test: int = 100, seed: int = 0):
                               torch.arange(n) % 10)
     return CIFAR10Data(part(n_train), part(n_test), source=dict(name='random images (timing only)'))
 
+# %% ../../nbs/06d_concurrency.ipynb #93d8ae80
 def endless(loader):
     "Batches of `loader` without end (a new epoch, a new order, when one ends)."
     while True: yield from loader
 
+# %% ../../nbs/06d_concurrency.ipynb #2e815f89
 def learner_parts(data, cfg: TrainConfig, place: Placement) -> tuple:
     "The device, the loaders (on it) and the seeded model in its memory format: `runs.setup`, as `train_run` builds them."
     s = setup(cfg, place, data)
     return s.device, s.loaders, s.model
 
+# %% ../../nbs/06d_concurrency.ipynb #78be7a73
 def learner_setup(data, cfg: TrainConfig, place: Placement, n_steps: int):
     "The model, the step `fit` trains with and an endless batch iterator, from `runs.setup`."
     s = setup(cfg, place, data)
     return s.model, s.step(n_steps), endless(s.loaders['train'])
 
+# %% ../../nbs/06d_concurrency.ipynb #07f8985a
 def weights_sha256(model: torch.nn.Module) -> str:
     "SHA-256 over the model's state (names and bytes): equal hashes, equal weights."
     h = hashlib.sha256()
@@ -75,6 +80,7 @@ def probe_worker(spec: dict) -> None:
     t1 = time.monotonic()
     print(json.dumps(dict(images=n, t0=t0, t1=t1, threads=spec['threads'], sha256=weights_sha256(model))), flush=True)
 
+# %% ../../nbs/06d_concurrency.ipynb #b1e2faff
 def run_together(specs: list[dict], timeout_s: float = 3600) -> dict:
     "One probe process per spec, released together once all are ready: summed images/s and each process's result."
     import cifar_nb
@@ -109,6 +115,7 @@ def splits(cores: int) -> list[int]:
     "The numbers of concurrent runs J that split `cores` evenly (J x T = cores, J >= 2)."
     return [j for j in range(2, cores + 1) if cores % j == 0]
 
+# %% ../../nbs/06d_concurrency.ipynb #eba025a1
 def _rounds(base: dict, cores: int, js: list, rounds: int) -> tuple[list, dict]:
     "Each round, one run with every core then each split's J runs at once: (one run's results, {J: the splits' results})."
     ones, together = [], {j: [] for j in js}
@@ -117,6 +124,7 @@ def _rounds(base: dict, cores: int, js: list, rounds: int) -> tuple[list, dict]:
         for j in js: together[j].append(run_together([dict(base, threads=cores // j)] * j))
     return ones, together
 
+# %% ../../nbs/06d_concurrency.ipynb #9fc918e9
 def _split_result(base: dict, j: int, t: int, together: dict, one_ips: list) -> dict:
     "J runs x T threads: their summed images/s over the rounds, against one run, and their weights against such a run alone."
     alone = run_together([dict(base, threads=t)])  # the same run alone: the weights the concurrent runs must give
@@ -129,6 +137,7 @@ def _split_result(base: dict, j: int, t: int, together: dict, one_ips: list) -> 
                 hashes=hashes, alone=dict(images_per_s=alone['images_per_s'], sha256=alone['runs'][0]['sha256']),
                 bit_identical_to_alone=all(h == alone['runs'][0]['sha256'] for h in hashes))
 
+# %% ../../nbs/06d_concurrency.ipynb #ec9217fe
 def _log_split(log, c: dict):
     "Log a split's speed against one run and whether its weights are a run alone's."
     j, t, ratios, hashes = c['jobs'], c['threads'], c['round_ratios'], c['hashes']
@@ -139,6 +148,7 @@ def _log_split(log, c: dict):
         f"{', '.join(sorted({h[:12] for h in hashes}))}: "
         f"{'bit-identical' if c['bit_identical_to_alone'] else 'DIFFERENT'} at {t} thread{'s' * (t > 1)} per run")
 
+# %% ../../nbs/06d_concurrency.ipynb #57d67af6
 def measure_concurrency(cores: int|None = None,     # cores to split; None: `cpu_cores()`
                         preset: str = 'Improved',   # the network trained
                         n_train: int|None = 12800,  # training images (random ones unless `data` is given)
@@ -190,17 +200,20 @@ def machine_key(device: str = 'cpu') -> dict:
     return dict(cpu=cpu_model(), flags_sha256=hashlib.sha256(flags.encode()).hexdigest()[:16], cores=cpu_cores(),
                 torch=torch.__version__, device=device, **env)
 
+# %% ../../nbs/06d_concurrency.ipynb #70f867f0
 def concurrency_file(device: str = 'cpu', cache_dir: str|Path|None = None) -> Path:
     "Where this machine's measurement is kept: `<cache>/concurrency/<hash of machine_key>.json`."
     key = hashlib.sha256(json.dumps(machine_key(device), sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache_dir())/'concurrency'/f'{key}.json'
 
+# %% ../../nbs/06d_concurrency.ipynb #65d6ad61
 def save_concurrency(m: dict, cache_dir: str|Path|None = None) -> Path:
     "Keep a measurement (with its machine key and date) for `choose_jobs`."
     return save_json(concurrency_file(m['device'], cache_dir),
                      dict(m, machine=machine_key(m['device']),
                           date=datetime.datetime.now().isoformat(timespec='seconds')))
 
+# %% ../../nbs/06d_concurrency.ipynb #91578e94
 _CONFIG_KEYS = {'jobs': int, 'threads': int, 'ratio': (int, float), 'bit_identical_to_alone': bool}
 
 def _kept_measurement(path: Path) -> dict|None:
@@ -217,6 +230,7 @@ def _kept_measurement(path: Path) -> dict|None:
         return None
     return m
 
+# %% ../../nbs/06d_concurrency.ipynb #0b761746
 def choose_jobs(n_runs: int,                         # runs the study has left to train
                 device: str = 'cpu',                 # where they train
                 measure: bool = True,                # measure now when this machine has no measurement yet

@@ -22,11 +22,13 @@ __all__ = ['CHECK_FILE', 'ExecutorError', 'cpu_cores', 'split_threads', 'with_th
 class ExecutorError(CifarNbError, RuntimeError):
     "The study cannot run where it was asked to (no workers, a folder they cannot reach, other code, too many threads)."
 
+# %% ../../nbs/06c_executors.ipynb #12ec832e
 def cpu_cores() -> int:
     "CPU cores this process may use (its affinity mask, else the machine's count)."
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
 
+# %% ../../nbs/06c_executors.ipynb #e99d249c
 def split_threads(jobs: int,                # runs at once
                   threads: int|None = None, # intra-op threads per run; None: the cores split between the runs
                   cores: int|None = None,   # cores available; None: `cpu_cores()`
@@ -43,6 +45,7 @@ def split_threads(jobs: int,                # runs at once
                             f"here: lower the jobs or the threads (runs that share cores are slower, not faster)")
     return threads
 
+# %% ../../nbs/06c_executors.ipynb #530c5431
 def with_threads(params: dict, threads: int|None) -> dict:
     "The run's parameters with the executor's `threads` (unchanged when None)."
     return params if threads is None else {**params, 'threads': threads}
@@ -58,6 +61,7 @@ def guard_cmd(cmd: list) -> list:
     if not sys.platform.startswith('linux'): return list(cmd)
     return [sys.executable, '-c', _GUARD, str(os.getpid()), *map(str, cmd)]
 
+# %% ../../nbs/06c_executors.ipynb #e7c7be3a
 class GuardedKernelManager(AsyncKernelManager):
     ("A Jupyter kernel manager whose kernels die with the process that started them "
      "(papermill's `kernel_manager_class`).")
@@ -79,6 +83,7 @@ def started_processes(pid: int|None = None, # the process whose descendants to l
         out += kids; todo += kids
     return out
 
+# %% ../../nbs/06c_executors.ipynb #14748fb9
 def kill_started(sig: int = signal.SIGKILL) -> list[int]:
     "Send `sig` to every process this one started, and theirs (kernels in their own sessions too); their ids."
     pids = started_processes()
@@ -148,6 +153,7 @@ def wait_unlocked(path: str|Path, timeout_s: float, poll_s: float = 0.25) -> boo
             if time.monotonic() >= t_end: return False
             time.sleep(poll_s)
 
+# %% ../../nbs/06c_executors.ipynb #16a11e7c
 def _run_on_worker(fn, path: Path, params: dict, lock_wait_s: float) -> float:
     ("A run as a task: wait for the folder's lock to be free (a killed worker's kernel may still be exiting), "
      "run it, return its seconds.")
@@ -165,6 +171,7 @@ def code_fingerprint() -> str:
     for f in files: h.update(f.name.encode() + b'\0' + (f.read_bytes() if f.exists() else b'missing'))
     return h.hexdigest()
 
+# %% ../../nbs/06c_executors.ipynb #0ffe1256
 def _probe_worker(check_file: str, token: str, fingerprint: str|None = None) -> str|None:
     ("On a worker: None when it reads `token` in `check_file`, can write beside it and runs the "
      "same code; else what is wrong.")
@@ -184,6 +191,7 @@ def _cuda_count() -> int:
     "GPUs torch sees on this machine."
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
+# %% ../../nbs/06c_executors.ipynb #be2c3f91
 def local_cluster(jobs: int,                      # worker processes (one run each at a time)
                   threads: int|None = None,       # CPU threads per run; None: the cores split between the workers
                   allowed_failures: int = 3,      # times a run may lose its worker before the study fails
@@ -224,6 +232,7 @@ def run_request(workers: dict,               # `client.scheduler_info()['workers
                             f"ask for fewer --threads or {hint}")
     return {'CPU': threads}, threads
 
+# %% ../../nbs/06c_executors.ipynb #d31c2b33
 def _slots(w: dict, request: dict) -> int:
     "How many runs asking for `request` one worker takes at once."
     return min([w.get('nthreads', 1)] + [int((w.get('resources') or {}).get(k, 0) // v) for k, v in request.items()])
@@ -288,6 +297,7 @@ def _describe(self: DaskExecutor) -> str:
     return (f"{where}: {len(ws)} worker{'s' * (len(ws) != 1)} ({'; '.join(res)}), each run asks for "
             f"{', '.join(f'{k}={v}' for k, v in self.request.items())} and trains with {th}: up to {self.jobs} at once")
 
+# %% ../../nbs/06c_executors.ipynb #2062e25d
 def _check_folder(self: DaskExecutor, study_dir: str|Path) -> None:
     "Fail before training when a worker cannot read and write `study_dir`, or runs other code or other Dask versions."
     self.client.get_versions(check=True)

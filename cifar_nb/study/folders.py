@@ -25,6 +25,7 @@ def run_dir(study_dir: str|Path, name: str, seed: int) -> Path:
     "The folder of one run of the study."
     return Path(study_dir)/'runs'/slug(name)/f'seed{seed}'
 
+# %% ../../nbs/06e_folders.ipynb #a2dd7ba7
 def run_status(path: Path, params: dict, data_sha: str|None) -> str:
     "'done', 'resume' or 'todo' for a run folder (`runs.run_state`); a folder that is not this run's stops the study."
     st = run_state(path, split_params(params, check_device=False)[0], data_sha)
@@ -77,6 +78,7 @@ def _written_by_us(p: Path) -> bool:
         return isinstance(pm, dict) and str(pm.get('input_path', '')).endswith('report.ipynb')
     except (OSError, ValueError, AttributeError): return False
 
+# %% ../../nbs/06e_folders.ipynb #60049a72
 def check_own_folder(path: str|Path,         # the folder cifar_nb is about to write into
                      allowed: set,            # the names it writes there (`STUDY_FILES`, `REPORT_FILES`)
                      what: str = 'study folder',  # what the folder is, in messages and in the marker

@@ -40,6 +40,7 @@ def _run_images(params: dict) -> int:
     n = params.get('n_train') or 45_000
     return params.get('epochs', TrainConfig.epochs) * n
 
+# %% ../../nbs/06h_plan.ipynb #8786c081
 def plan_study(study_dir: str|Path, study: Study, seeds: int|list|None = None, scale: str|dict|None = None,
                images_per_s: float|None = None, data_sha: str|None = 'auto', reuse_from: list|None = None,
                only: list|None = None, share_mixed: bool = False, threads: int|None = None) -> dict:
@@ -67,6 +68,7 @@ def plan_study(study_dir: str|Path, study: Study, seeds: int|list|None = None, s
                 per_config=per_config, design=design, design_decided=decided is not None,
                 notes=mixing_notes(Path(study_dir).resolve(), jobs, status, elsewhere, here))
 
+# %% ../../nbs/06h_plan.ipynb #43641111
 def format_plan(plan: dict) -> str:
     "The plan as a few lines for the terminal."
     m = machine_info()

@@ -39,12 +39,14 @@ def report_inputs(study_dir: str|Path) -> str:
         h.update(os.path.relpath(p, study_dir).encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()[:20]
 
+# %% ../../nbs/06j_render.ipynb #0f0b8673
 def _rendered_inputs(html_path: Path) -> str|None:
     "The inputs digest a rendered report.html carries, else None."
     if not html_path.is_file(): return None
     m = re.search(rf'<meta name="{_INPUTS_META}" content="([0-9a-f]+)"', html_path.read_text(errors='replace')[:20000])
     return m[1] if m else None
 
+# %% ../../nbs/06j_render.ipynb #31979928
 def render_report(study_dir: str|Path, out_dir: str|Path = 'reports', smoke: bool = False, log=print,
                   force: bool = False, # render even when the report is up to date with its inputs
                  ) -> Path:
@@ -93,6 +95,7 @@ def _lean_files(run: Path, figures: bool) -> list[Path]:
     if not figures: out.append(run/'ood'/'summaries.json')
     return [p for p in out if p.is_file()]
 
+# %% ../../nbs/06j_render.ipynb #3e3bf495
 def _first_seeds(runs: list[Path], names) -> set:
     "The run folder of the lowest seed of each configuration in `names`."
     slugs, out = {slug(n) for n in names}, {}

@@ -30,6 +30,7 @@ __all__ = ['compact_progress', 'execute_run', 'candidate_studies', 'find_shared_
 def _fmt_s(s: float) -> str:
     s = int(round(s)); return f"{s//3600}h{s%3600//60:02d}m" if s >= 3600 else f"{s//60}m{s%60:02d}s"
 
+# %% ../../nbs/06f_run.ipynb #255d90c6
 def compact_progress(nb_path: str|Path) -> Path:
     ("Keep only the last state of each progress bar in an executed notebook "
      "(papermill stores every update as an output).")
@@ -50,6 +51,7 @@ def compact_progress(nb_path: str|Path) -> Path:
         if 'outputs' in c: c['outputs'] = keep
     return atomic_write_text(nb_path, nbformat.writes(nb))
 
+# %% ../../nbs/06f_run.ipynb #710bbc0a
 def execute_run(path: Path, params: dict, log=print) -> None:
     "Run `nbs/train.ipynb` with papermill into `path` (the executed notebook is kept there)."
     import papermill as pm
@@ -76,12 +78,14 @@ def _seed_list(study: Study, seeds) -> list:
     if seeds is None: return list(study.seeds)
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
+# %% ../../nbs/06f_run.ipynb #ec8519c9
 def _study_jobs(study_dir, study: Study, seeds: list, scale, only=None) -> list:
     "(name, seed, run folder, parameters) of every run (of `only`, when given), seed-major: seed 0's first."
     per = {n: study.seeds_of(n, seeds) for n in study.configurations if only is None or n in only}
     every = list(dict.fromkeys([*seeds, *(s for ss in per.values() for s in ss)]))
     return [(n, s, run_dir(study_dir, n, s), study.params(n, s, scale)) for s in every for n in per if s in per[n]]
 
+# %% ../../nbs/06f_run.ipynb #444d1cc5
 def _data_sha(jobs_) -> str|None:
     "The identity of the data the study's runs will load (their `data_path`, else the default search)."
     paths = {params.get('data_path') for *_, params in jobs_}
@@ -89,6 +93,7 @@ def _data_sha(jobs_) -> str|None:
                                       "one study uses one data set")
     return cifar10_identity(paths.pop()) if paths else None
 
+# %% ../../nbs/06f_run.ipynb #df1a5339
 def _run_weight(params: dict) -> float:
     "Relative cost of a run: its epochs x its training images."
     return params.get('epochs', TrainConfig.epochs) * (params.get('n_train') or 45_000) / 45_000
@@ -100,12 +105,14 @@ def _same_placement(path: Path, params: dict) -> bool:
     return all(c.get('placement', {}).get(k, getattr(Placement, k)) == params.get(k, getattr(Placement, k))
                for k in CONFIG_PLACEMENT)
 
+# %% ../../nbs/06f_run.ipynb #cb3552b7
 def _matches(path: Path, params: dict, data_sha: str|None) -> bool:
     "Whether `path` holds a complete run with the identity and placement `params` ask for."
     try: st = run_state(path, split_params(params, check_device=False)[0], data_sha)
     except OSError: return False
     return st.state == 'complete' and _same_placement(path, params)
 
+# %% ../../nbs/06f_run.ipynb #70d53ef5
 def candidate_studies(study_dir: str|Path, reuse_from: list|None = None) -> list[Path]:
     "Study folders whose runs this one may share: `reuse_from`, else those beside it and one level up."
     here = Path(study_dir).resolve()
@@ -121,6 +128,7 @@ def candidate_studies(study_dir: str|Path, reuse_from: list|None = None) -> list
             roots += sorted(p for p in top.glob('*') if p.is_dir()) + sorted(p for p in top.glob('*/study') if p.is_dir())
     return [r for r in dict.fromkeys(roots) if r != here and (r/'study.json').is_file() and (r/'runs').is_dir()]
 
+# %% ../../nbs/06f_run.ipynb #56f2eb1a
 def find_shared_run(studies: list[Path], params: dict, data_sha: str|None, here: dict|None = None) -> Path|None:
     ("A complete run folder in one of `studies` with the identity and placement of `params`, else None; with `here` "
      "(`arithmetic_here`), one trained with that arithmetic first.")
@@ -137,17 +145,20 @@ def run_code_digest(path: str|Path) -> str|None:
     try: return (load_json(lj).get('notebook_code') or {}).get(p.relative_to(lj.parent).as_posix()) if lj.is_file() else None
     except (OSError, ValueError): return None
 
+# %% ../../nbs/06f_run.ipynb #c4ce1be0
 def arithmetic_of(path: str|Path) -> dict:
     "What sets a run's last digits besides its parameters and data: machine kind, CPU threads, training code."
     prov = (read_config(path) or {}).get('provenance', {})
     return dict(machine=machine_kind(prov.get('machine')), code=run_code_digest(path),
                 threads=prov.get('threads') or (prov.get('machine') or {}).get('torch_threads'))  # older runs: the machine's
 
+# %% ../../nbs/06f_run.ipynb #e32aa155
 def arithmetic_here(threads: int|None = None, device='auto') -> dict:
     "The same for a run trained here now with `threads` CPU threads (None: torch's default)."
     return dict(machine=machine_kind(machine_info(device)), threads=threads or torch.get_num_threads(),
                 code=notebook_code(project_root()/'nbs'/'train.ipynb'))
 
+# %% ../../nbs/06f_run.ipynb #bd63bd46
 def arithmetic_differences(there: dict, here: dict) -> list[str]:
     ("How two runs' arithmetic differs, in words (empty for none); threads count only on the CPU, the training code "
      "where both runs recorded it (a run trained outside a study's papermill run did not).")
@@ -177,6 +188,7 @@ def mixing_notes(study_dir: Path, jobs_: list, status: list, elsewhere: list, he
                        f"{len(todo)} run(s) left would mix machines; to keep one experiment, train them where the others were")
     return out
 
+# %% ../../nbs/06f_run.ipynb #9f03eb90
 def design_seeds(study_dir: str|Path, study: Study, scale=None, data_sha='auto', reuse_from=None,
                  share_mixed: bool = False, threads: int|None = None) -> dict|None:
     ("{configuration: seeds} that a study's seeds plan asks for (`stats.stein_plan` on the pilot's test accuracies), "
@@ -224,6 +236,7 @@ def _statuses(study_dir: Path, jobs_: list, data_sha, reuse_from,
         status[i] = 'shared'; shared.setdefault(n, {})[str(s)] = os.path.relpath(q, study_dir)
     return status, shared, elsewhere
 
+# %% ../../nbs/06f_run.ipynb #d6658b7f
 def write_study_file(study_dir: Path, study: Study) -> Path:
     "Keep the study file in the study folder: the user's file as written when it is the study run, else `to_toml`."
     text = to_toml(study)
@@ -249,6 +262,7 @@ def _run_seeds_plan(study_dir, study: Study, scale, execute, log, ex, data_sha, 
         f"{study.design['max']}): " + ', '.join(f"{n} {len(s)}" for n, s in per.items()))
     return run_study(study_dir, dataclasses.replace(pilot, config_seeds=per), **kw)
 
+# %% ../../nbs/06f_run.ipynb #c1a47fb1
 def _study_line(study_dir: Path, study: Study, jobs_: list, only, seeds: list, scale, status: list, todo: list, ex) -> str:
     "The study's one-line plan: its runs, configurations x seeds and scale; how many are reused, shared and to train, where."
     return (f"study {study_dir}: {len(jobs_)} runs ({len(only or study.configurations)} configurations x "
@@ -257,6 +271,7 @@ def _study_line(study_dir: Path, study: Study, jobs_: list, only, seeds: list, s
             f"{status.count('shared')} shared from other studies, {len(todo)} to train"
             + (f" on {ex.describe()}" if todo else ''))
 
+# %% ../../nbs/06f_run.ipynb #622a3e11
 def _train_todo(ex, execute, jobs_: list, todo: list, status: list, log) -> float:
     "Train the runs `todo`, logging each start and end with the time left; return when training started (perf_counter)."
     t0, took = time.perf_counter(), {}  # seconds of each run done, by its place in `todo`
@@ -274,6 +289,7 @@ def _train_todo(ex, execute, jobs_: list, todo: list, status: list, log) -> floa
             f"study elapsed {_fmt_s(el)}, about {_fmt_s(time_left(runs, ex.jobs, el))} left")
     return t0
 
+# %% ../../nbs/06f_run.ipynb #0e7df4d9
 def _record_invocation(study_dir: Path, study: Study, seeds: list, scale, ex, todo: list, status: list, shared: dict,
                        elsewhere: list, t0: float):
     "Add this invocation to study.json, with the runs shared and those of other arithmetic; nothing new: nothing written."
@@ -289,6 +305,7 @@ def _record_invocation(study_dir: Path, study: Study, seeds: list, scale, ex, to
     save_json(study_dir/'study.json', dict(inv[-1], invocations=inv, shared=shared, mixed=mixed,
                                            wall_seconds_all=sum(i['wall_seconds'] for i in inv)))
 
+# %% ../../nbs/06f_run.ipynb #5af16532
 def run_study(study_dir: str|Path,          # the study folder (runs go under runs/)
               study: Study,                 # what to run (`studyfile.load_study`)
               seeds: int|list|None = None,  # number of seeds (0..n-1) or a list; None: the study file's
@@ -327,13 +344,16 @@ def run_study(study_dir: str|Path,          # the study folder (runs go under ru
         _record_invocation(study_dir, study, seeds, scale, ex, todo, status, shared, elsewhere, t0)
     return [shared_path(study_dir, shared, n, s) or p for n, s, p, _ in jobs_]
 
+# %% ../../nbs/06f_run.ipynb #7594c47a
 def _scale_name(scale) -> str: return scale if isinstance(scale, str) else 'custom'
 
+# %% ../../nbs/06f_run.ipynb #5402dccd
 def shared_path(study_dir: Path, shared: dict, name: str, seed: int) -> Path|None:
     "The folder of a run this study shares from another, else None."
     q = shared.get(name, {}).get(str(seed))
     return (Path(study_dir)/q).resolve() if q else None
 
+# %% ../../nbs/06f_run.ipynb #60a51dbd
 def time_left(runs: list,       # (seconds, done) of each run in the order they start: measured if done, else expected
               jobs: int,        # runs at once
               elapsed: float,   # seconds since the first started

@@ -68,18 +68,22 @@ class Study:
 # %% ../../nbs/06a_studyfile.ipynb #4df449d7
 def _err(src, key, msg): return StudyFileError(f"{src}: {key}: {msg}")
 
+# %% ../../nbs/06a_studyfile.ipynb #49dfc440
 def _toml_str(s: str) -> str:
     "A TOML basic string: quotes, backslashes and control characters escaped."
     s = s.replace('\\', '\\\\').replace('"', '\\"')
     return '"' + re.sub(r'[\x00-\x08\x0a-\x1f\x7f]', lambda m: f"\\u{ord(m[0]):04x}", s) + '"'
 
+# %% ../../nbs/06a_studyfile.ipynb #9ba22fd9
 def _q(name: str) -> str: return name if re.fullmatch(r'[A-Za-z0-9_-]+', name) else _toml_str(name)
 
+# %% ../../nbs/06a_studyfile.ipynb #b62f0099
 def _str(src, key, v, empty=False) -> str:
     if not isinstance(v, str) or (not empty and not v.strip()):
         raise _err(src, key, f"must be {'a' if empty else 'a non-empty'} string, got {show_value(v)}")
     return v
 
+# %% ../../nbs/06a_studyfile.ipynb #e2ce4e9b
 def _name(src, key, v, names) -> str:
     "A configuration's name that must be declared."
     _str(src, key, v)
@@ -87,6 +91,7 @@ def _name(src, key, v, names) -> str:
         raise _err(src, key, f"names no configuration: {v!r}; the configurations are: {', '.join(map(repr, names))}")
     return v
 
+# %% ../../nbs/06a_studyfile.ipynb #b0fb747d
 MAX_SEEDS = 1000  # seeds of a configuration, whether given as a count or as a list (and --seeds)
 
 def _design(src, v, key='seeds') -> dict:
@@ -106,6 +111,7 @@ def _design(src, v, key='seeds') -> dict:
         raise _err(src, f"{key}.max", f"must be a number of seeds in [pilot, {MAX_SEEDS}], got {show_value(v['max'])}")
     return dict(pilot=v['pilot'], half_width=float(hw), max=v['max'])
 
+# %% ../../nbs/06a_studyfile.ipynb #e47375fe
 def _seeds(src, v, key='seeds') -> list:
     "An int n (seeds 0..n-1) or a list of distinct seeds; at most `MAX_SEEDS` either way."
     is_int = lambda x: isinstance(x, int) and not isinstance(x, bool)
@@ -129,6 +135,7 @@ def _check_params(src, key, d: dict, allowed: tuple) -> dict:
     except ConfigError as e: raise _err(src, key, str(e)) from None
     return dict(d)
 
+# %% ../../nbs/06a_studyfile.ipynb #8f38015c
 def _scale(src, v):
     if isinstance(v, str):
         if v not in SCALES: raise _err(src, 'scale', f"unknown scale {v!r}; choose {', '.join(SCALES)} or a table")
@@ -173,6 +180,7 @@ def _configurations(src, confs) -> tuple[dict, dict, dict]:
         slugs[s] = n
     return {n: out[n] for n in confs}, {n: dict(confs[n]) for n in confs}, own_seeds
 
+# %% ../../nbs/06a_studyfile.ipynb #00ace6c9
 def _check_name(src, n: str) -> None:
     "A configuration's name: not blank, and no control character (which a terminal or a folder would not show)."
     if not n.strip(): raise _err(src, 'configurations', "a configuration has an empty name")

@@ -19,6 +19,7 @@ def scale_params(scale: str|dict) -> dict:
     "The parameters a scale sets (a name in `SCALES` or the table itself)."
     return dict(SCALES[scale]) if isinstance(scale, str) else dict(scale)
 
+# %% ../../nbs/06b_vary.ipynb #a7545285
 def _params(self: Study, name: str, seed: int, scale: str|dict|None = None) -> dict:
     "The flat parameters of one run: the configuration's changes, the scale's (epochs capped), the seed."
     if name not in self.configurations:
@@ -30,6 +31,8 @@ def _params(self: Study, name: str, seed: int, scale: str|dict|None = None) -> d
     p.update({k: v for k, v in sc.items() if k != 'epochs'})
     split_params(p, check_device=False)
     return p
+
+# %% ../../nbs/06b_vary.ipynb #f52623d3
 Study.params = _params
 
 def _seeds_of(self: Study, name: str, seeds: list|None = None) -> list:
@@ -46,6 +49,7 @@ def _toml_value(v) -> str:
     if isinstance(v, dict): return '{ ' + ', '.join(f"{_q(k)} = {_toml_value(x)}" for k, x in v.items()) + ' }' if v else '{}'
     raise TypeError(f"no TOML for {v!r}")
 
+# %% ../../nbs/06b_vary.ipynb #f82737dd
 def to_toml(st: Study) -> str:
     "The study as a study file (`load_study` reads it back to the same `Study`)."
     L = [f"title = {_toml_value(st.title)}"]
@@ -64,6 +68,7 @@ def to_toml(st: Study) -> str:
         L += ['', '[[claims]]'] + [f"{k} = {_toml_value(getattr(c, k))}" for k in keys if getattr(c, k) is not None]
     return '\n'.join(L) + '\n'
 
+# %% ../../nbs/06b_vary.ipynb #85d60b7c
 def _same(a: Study, b: Study) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in ('title', 'baseline', 'configurations', 'seeds', 'scale',
                'analyse', 'figures_from', 'claims', 'description', 'reference', 'reference_source', 'reference_ood',
@@ -77,6 +82,7 @@ def _parse_value(src, key, text: str):
         if re.fullmatch(r'[A-Za-z_][A-Za-z0-9_.-]*', text): return text
         raise _err(src, key, f"value {text!r} is neither a number, true/false nor a word") from None
 
+# %% ../../nbs/06b_vary.ipynb #f646f4e4
 def _typed(src, k: str, v):
     "A value as parameter `k`'s type holds it (`0` is `0.0` for a float); `1` is no bool and `true` no number."
     from cifar_nb.config import TrainConfig, Placement
@@ -88,6 +94,7 @@ def _typed(src, k: str, v):
         raise _err(src, k, f"is {what}, got {_show(v)}")
     return float(v) if float in kinds and isinstance(v, int) else v
 
+# %% ../../nbs/06b_vary.ipynb #234371dc
 def _axis(src, k: str, vals: str) -> list:
     "The values of one `--vary NAME=V1,V2`, typed; a value given twice in two spellings (`0`, `0.0`) is refused."
     out = {}  # text as given -> value
@@ -135,10 +142,12 @@ def vary_study(base: str,             # the baseline: a configuration of `parent
              baseline=base, seeds=seeds, scale=scale, configurations=confs)
     return parse_study(d, src)
 
+# %% ../../nbs/06b_vary.ipynb #6664cbbb
 def _default(k):
     from cifar_nb.config import TrainConfig, Placement
     return getattr(TrainConfig, k, getattr(Placement, k, None))
 
+# %% ../../nbs/06b_vary.ipynb #35ed1880
 def _show(x) -> str: return ('true' if x else 'false') if isinstance(x, bool) else str(x)
 
 # %% ../../nbs/06b_vary.ipynb #ec20072c

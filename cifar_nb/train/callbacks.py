@@ -29,6 +29,7 @@ class Callback:
     def after_epoch(self, L): pass
     def after_fit(self, L): pass
 
+# %% ../../nbs/02c_callbacks.ipynb #10dc8917
 @dataclass
 class FitState:
     "What training has reached: saved in checkpoints, so a resumed run continues exactly."
@@ -49,9 +50,11 @@ class ScheduleCB(Callback):
     order = -10
     def before_epoch(self, L): L.lr = lr_at(L.cfg, L.epoch); L.step.set_lr(L.lr)
 
+# %% ../../nbs/02c_callbacks.ipynb #317543d4
 def _new_history(): return {'train': dict(iteration=[], epoch=[], lr=[], loss=[], acc=[]),
                             'val': dict(iteration=[], epoch=[], loss=[], acc=[])}
 
+# %% ../../nbs/02c_callbacks.ipynb #389e522e
 class HistoryCB(Callback):
     "Every step's loss and accuracy and every epoch's validation loss and accuracy, in `L.history`."
     order = -5
@@ -69,6 +72,7 @@ class HistoryCB(Callback):
 class Diverged(TrainingError, FloatingPointError):
     "Training diverged or learned nothing; the message says what was seen and what to change."
 
+# %% ../../nbs/02c_callbacks.ipynb #5a9cc9c3
 class DivergenceCB(Callback):
     ("Stop a run whose loss is not finite or far above its start, or that ends at chance with "
      "a loss of 1.5 ln C or more.")
@@ -105,6 +109,7 @@ class BestWeightsCB(Callback):
             s.best_state = {k: v.detach().clone() for k, v in L.model.state_dict().items()}
         else: s.bad_epochs += 1
 
+# %% ../../nbs/02c_callbacks.ipynb #c75d95e2
 class EarlyStoppingCB(Callback):
     "Stop after `patience` epochs without a better validation loss."
     order = 5
@@ -116,12 +121,14 @@ class EarlyStoppingCB(Callback):
 class CheckpointError(TrainingError, RuntimeError):
     "A checkpoint file cannot be read safely; the message names it and what to do."
 
+# %% ../../nbs/02c_callbacks.ipynb #66458726
 def _opt_state(opt) -> dict:
     "The optimiser's state dict with plain-number learning rates (a graph step keeps them as device tensors)."
     sd = opt.state_dict()
     for g in sd['param_groups']: g['lr'] = float(g['lr'])
     return sd
 
+# %% ../../nbs/02c_callbacks.ipynb #a8e6da67
 def save_checkpoint(path, L):
     "Everything needed to resume `L` after this epoch, written atomically."
     ck = dict(model=L.model.state_dict(), opt=_opt_state(L.opt), history=L.history, state=dataclasses.asdict(L.state),
@@ -130,6 +137,7 @@ def save_checkpoint(path, L):
     # torch's own writer reports a full disk as 'enforce fail ...': serialised here, written by Python ('File too large')
     buf = io.BytesIO(); torch.save(ck, buf); atomic_write_bytes(path, buf.getvalue())
 
+# %% ../../nbs/02c_callbacks.ipynb #b80460d6
 def load_checkpoint(path, L):
     "Restore what `save_checkpoint` wrote into `L` (model, optimiser, history, state, random states)."
     try: regular_file(path,
@@ -150,6 +158,7 @@ def load_checkpoint(path, L):
                               "(train_run does on its next attempt)") from None
     if 'rng_cuda' in ck and torch.cuda.is_available(): torch.cuda.set_rng_state_all(ck['rng_cuda'])
 
+# %% ../../nbs/02c_callbacks.ipynb #22bd1250
 class CheckpointCB(Callback):
     "Resume from `path` when it exists; write it after every epoch."
     order = 10

@@ -32,6 +32,7 @@ class FitResult:
     epochs_run: int
     stopped_early: bool
 
+# %% ../../nbs/02d_learner.ipynb #c02421e4
 class Learner:
     "The training loop: steps, one read-back and validation per epoch; everything else is a callback."
     def __init__(self, model, train_dl, val_dl, cfg: TrainConfig, amp=None, step: str = 'auto', compile: bool = False,
@@ -107,6 +108,7 @@ class TensorBatches:
             j = idx[i*self.batch_size:(i+1)*self.batch_size].to(self.x.device)
             yield self.x[j], self.y[j]
 
+# %% ../../nbs/02d_learner.ipynb #b5932a25
 def synthetic_batches(n=256, batch_size=32, seed=0, n_classes=10, **kw):
     "Noisy images whose colour encodes the label (ten distinct colours): a learnable toy task for fast tests."
     g = torch.Generator().manual_seed(seed)

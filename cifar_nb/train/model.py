@@ -68,6 +68,7 @@ def layer_names(model: nn.Module, kind: type|tuple|None = None) -> list[str]:
     "Names of the model's named sub-modules, optionally only those of `kind` (e.g. `nn.ReLU`)."
     return [n for n,m in model.named_modules() if n and (kind is None or isinstance(m, kind))]
 
+# %% ../../nbs/02a_model.ipynb #08f1440c
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     "The sub-module called `name`; an unknown name gets an error listing the names that exist."
     mods = dict(model.named_modules())

@@ -78,6 +78,7 @@ class FusedSGD:
         self.state = {ps[i]: {k: v.to(ps[i].device, ps[i].dtype) if torch.is_tensor(v) else v for k, v in st.items()}
                       for i, st in sd['state'].items()}
 
+# %% ../../nbs/02b_step.ipynb #22daa6f3
 def make_optimizer(model: nn.Module, cfg: TrainConfig):
     "SGD with momentum; L2 on conv and linear weights, none on biases and batch-norm parameters."
     decay, no_decay = [], []
@@ -97,6 +98,7 @@ def native_bf16_cpu() -> bool:
     flags = cpu_flags()
     return ('avx512_bf16' in flags or 'amx_bf16' in flags) and cap.startswith('AVX512')
 
+# %% ../../nbs/02b_step.ipynb #69ced1a5
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype|None:
     "The autocast dtype for `precision` on `device` (None means float32)."
     if precision == 'fp32': return None
@@ -232,6 +234,7 @@ def resolve_step(kind: str, device: torch.device, compiled: bool = False) -> str
         raise ConfigError(f"parameter step='graph' needs a CUDA device, not {device}: use step='eager' or 'auto'")
     return 'graph' if kind == 'graph' or (kind == 'auto' and device.type == 'cuda' and not compiled) else 'eager'
 
+# %% ../../nbs/02b_step.ipynb #b06a4c88
 def make_step(model, opt, amp=None, n_steps=1, kind: str = 'auto', forward=None, label_smoothing: float = 0.0
              ) -> TrainStep:
     "The training step `resolve_step` chooses, over `model` (and `forward`, e.g. a compiled model)."
@@ -239,6 +242,7 @@ def make_step(model, opt, amp=None, n_steps=1, kind: str = 'auto', forward=None,
     return (GraphStep if resolve_step(kind, dev, forward is not None) == 'graph'
             else TrainStep)(model, opt, amp, n_steps, forward, label_smoothing)
 
+# %% ../../nbs/02b_step.ipynb #2e87130c
 def build_step(model: nn.Module,      # the network, on its device
                cfg: TrainConfig,      # the optimiser's settings and the loss's (`label_smoothing`)
                amp: torch.dtype|None = None,  # autocast dtype (`resolve_precision`)
