@@ -10,7 +10,7 @@ from .core import project_root
 
 # %% auto #0
 __all__ = ['LAYERS', 'MAX_MODULE_LINES', 'MAX_FUNCTION_LINES', 'STUDY_FILES_READ', 'modules', 'layer', 'module_sizes',
-           'long_functions', 'import_graph', 'import_cycles', 'layer_violations', 'study_file_readers']
+           'long_functions', 'import_graph', 'import_cycles', 'layer_violations', 'study_file_readers', 'notebook_gaps']
 
 # %% ../nbs/00b_layout.ipynb #acabf4b2
 LAYERS = ('core', 'config', 'data', 'train', 'runs', 'ood', 'report', 'study', 'site', 'cli')
@@ -103,4 +103,31 @@ def study_file_readers(pkg=None) -> list:
                 and b.body and isinstance(b.body[0], ast.Expr) and isinstance(b.body[0].value, ast.Constant)}
         out += [(m, n.value) for n in ast.walk(t) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                 and id(n) not in docs and any(n.value.endswith(f) for f in STUDY_FILES_READ)]
+    return out
+
+# %% ../nbs/00b_layout.ipynb #416f3e02
+def _public_defs(source: str) -> list:
+    "Names of the public functions and classes a cell defines at its top level."
+    code = '\n'.join(l for l in source.splitlines() if not l.startswith('#|'))
+    try: tree = ast.parse(code)
+    except SyntaxError: return []
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+
+# %% ../nbs/00b_layout.ipynb #45167a5d
+def notebook_gaps(nb_path: str|Path) -> dict:
+    "For one notebook: `several` (export cells with more than one function or class) and `bare` (public ones with no prose or no example after them)."
+    import json, re
+    cells = json.loads(Path(nb_path).read_text())['cells']
+    src = lambda c: ''.join(c['source'])
+    is_export = lambda c: c['cell_type'] == 'code' and re.match(r'\s*#\|\s*export\b', src(c)) is not None
+    out = dict(several=[], bare=[])
+    for i, c in enumerate(cells):
+        if not is_export(c): continue
+        names = _public_defs(src(c))
+        if len(names) > 1: out['several'].append(names)
+        after = [d for d in cells[i + 1:]]
+        after = after[:next((k for k, d in enumerate(after) if is_export(d)), len(after))]
+        prose = any(d['cell_type'] == 'markdown' for d in after)
+        example = any(d['cell_type'] == 'code' and src(d).strip() for d in after)
+        out['bare'] += [n for n in names if not n.startswith('_') and not (prose and example)]
     return out
