@@ -161,26 +161,6 @@ def _stopped(e: KeyboardInterrupt) -> int:
     sys.stdout.flush(); sys.stderr.flush()
     os._exit(128 + (e.args[0] if e.args and e.args[0] == signal.SIGTERM else signal.SIGINT))
 
-# %% ../nbs/08_cli.ipynb #d0ff03cd
-def main(argv=None) -> int:
-    "Run a study: plan, train what is missing (or share it from another study), write the table, render the report."
-    ap = _parser()
-    a = ap.parse_args(argv)
-    _check_args(ap, a)
-    stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
-    before = {sig: signal.signal(sig, _stop) for sig in stops}  # put back when main returns (a notebook calling it)
-    try: return _run(a, ap)
-    except Exception as e:  # one line naming the problem, unless --debug (or CIFAR_NB_DEBUG=1)
-        if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): traceback.print_exc()
-        ours = isinstance(e, _USER_ERRORS)
-        msg = plain_text(' '.join(str(e).split()))  # one line; a user's text in it cannot act on the terminal
-        print(f"error: {msg}" if ours else f"error: {type(e).__name__}: {msg} "
-              "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
-              file=sys.stderr); return 1
-    except KeyboardInterrupt as e: _stopped(e)
-    finally:
-        for sig, h in before.items(): signal.signal(sig, h)
-
 # %% ../nbs/08_cli.ipynb #771e15d3
 def _run(a, ap) -> int:
     study, name, only = _the_study(a)
@@ -231,6 +211,26 @@ def _plan_text(plan: dict) -> str:
     "`format_plan`'s lines, the study file's title and names each kept on its line."
     return format_plan({**plan, 'title': plain_text(plan['title']), 'study_dir': plain_text(plan['study_dir']),
                         'configurations': [plain_text(c) for c in plan['configurations']]})
+
+# %% ../nbs/08_cli.ipynb #d0ff03cd
+def main(argv=None) -> int:
+    "Run a study: plan, train what is missing (or share it from another study), write the table, render the report."
+    ap = _parser()
+    a = ap.parse_args(argv)
+    _check_args(ap, a)
+    stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    before = {sig: signal.signal(sig, _stop) for sig in stops}  # put back when main returns (a notebook calling it)
+    try: return _run(a, ap)
+    except Exception as e:  # one line naming the problem, unless --debug (or CIFAR_NB_DEBUG=1)
+        if a.debug or os.environ.get('CIFAR_NB_DEBUG', '') not in ('', '0'): traceback.print_exc()
+        ours = isinstance(e, _USER_ERRORS)
+        msg = plain_text(' '.join(str(e).split()))  # one line; a user's text in it cannot act on the terminal
+        print(f"error: {msg}" if ours else f"error: {type(e).__name__}: {msg} "
+              "(a failure cifar_nb does not explain yet: rerun with --debug for the traceback, and report it)",
+              file=sys.stderr); return 1
+    except KeyboardInterrupt as e: _stopped(e)
+    finally:
+        for sig, h in before.items(): signal.signal(sig, h)
 
 # %% ../nbs/08_cli.ipynb #c11e0a1n
 #| eval: false
