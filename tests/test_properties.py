@@ -44,34 +44,6 @@ def check_error(e: BaseException, names) -> None:
     assert any(n in msg for n in names), f"{type(e).__name__} names none of {names}: {msg}"
     event(f'refused: {type(e).__name__}')
 
-# --- TrainConfig and Placement ------------------------------------------------------------------------------------
-
-GOOD = dict(lr=[1e-4, 0.01, 100], momentum=[0, 0.9], batch_size=[1, 128], epochs=[1, 20], lr_schedule=['piecewise', 'none'],
-            lr_drop_factor=[0.1, 1], lr_drop_period=[1, 16], l2=[0, 0.004], batchnorm=[True, False], dropout=[0, 0.2],
-            bn_after=['conv1', 'conv3'], dropout_before=['fc1', 'fc2'], init=['glorot', 'torch'], val_fraction=[0.1, 0.5],
-            augment=[True, False], patience=[None, 3], seed=[0, 2**63 - 1], n_train=[None, 10, 500], precision=['auto', 'fp32', 'bf16'],
-            channels_last=[True, False], compile=['auto', 'no'], step=['auto', 'eager'], device=['cpu', 'auto'], threads=[None, 1],
-            data_path=[None, '/somewhere/cifar10-jpeg.tar.gz'], out_dir=[None, 'runs/x'], label_smoothing=[0.0, 0.1])
-assert set(GOOD) == set(TRAIN_FIELDS + PLACEMENT_FIELDS)
-
-@settings(max_examples=300 * SCALE, **SETTINGS)
-@given(data=st.data())
-def test_config_gives_a_named_error_or_exactly_what_was_asked(data):
-    d = data.draw(st.fixed_dictionaries({}, optional={k: st.sampled_from(v) for k, v in GOOD.items()}), 'valid')
-    for k in data.draw(st.lists(st.sampled_from([*GOOD, 'learning_rate', 'Device']), max_size=2, unique=True), 'arbitrary'):
-        d[k] = data.draw(ANY, k)
-    with bounded(10):
-        try: cfg, place = split_params(d)
-        except Exception as e:
-            check_error(e, [f'parameter {k}' for k in d] + ['unknown parameter'])
-            assert isinstance(e, ConfigError)
-            return
-    event('accepted')
-    for k, v in d.items():  # accepted: the config holds the very value, and it obeys the bounds
-        got = getattr(cfg if k in TRAIN_FIELDS else place, k)
-        assert got is v or (got == v and type(got) is type(v)), (k, v, got)
-    assert split_params({**vars(cfg), **vars(place)}) == (cfg, place)
-
 # --- the OOD API ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
