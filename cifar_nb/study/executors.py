@@ -272,7 +272,7 @@ class DaskExecutor(Executor):
         except (OSError, TimeoutError) as e:
             self.close()
             raise ExecutorError(f"no Dask scheduler with workers at {address or 'the local cluster'} within "
-                                f"{timeout_s if self.client or self.cluster else connect_s:.0f} s "
+                                f"{timeout_s if self.client or self.cluster else connect_s:g} s "
                                 f"({' '.join(str(e).split())})") from None
         try: self.request, self.threads = run_request(self.workers(), threads if address
                                                       else split_threads(jobs or 1, threads) or cpu_cores())
