@@ -64,9 +64,8 @@ def test_rerun_reuses_every_run(smoke):
     assert r.returncode == 0 and '2 complete and reused, 0 shared from other studies, 0 to train' in r.stdout, r.stdout + r.stderr
     assert before == {p: p.stat().st_mtime_ns for p in (d/'study').rglob('weights.safetensors')}
 
-def test_bad_command_line_is_refused_before_training(tmp_path):
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(tmp_path), '--configurations', 'Improved,No Dropout'],
-                       capture_output=True, text=True, timeout=120)
+def test_bad_command_line_is_refused_before_training(tmp_path, study_cli):
+    r = study_cli('--study-dir', tmp_path, '--configurations', 'Improved,No Dropout')  # in this process (the smoke fixture runs the entry point)
     assert r.returncode == 1 and "'No Dropout' not in the study" in r.stderr and not (tmp_path/'runs').exists()
 
 STUDY_SCRIPT = '''
@@ -182,11 +181,10 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     assert 'Traceback' not in html and external_urls(html) == []
 
 
-def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tmp_path):
+def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tmp_path, study_cli):
     "--report naming the (new) study folder: one line before anything is planned, trained or written (it used to fail after the table)."
     d = tmp_path/'new'
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1',
-                        '--study-dir', str(d), '--report', str(d)], capture_output=True, text=True, timeout=240)
+    r = study_cli('--scale', 'smoke', '--configurations', 'Base', '--seeds', '1', '--study-dir', d, '--report', d)
     assert r.returncode == 1 and r.stderr.startswith(f'error: report folder {d} is the study folder {d}: give the report a folder of its own'), r.stderr
     assert r.stderr.count('\n') == 1 and r.stdout == '' and not d.exists()   # no plan printed, nothing created
 
