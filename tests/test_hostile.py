@@ -102,25 +102,26 @@ def test_a_notebook_of_the_users_named_train_ipynb_is_not_papermills(tmp_path, s
         train_run(TrainConfig(**SMALL), Placement(out_dir=str(mine), **CPU), data=syn, progress=False)
     assert snapshot(mine) == before
 
-def _study(*args, env=None, timeout=240):
-    return subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1', *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+@pytest.fixture
+def _study(study_cli):
+    "The study's command line at smoke scale, one run (in this process: conftest's `study_cli`; test_report and test_one_line run the real entry point)."
+    return lambda *args, env=None: study_cli('--scale', 'smoke', '--configurations', 'Base', '--seeds', '1', *args, env=env)
 
-def test_study_cli_refuses_a_study_folder_of_the_users(tmp_path):
+def test_study_cli_refuses_a_study_folder_of_the_users(tmp_path, _study):
     mine = tmp_path/'mine'; before = plant(mine)
     r = _study('--study-dir', mine)
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.startswith(f'error: study folder {mine} holds files cifar_nb did not write') and r.stderr.count('\n') == 1, r.stderr
     assert 'Traceback' not in r.stderr and snapshot(mine) == before
 
-def test_study_cli_refuses_a_folder_holding_the_users_study_json(tmp_path):
+def test_study_cli_refuses_a_folder_holding_the_users_study_json(tmp_path, _study):
     mine = tmp_path/'mine'; mine.mkdir(); (mine/'study.json').write_text('{"my": "study"}'); before = snapshot(mine)
     r = _study('--study-dir', mine)
     assert r.returncode == 1 and r.stderr == f'error: study folder {mine} holds files cifar_nb did not write (study.json): ' \
         'choose an empty or new folder; nothing was written\n', r.stdout + r.stderr
     assert snapshot(mine) == before
 
-def test_study_cli_study_folder_below_a_file_is_one_line(tmp_path):
+def test_study_cli_study_folder_below_a_file_is_one_line(tmp_path, _study):
     (tmp_path/'f').write_text('mine')
     r = _study('--study-dir', tmp_path/'f'/'study')
     assert r.returncode == 1 and r.stderr == f"error: study folder {tmp_path/'f'/'study'} cannot be created: {tmp_path/'f'} " \
@@ -140,13 +141,13 @@ def test_study_and_report_folders_are_marked_and_legacy_ones_recognised(tmp_path
     root = Path(__file__).parents[1]/'reports'
     assert check_own_folder(root/'study', STUDY_FILES) == root/'study' and report_folder(root) == root
 
-def test_study_cli_refuses_a_report_folder_of_the_users_before_training(tmp_path):
+def test_study_cli_refuses_a_report_folder_of_the_users_before_training(tmp_path, _study):
     mine = tmp_path/'mine'; before = plant(mine)
     r = _study('--study-dir', tmp_path/'study', '--report', mine)
     assert r.returncode == 1 and f'error: report folder {mine} holds files' in r.stderr, r.stdout + r.stderr
     assert snapshot(mine) == before and not (tmp_path/'study').exists()  # refused before anything was planned or trained
 
-def test_study_cli_refuses_a_run_folder_of_the_users(tmp_path, fake_data):
+def test_study_cli_refuses_a_run_folder_of_the_users(tmp_path, fake_data, _study):
     mine = tmp_path/'study'/'runs'/'base'/'seed0'; before = plant(mine)
     r = _study('--study-dir', tmp_path/'study', env=dict(CIFAR_NB_DATA=str(fake_data[0]), CIFAR_NB_CACHE=str(fake_data[3])))
     assert r.returncode == 1 and f'error: {mine} holds files cifar_nb did not write' in r.stderr, r.stdout + r.stderr

@@ -13,11 +13,18 @@ from cifar_nb.config import TrainConfig, Placement
 ROOT = Path(__file__).parents[1]
 PROJECT = (DataError, ArgumentError, CorruptFileError, WriteError, RunError)
 
+SMOKE_BASE = ('--scale', 'smoke', '--configurations', 'Base', '--seeds', '1')
+
 def cli(*args, env=None, timeout=240):
-    "Run the study's command line (smoke scale, one run) with `args` and `env` added."
+    "Run the study's command line (smoke scale, one run) with `args` and `env` added, as its own process."
     env = {**{k: v for k, v in os.environ.items() if k != 'CIFAR_NB_DEBUG'}, 'PYTHONPATH': str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1',
-                           *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run([sys.executable, '-m', 'cifar_nb.study', *SMOKE_BASE, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+@pytest.fixture
+def cli_here(study_cli):
+    "`cli` in this process (conftest's `study_cli`): the same arguments, exit status and output, without a 5 s Python start."
+    return lambda *args, env=None: study_cli(*SMOKE_BASE, *args, env=env)
 
 def one_line(r, *names):
     "The command failed with one line on stderr, no traceback, naming each of `names`."
@@ -41,27 +48,29 @@ def raises_one_line(f, *names):
 NOUSER = '~nosuchuser42'
 
 @pytest.mark.parametrize('var', ['CIFAR_NB_DATA', 'CIFAR_NB_CACHE'])
-def test_cli_home_folder_of_an_unknown_user_names_the_variable(tmp_path, var):
-    one_line(cli('--study-dir', tmp_path/'s', '--plan', env={var: f'{NOUSER}/x'}), var, NOUSER)
+def test_cli_home_folder_of_an_unknown_user_names_the_variable(tmp_path, var, cli_here):
+    one_line(cli_here('--study-dir', tmp_path/'s', '--plan', env={var: f'{NOUSER}/x'}), var, NOUSER)
 
-def test_cli_data_variable_that_is_a_loop_of_links(tmp_path):
+def test_cli_data_variable_that_is_a_loop_of_links(tmp_path, cli_here):
     os.symlink(tmp_path/'loop', tmp_path/'loop')
-    one_line(cli('--study-dir', tmp_path/'s', '--plan', env=dict(CIFAR_NB_DATA=str(tmp_path/'loop'))), 'CIFAR_NB_DATA')
+    one_line(cli_here('--study-dir', tmp_path/'s', '--plan', env=dict(CIFAR_NB_DATA=str(tmp_path/'loop'))), 'CIFAR_NB_DATA')
 
-def test_cli_study_json_that_is_not_an_object(tmp_path):
+def test_cli_study_json_that_is_not_an_object(tmp_path, cli_here):
     (tmp_path/'s').mkdir(); (tmp_path/'s'/'study.json').write_text('[1, 2]')
-    one_line(cli('--study-dir', tmp_path/'s', '--plan'), 'study.json')
+    one_line(cli_here('--study-dir', tmp_path/'s', '--plan'), 'study.json')
     assert (tmp_path/'s'/'study.json').read_text() == '[1, 2]'
 
-def test_cli_malformed_dask_address(tmp_path):
+def test_cli_malformed_dask_address(tmp_path, cli_here):
     pytest.importorskip('distributed')
-    one_line(cli('--study-dir', tmp_path/'s', '--plan', '--executor', 'dask', '--address', 'foo::bar'), '--address', 'foo::bar')
+    one_line(cli_here('--study-dir', tmp_path/'s', '--plan', '--executor', 'dask', '--address', 'foo::bar'), '--address', 'foo::bar')
 
 @pytest.mark.parametrize('how', ['--debug', 'CIFAR_NB_DEBUG=1'])
-def test_debug_shows_the_traceback(tmp_path, how):
+def test_debug_shows_the_traceback(tmp_path, how, cli_here):
+    "CIFAR_NB_DEBUG=1 through a real `python -m cifar_nb.study` process (the entry point, end to end); --debug in this process."
     env = {'CIFAR_NB_CACHE': f'{NOUSER}/x', **(dict([how.split('=')]) if '=' in how else {})}
-    r = cli('--study-dir', tmp_path/'s', '--plan', *([how] if how.startswith('--') else []), env=env)
+    r = (cli if '=' in how else cli_here)('--study-dir', tmp_path/'s', '--plan', *([how] if how.startswith('--') else []), env=env)
     assert r.returncode != 0 and 'Traceback' in r.stderr and 'DataError' in r.stderr, r.stderr
+    if '=' in how: one_line(cli('--study-dir', tmp_path/'s', '--plan', env={'CIFAR_NB_CACHE': f'{NOUSER}/x'}), 'CIFAR_NB_CACHE', NOUSER)
 
 # --- the library's public entry points ------------------------------------------------------------------------------
 

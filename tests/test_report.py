@@ -26,14 +26,34 @@ def test_presets_are_the_reports_table_1():
     assert preset_params('No DropOut', 0) == {**imp, 'dropout': 0.0}
     assert preset_params('Base', 0) == dict(lr=0.001, lr_schedule='none', l2=0.0, batchnorm=False, dropout=0.0, epochs=10, seed=0)
 
+def _started(cmd) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+def _finished(p: subprocess.Popen, timeout: int) -> tuple[str, str]:
+    try: out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired: p.kill(); out, err = p.communicate()
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    return out, err
+
 @pytest.fixture(scope='module')
-def smoke(tmp_path_factory):
-    d = tmp_path_factory.mktemp('smoke')
-    cmd = [sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke', '--configurations', 'Base,Improved',
-           '--seeds', '1', '--report', str(d)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return d, r.stdout, r.stderr
+def studies(tmp_path_factory):
+    """The module's two end-to-end studies (`smoke`: the course study; `custom`: a study file of the user's), started
+    together: each is one process that spends much of its time starting kernels and Python on one core, so on two cores
+    the pair takes little longer than the longer one alone. {name: (folder, process)}."""
+    d, c = tmp_path_factory.mktemp('smoke'), tmp_path_factory.mktemp('custom')
+    (c/'dropout.toml').write_text(CUSTOM_SMOKE)
+    ps = {'smoke': (d, _started([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(d/'study'), '--scale', 'smoke',
+                                 '--configurations', 'Base,Improved', '--seeds', '1', '--report', str(d)])),
+          'custom': (c, _started([sys.executable, '-m', 'cifar_nb.study', str(c/'dropout.toml'), '--scale', 'smoke',
+                                  '--study-dir', str(c/'study'), '--report', str(c/'report'), '--reuse-from', 'none']))}
+    yield ps
+    for _, p in ps.values():
+        if p.poll() is None: p.kill(); p.communicate()
+
+@pytest.fixture(scope='module')
+def smoke(studies):
+    d, p = studies['smoke']
+    return (d, *_finished(p, 1200))
 
 def test_smoke_study_prints_plan_and_progress(smoke):
     d, out, err = smoke
@@ -64,9 +84,8 @@ def test_rerun_reuses_every_run(smoke):
     assert r.returncode == 0 and '2 complete and reused, 0 shared from other studies, 0 to train' in r.stdout, r.stdout + r.stderr
     assert before == {p: p.stat().st_mtime_ns for p in (d/'study').rglob('weights.safetensors')}
 
-def test_bad_command_line_is_refused_before_training(tmp_path):
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--study-dir', str(tmp_path), '--configurations', 'Improved,No Dropout'],
-                       capture_output=True, text=True, timeout=120)
+def test_bad_command_line_is_refused_before_training(tmp_path, study_cli):
+    r = study_cli('--study-dir', tmp_path, '--configurations', 'Improved,No Dropout')  # in this process (the smoke fixture runs the entry point)
     assert r.returncode == 1 and "'No Dropout' not in the study" in r.stderr and not (tmp_path/'runs').exists()
 
 STUDY_SCRIPT = '''
@@ -75,15 +94,19 @@ from cifar_nb import study
 from cifar_nb.study import course_study, load_study
 from cifar_nb.report import check_sentences
 study.run_study(sys.argv[1], course_study(), seeds=1, only=['Base', 'Improved', 'No L2'], log=lambda s: print(s, flush=True),
-                scale=dict(n_train=2000, epochs=6, lr_drop_period=3))  # long enough to be killed mid-run
+                scale=dict(n_train=500, epochs=4, lr_drop_period=2))  # killed at its first checkpoint: three epochs to go
 '''
 
 def test_killed_study_resumes_only_what_is_missing(tmp_path):
     "kill -9 the whole study (and its kernel) during the second run: the rerun reuses the first, resumes the second, trains the third."
     import os, signal, time
+    from cifar_nb.data import make_fake_cifar10
     d = tmp_path/'study'
+    # a tiny JPEG CIFAR-10 (600 training, 100 test images) through CIFAR_NB_DATA, which the study's kernels inherit: each run
+    # tests 100 images, not 10,000 (what is checked is which runs are reused, resumed and trained, not their accuracy)
+    env = {**os.environ, 'CIFAR_NB_DATA': str(make_fake_cifar10(tmp_path/'data', n_train=60, n_test=10)), 'CIFAR_NB_CACHE': str(tmp_path/'cache')}
     p = subprocess.Popen([sys.executable, '-c', STUDY_SCRIPT, str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+                         start_new_session=True, env=env)
     ck = d/'runs'/'improved'/'seed0'/'checkpoint.pt'
     t0 = time.time()
     while not ck.exists() and p.poll() is None and time.time() - t0 < 300: time.sleep(0.05)
@@ -92,13 +115,13 @@ def test_killed_study_resumes_only_what_is_missing(tmp_path):
     assert (d/'runs'/'base'/'seed0'/'COMPLETE.json').exists() and not (d/'runs'/'improved'/'seed0'/'COMPLETE.json').exists()
     base_w = (d/'runs'/'base'/'seed0'/'weights.safetensors').stat().st_mtime_ns
     time.sleep(1)  # the killed kernel's lock goes with its process
-    r = subprocess.run([sys.executable, '-c', STUDY_SCRIPT, str(d)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, '-c', STUDY_SCRIPT, str(d)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert '1 complete and reused, 0 shared from other studies, 2 to train' in r.stdout and 'Improved seed 0 (resuming)' in r.stdout, r.stdout
     assert (d/'runs'/'base'/'seed0'/'weights.safetensors').stat().st_mtime_ns == base_w
     runs = collect_runs(d)
     assert set(runs) == {'Base', 'Improved', 'No L2'} and all(len(v) == 1 for v in runs.values())
-    assert len(runs['Improved'][0].history['val']['loss']) == 6
+    assert len(runs['Improved'][0].history['val']['loss']) == 4
 
 
 ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
@@ -153,15 +176,10 @@ CUSTOM_SMOKE = '\n' + CUSTOM.replace('seeds = 3\n', 'seeds = 2\nanalyse = ["Impr
 
 
 @pytest.fixture(scope='module')
-def custom(tmp_path_factory):
+def custom(studies):
     "A study file of the user's with two configurations and a claim, end to end at smoke scale: train, analyse, report."
-    d = tmp_path_factory.mktemp('custom')
-    (d/'dropout.toml').write_text(CUSTOM_SMOKE)
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', str(d/'dropout.toml'), '--scale', 'smoke',
-                        '--study-dir', str(d/'study'), '--report', str(d/'report'), '--reuse-from', 'none'],
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return d, r.stdout
+    d, p = studies['custom']
+    return d, _finished(p, 1500)[0]
 
 def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custom):
     from cifar_nb.report import VERDICTS
@@ -182,11 +200,10 @@ def test_custom_study_file_runs_end_to_end_and_its_report_judges_the_claim(custo
     assert 'Traceback' not in html and external_urls(html) == []
 
 
-def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tmp_path):
+def test_report_folder_equal_to_a_new_study_folder_is_refused_before_the_plan(tmp_path, study_cli):
     "--report naming the (new) study folder: one line before anything is planned, trained or written (it used to fail after the table)."
     d = tmp_path/'new'
-    r = subprocess.run([sys.executable, '-m', 'cifar_nb.study', '--scale', 'smoke', '--configurations', 'Base', '--seeds', '1',
-                        '--study-dir', str(d), '--report', str(d)], capture_output=True, text=True, timeout=240)
+    r = study_cli('--scale', 'smoke', '--configurations', 'Base', '--seeds', '1', '--study-dir', d, '--report', d)
     assert r.returncode == 1 and r.stderr.startswith(f'error: report folder {d} is the study folder {d}: give the report a folder of its own'), r.stderr
     assert r.stderr.count('\n') == 1 and r.stdout == '' and not d.exists()   # no plan printed, nothing created
 
