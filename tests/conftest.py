@@ -1,6 +1,6 @@
 """Shared test helpers. `study_cli` runs the study's command line (`cifar_nb.cli.main`, what `python -m cifar_nb.study`
 executes) in the test's own process: a refusal is checked in milliseconds instead of the 4-5 s a fresh Python spends
-importing torch twice (`python -m cifar_nb.study` re-executes itself as `cifar_nb.cli`). Each test file that checks the
+importing torch. Each test file that checks the
 command line keeps at least one real `python -m cifar_nb.study` subprocess for the entry point itself."""
 import subprocess
 from pathlib import Path
