@@ -39,9 +39,10 @@ env: $(STAMP)
 export: $(STAMP)
 	$(BIN)/nbdev_export
 
-# the whole suite: notebook tests (slow-flagged cells included) and pytest
+# the whole suite: notebook tests (slow-flagged cells included) and pytest, side by side: the notebooks keep both cores
+# busy while pytest mostly waits on the processes it starts (each target's output is printed when it ends)
 test: $(STAMP)
-	$(MAKE) --no-print-directory test-nb test-py
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-nb test-py
 
 test-nb: $(STAMP)
 	$(BIN)/nbdev_test --flags slow --n_workers 2 --skip_file_re '^[_.]|^(train|ood|report)\.ipynb$$'
