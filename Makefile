@@ -39,13 +39,14 @@ env: $(STAMP)
 export: $(STAMP)
 	$(BIN)/nbdev_export
 
-# the whole suite: notebook tests (slow-flagged cells included) and pytest, side by side: the notebooks keep both cores
-# busy while pytest mostly waits on the processes it starts (each target's output is printed when it ends)
+# the whole suite: notebook tests (slow-flagged cells included) and pytest, side by side, one core each: pytest runs one
+# test at a time, so the notebooks take one worker beside it (each target's output is printed when it ends)
+NB_WORKERS ?= 2
 test: $(STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-nb test-py
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-nb test-py NB_WORKERS=1
 
 test-nb: $(STAMP)
-	$(BIN)/nbdev_test --flags slow --n_workers 2 --skip_file_re '^[_.]|^(train|ood|report)\.ipynb$$'
+	$(BIN)/nbdev_test --flags slow --n_workers $(NB_WORKERS) --skip_file_re '^[_.]|^(train|ood|report)\.ipynb$$'
 
 test-py: $(STAMP)
 	$(BIN)/pytest -q tests
