@@ -106,8 +106,8 @@ def study_file_readers(pkg=None) -> list:
     return out
 
 # %% ../nbs/00b_layout.ipynb #416f3e02
-def _public_defs(source: str) -> list:
-    "Names of the public functions and classes a cell defines at its top level."
+def _defs(source: str) -> list:
+    "Names of the functions and classes a cell defines at its top level (private ones too)."
     code = '\n'.join(l for l in source.splitlines() if not l.startswith('#|'))
     try: tree = ast.parse(code)
     except SyntaxError: return []
@@ -123,7 +123,7 @@ def notebook_gaps(nb_path: str|Path) -> dict:
     out = dict(several=[], bare=[])
     for i, c in enumerate(cells):
         if not is_export(c): continue
-        names = _public_defs(src(c))
+        names = _defs(src(c))
         if len(names) > 1: out['several'].append(names)
         after = [d for d in cells[i + 1:]]
         after = after[:next((k for k, d in enumerate(after) if is_export(d)), len(after))]

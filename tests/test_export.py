@@ -8,10 +8,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT/'cifar_nb'
 
 
-def _git_status() -> str:
-    return subprocess.run(['git', 'status', '--porcelain', '--untracked-files=all', '--', 'cifar_nb'],
-                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=60).stdout
-
 def _snapshot() -> dict:
     return {p.relative_to(PKG).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(PKG.rglob('*.py')) if '__pycache__' not in p.parts}
